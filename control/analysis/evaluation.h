@@ -1,0 +1,101 @@
+// The paper's indistinguishability evaluation over labelled flows: Table II/IV
+// (CoV per window), Table III (chi-square over inter-packet times, plus KS),
+// and detection rates (Figures 3/4/7/8).
+#ifndef SHROUD_CONTROL_ANALYSIS_EVALUATION_H_
+#define SHROUD_CONTROL_ANALYSIS_EVALUATION_H_
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "control/analysis/detectors.h"
+#include "control/analysis/maxent_model.h"
+#include "control/analysis/stats.h"
+#include "control/capture/capture_analysis.h"
+
+namespace shroud {
+
+struct LabelledFlow {
+  std::string capture;
+  FlowKey key;
+  FlowFeatures features;
+  uint64_t stream_packets = 0;  // of the capture the flow came from
+  bool is_migration = false;
+
+  FlowView view(const FeatureConfig& config) const {
+    return FlowView{key, features, stream_packets, config};
+  }
+};
+
+struct LabelledCaptures {
+  std::vector<std::string> migration;   // flows matching `migration_filter` are migrations, the rest background
+  std::vector<std::string> background;  // every flow is background
+  std::string migration_filter = "tcp dst portrange 49152-49215";
+  uint64_t min_packets = 1000;          // shorter flows are skipped, as the paper's attacker does
+};
+
+// Reads every capture and returns the flows with at least min_packets packets,
+// labelled. Errors name the file.
+absl::StatusOr<std::vector<LabelledFlow>> CollectLabelledFlows(const LabelledCaptures& captures,
+                                                               const CaptureOptions& options);
+
+// Per-flow IPT histogram (1 us category -> count) from the flow's sketch.
+std::map<uint32_t, double> IptHistogram(const FlowFeatures& features);
+
+struct GroupComparison {
+  size_t n_a = 0, n_b = 0;
+  ChiSquareResult chi_square;  // Table III
+  uint32_t ks_window = 0;      // KS compares the groups' per-flow CoV at this window
+  KsResult ks;
+};
+
+// Group A against group B. Errors when a group is empty or the KS window is
+// not configured.
+absl::StatusOr<GroupComparison> CompareGroups(const std::vector<const LabelledFlow*>& a,
+                                              const std::vector<const LabelledFlow*>& b,
+                                              const FeatureConfig& config, uint32_t ks_window);
+
+struct DetectionRate {
+  std::string detector;
+  size_t true_positives = 0, false_negatives = 0;
+  size_t false_positives = 0, true_negatives = 0;
+  double tpr() const {
+    size_t p = true_positives + false_negatives;
+    return p == 0 ? 0.0 : static_cast<double>(true_positives) / static_cast<double>(p);
+  }
+  double fpr() const {
+    size_t n = false_positives + true_negatives;
+    return n == 0 ? 0.0 : static_cast<double>(false_positives) / static_cast<double>(n);
+  }
+};
+
+// A detector's rates over labelled flows; an undecided flow counts as not
+// flagged.
+DetectionRate MeasureDetector(const Detector& detector, const std::vector<LabelledFlow>& flows,
+                              const FeatureConfig& config);
+
+struct CrossValidationOptions {
+  int folds = 5;  // each fold trains on 80 % and tests on 20 % (the paper's split)
+  uint64_t seed = 1;
+  std::array<uint32_t, kMaxEntFeatures> windows = {100, 500, 1000};
+  MaxEntTrainingOptions training;
+};
+
+// Stratified k-fold cross-validation of the maxent attack: every flow is
+// tested exactly once by a model that did not see it. Errors when a class has
+// fewer flows than folds.
+absl::StatusOr<DetectionRate> CrossValidateMaxEnt(const std::vector<LabelledFlow>& flows,
+                                                  const FeatureConfig& config,
+                                                  const CrossValidationOptions& options);
+
+// Trains the maxent model on all labelled flows.
+absl::StatusOr<MaxEntModel> TrainOnFlows(const std::vector<LabelledFlow>& flows,
+                                         const FeatureConfig& config,
+                                         const std::array<uint32_t, kMaxEntFeatures>& windows,
+                                         const MaxEntTrainingOptions& options);
+
+}  // namespace shroud
+
+#endif  // SHROUD_CONTROL_ANALYSIS_EVALUATION_H_

@@ -1,0 +1,166 @@
+#include "control/cli/cli_common.h"
+
+#include <gflags/gflags.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "default_model.h"
+
+DEFINE_double(burst_gap_ms, 10.0,
+              "Algorithm 1: a packet starts a burst when the gap to the flow's previous packet "
+              "exceeds this many milliseconds");
+DEFINE_uint32(pwin, 1000, "Algorithm 1: Pwin, the window of packets per CoV evaluation");
+DEFINE_double(delta, 0.05, "Algorithm 1: delta, CoV threshold of burst distances");
+DEFINE_uint32(pct, 3, "Algorithm 1: PCt, detect when the pattern was seen more than this often");
+DEFINE_string(windows, "100,200,300,500,1000,2000,3000",
+              "Algorithm 2: window sizes W (packets of the whole stream), ascending, at most 8");
+DEFINE_uint64(min_packets, 1000,
+              "Skip flows with fewer packets, as the paper's attacker discards short flows");
+DEFINE_string(model, "",
+              "Maximum-entropy model file (JSON, see conf/maxent-default.json); default: the "
+              "model compiled into this binary");
+DEFINE_string(migration_filter, "tcp dst portrange 49152-49215",
+              "train/eval: in --migration captures, flows whose first packet matches this "
+              "tcpdump-syntax filter are migrations; their other flows are background");
+DEFINE_string(feature_windows, "100,500,1000",
+              "The window triple of the maxent features (each must be in --windows); the paper "
+              "tried 100,200,300 / 100,500,1000 / 500,1000,2000 / 1000,2000,3000");
+DEFINE_uint64(max_flows, 50'000'000, "Stop tracking new flows beyond this many per capture");
+
+namespace shroud::cli {
+
+absl::StatusOr<FeatureConfig> FeatureConfigFromFlags() {
+  FeatureConfig config;
+  if (!(FLAGS_burst_gap_ms > 0 && FLAGS_burst_gap_ms < 1e6)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--burst_gap_ms must be in (0, 1e6), got ", FLAGS_burst_gap_ms));
+  }
+  config.burst_gap_ns = static_cast<uint64_t>(FLAGS_burst_gap_ms * 1e6);
+  config.pattern_window = FLAGS_pwin;
+  config.pattern_delta = FLAGS_delta;
+  config.pattern_count_threshold = FLAGS_pct;
+  std::vector<std::string> parts = absl::StrSplit(FLAGS_windows, ',', absl::SkipWhitespace());
+  if (parts.empty() || parts.size() > kMaxByteWindows) {
+    return absl::InvalidArgumentError(absl::StrCat("--windows takes 1 to ", kMaxByteWindows,
+                                                   " sizes, got '", FLAGS_windows, "'"));
+  }
+  config.byte_windows.fill(0);
+  for (size_t i = 0; i < parts.size(); ++i) {
+    if (!absl::SimpleAtoi(parts[i], &config.byte_windows[i])) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--windows: '", parts[i], "' is not a whole number"));
+    }
+  }
+  config.byte_window_count = parts.size();
+  if (absl::Status s = config.Validate(); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("feature flags: ", s.message()));
+  }
+  return config;
+}
+
+absl::StatusOr<CaptureOptions> CaptureOptionsFromFlags() {
+  absl::StatusOr<FeatureConfig> features = FeatureConfigFromFlags();
+  if (!features.ok()) return features.status();
+  CaptureOptions options;
+  options.features = *features;
+  options.max_flows = FLAGS_max_flows;
+  return options;
+}
+
+uint64_t MinPacketsFromFlags() { return FLAGS_min_packets; }
+
+absl::StatusOr<MaxEntModel> ModelFromFlags(std::string* origin) {
+  if (!FLAGS_model.empty()) {
+    *origin = FLAGS_model;
+    return MaxEntModel::Load(FLAGS_model);
+  }
+  *origin = "built-in default (conf/maxent-default.json)";
+  return MaxEntModel::FromJson(std::string(kDefaultMaxEntModel), "built-in default model");
+}
+
+absl::StatusOr<std::array<uint32_t, kMaxEntFeatures>> ParseTriple(const std::string& flag,
+                                                                  const std::string& value) {
+  std::vector<std::string> parts = absl::StrSplit(value, ',', absl::SkipWhitespace());
+  std::array<uint32_t, kMaxEntFeatures> out{};
+  if (parts.size() != kMaxEntFeatures) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", flag, " takes three window sizes like 100,500,1000, got '", value, "'"));
+  }
+  for (int i = 0; i < kMaxEntFeatures; ++i) {
+    if (!absl::SimpleAtoi(parts[i], &out[i]) || out[i] == 0 || (i > 0 && out[i] <= out[i - 1])) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--", flag, ": '", value, "' must be three ascending positive whole numbers"));
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<std::array<uint32_t, kMaxEntFeatures>> FeatureWindowsFromFlags() {
+  return ParseTriple("feature_windows", FLAGS_feature_windows);
+}
+
+absl::StatusOr<std::vector<LabelledFlow>> CollectFromArgs(const std::vector<std::string>& migration,
+                                                          const std::vector<std::string>& background,
+                                                          CaptureOptions* options_out) {
+  absl::StatusOr<CaptureOptions> options = CaptureOptionsFromFlags();
+  if (!options.ok()) return options.status();
+  *options_out = *options;
+  LabelledCaptures captures;
+  captures.migration = migration;
+  captures.background = background;
+  captures.migration_filter = FLAGS_migration_filter;
+  captures.min_packets = MinPacketsFromFlags();
+  return CollectLabelledFlows(captures, *options_out);
+}
+
+std::vector<std::string> TakeListFlag(const std::string& name, int* argc, char** argv) {
+  std::vector<std::string> values;
+  const std::string bare = "--" + name;
+  const std::string with_eq = bare + "=";
+  int out = 1;
+  for (int i = 1; i < *argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == bare) {
+      while (i + 1 < *argc && argv[i + 1][0] != '-') values.push_back(argv[++i]);
+      continue;
+    }
+    if (arg.rfind(with_eq, 0) == 0) {
+      for (absl::string_view v : absl::StrSplit(arg.substr(with_eq.size()), ',', absl::SkipEmpty())) {
+        values.emplace_back(v);
+      }
+      continue;
+    }
+    argv[out++] = argv[i];
+  }
+  *argc = out;
+  return values;
+}
+
+void PrintCommandHelp(const std::string& usage, const std::vector<std::string>& flag_files) {
+  std::cout << usage << "\n";
+  std::vector<gflags::CommandLineFlagInfo> flags;
+  gflags::GetAllFlags(&flags);
+  auto print_from = [&](const std::string& file, const char* title) {
+    bool any = false;
+    for (const auto& f : flags) {
+      if (f.filename.find(file) == std::string::npos) continue;
+      if (!any) std::cout << "\n" << title << ":\n";
+      any = true;
+      std::cout << absl::StrFormat("  --%-16s %s (default: %s)\n", f.name, f.description,
+                                   f.default_value.empty() ? "\"\"" : f.default_value);
+    }
+  };
+  for (const auto& file : flag_files) print_from(file, "Options");
+  print_from("cli_common.cc", "Feature and detector options (all commands)");
+}
+
+std::string FormatCov(double v) { return std::isnan(v) ? "-" : absl::StrFormat("%.3f", v); }
+
+}  // namespace shroud::cli

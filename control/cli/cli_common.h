@@ -1,0 +1,52 @@
+// Pieces shared by the `shroud` subcommands: the feature/detector flags, the
+// model, list arguments, help, and number formatting.
+#ifndef SHROUD_CONTROL_CLI_CLI_COMMON_H_
+#define SHROUD_CONTROL_CLI_CLI_COMMON_H_
+
+#include <array>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "control/analysis/evaluation.h"
+#include "control/analysis/maxent_model.h"
+#include "control/capture/capture_analysis.h"
+#include "shroud/feature_config.h"
+
+namespace shroud::cli {
+
+// Feature configuration from --burst_gap_ms, --pwin, --delta, --pct, --windows.
+absl::StatusOr<FeatureConfig> FeatureConfigFromFlags();
+// CaptureOptions with the features above and --max_flows.
+absl::StatusOr<CaptureOptions> CaptureOptionsFromFlags();
+// --min_packets.
+uint64_t MinPacketsFromFlags();
+// --model FILE, or the model compiled into this binary (conf/maxent-default.json).
+absl::StatusOr<MaxEntModel> ModelFromFlags(std::string* origin);
+// "100,500,1000" -> {100,500,1000}; errors name the flag.
+absl::StatusOr<std::array<uint32_t, kMaxEntFeatures>> ParseTriple(const std::string& flag,
+                                                                  const std::string& value);
+
+// --feature_windows.
+absl::StatusOr<std::array<uint32_t, kMaxEntFeatures>> FeatureWindowsFromFlags();
+// Reads --migration/--background captures with the flag-configured features,
+// labels the flows (--migration_filter) and drops short ones (--min_packets).
+absl::StatusOr<std::vector<LabelledFlow>> CollectFromArgs(const std::vector<std::string>& migration,
+                                                          const std::vector<std::string>& background,
+                                                          CaptureOptions* options_out);
+
+// Removes "--NAME a b c" (values up to the next argument starting with '-')
+// and "--NAME=a,b" from argv, returning the values. gflags has no repeated
+// list flags, and `--migration A.pcap B.pcap` is how people write it.
+std::vector<std::string> TakeListFlag(const std::string& name, int* argc, char** argv);
+
+// Prints the usage of one subcommand with the flags defined in the given
+// source files (and the shared ones).
+void PrintCommandHelp(const std::string& usage, const std::vector<std::string>& flag_files);
+
+// "0.123" with 3 decimals, "-" for NaN (text tables).
+std::string FormatCov(double v);
+
+}  // namespace shroud::cli
+
+#endif  // SHROUD_CONTROL_CLI_CLI_COMMON_H_

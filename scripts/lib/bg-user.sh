@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# One simulated user of shroud's background-traffic model (a Markov chain over
+# activities), run inside a network namespace by lib/background.sh.
+#
+#   bg-user.sh ID SEED PEER_IP IPERF_PORT DURATION_S SCALE_PCT LOGFILE STOPFILE
+#
+# States: browse (several small HTTP fetches with think times), video
+# (rate-limited chunked fetches of 1 MiB segments), bulk (rate-limited large
+# HTTP download or iperf3, either direction), idle (think time, sometimes a
+# tiny interactive request). Transitions use bash's RANDOM seeded with SEED+ID,
+# so a run is reproducible in its sequence of choices. SCALE_PCT scales every
+# rate limit (100 = nominal numbers documented in scripts/CAPTURES.md).
+# Every command is bounded by `timeout`; the loop is bounded by DURATION_S,
+# by a maximum number of steps and by STOPFILE.
+set -euo pipefail
+
+id=$1 seed=$2 peer=$3 iport=$4 duration=$5 scale=$6 logf=$7 stopf=$8
+RANDOM=$((seed * 7919 + id * 104729))
+url="http://$peer:8080/f"
+start=$SECONDS
+max_steps=2000
+
+# No command substitution around RANDOM: a subshell would not advance (and
+# would reseed) the generator. Helpers set globals instead.
+# rnd LO HI : R = uniform integer in [LO, HI] (15-bit RANDOM pairs for range)
+rnd() { R=$(($1 + ((RANDOM << 15) | RANDOM) % ($2 - $1 + 1))); }
+# msleep LO HI : sleep a uniform number of milliseconds in [LO, HI]
+msleep() {
+    rnd "$1" "$2"
+    sleep "$((R / 1000)).$(printf '%03d' $((R % 1000)))"
+}
+# scaled BYTES_PER_S : S = value scaled by SCALE_PCT (at least 8000)
+scaled() {
+    S=$(($1 * scale / 100))
+    ((S >= 8000)) || S=8000
+}
+left() { L=$((duration - (SECONDS - start))); }
+alive() { left; [[ ! -e $stopf ]] && ((L > 0)); }
+note() { printf '%s user=%s %s\n' "$(date +%s.%N)" "$id" "$*" >>"$logf"; }
+
+fetch() { # fetch MAXTIME [curl options...] URL...
+    local mt=$1
+    shift
+    timeout $((mt + 2)) curl -s --max-time "$mt" "$@" >/dev/null 2>&1 || true
+}
+
+small_files=(1k 2k 4k 8k 16k 32k 64k 128k 256k 512k)
+
+do_browse() {
+    local n i k urls
+    rnd 2 6; n=$R
+    note "state=browse pages=$n"
+    for ((i = 0; i < n; i++)); do
+        alive || return 0
+        # a "page": 1-4 objects over one connection (keep-alive)
+        urls=()
+        rnd 1 4
+        for ((k = R; k > 0; k--)); do
+            rnd 0 $((${#small_files[@]} - 1))
+            urls+=("$url/${small_files[R]}")
+        done
+        fetch 10 "${urls[@]}"
+        msleep 200 1500
+    done
+}
+
+do_video() {
+    local n i rate
+    rnd 2 6; n=$R
+    rnd 200000 350000; scaled "$R"; rate=$S
+    note "state=video chunks=$n rate=$rate"
+    for ((i = 0; i < n; i++)); do
+        alive || return 0
+        fetch 8 --limit-rate "$rate" "$url/seg1m"
+        msleep 100 800
+    done
+}
+
+do_bulk() {
+    local t rate mode
+    rnd 3 8; t=$R
+    left
+    ((L >= t)) || t=$L
+    ((t >= 1)) || return 0
+    rnd 0 5; mode=$R
+    case $mode in
+        0 | 1)
+            rnd 400000 900000; scaled "$R"; rate=$S
+            note "state=bulk kind=http rate=$rate t=$t"
+            fetch "$t" --limit-rate "$rate" "$url/bulk16m"
+            ;;
+        2 | 3)
+            rnd 400000 900000; scaled "$R"; rate=$S
+            note "state=bulk kind=iperf3-down rate=$rate t=$t"
+            timeout $((t + 6)) iperf3 -c "$peer" -p "$iport" -t "$t" -b "$((rate * 8))" -R >/dev/null 2>&1 || true
+            ;;
+        4)
+            rnd 400000 900000; scaled "$R"; rate=$S
+            note "state=bulk kind=iperf3-up rate=$rate t=$t"
+            timeout $((t + 6)) iperf3 -c "$peer" -p "$iport" -t "$t" -b "$((rate * 8))" >/dev/null 2>&1 || true
+            ;;
+        5)
+            # short and fast (capped): 1 s at ~2.5 MB/s
+            scaled 2500000; rate=$S
+            note "state=bulk kind=iperf3-burst rate=$rate t=1"
+            timeout 7 iperf3 -c "$peer" -p "$iport" -t 1 -b "$((rate * 8))" >/dev/null 2>&1 || true
+            ;;
+    esac
+}
+
+do_idle() {
+    note "state=idle"
+    rnd 0 1
+    if ((R)); then
+        fetch 5 "$url/1k"
+    fi
+    msleep 500 4000
+}
+
+# Transition matrix (percent), rows: from browse, video, bulk, idle;
+# columns: to browse, video, bulk, idle.
+# next_state: sets the global `state`.
+next_state() {
+    local r row
+    rnd 0 99; r=$R
+    case $state in
+        browse) row=(35 15 10 40) ;;
+        video) row=(20 40 5 35) ;;
+        bulk) row=(25 10 25 40) ;;
+        *) row=(40 20 15 25) ;;
+    esac
+    if ((r < row[0])); then state=browse
+    elif ((r < row[0] + row[1])); then state=video
+    elif ((r < row[0] + row[1] + row[2])); then state=bulk
+    else state=idle; fi
+}
+
+# start in a random state, after a random offset so users do not align
+msleep 0 1500
+states=(browse video bulk idle)
+rnd 0 3
+state=${states[R]}
+for ((step = 0; step < max_steps; step++)); do
+    alive || break
+    "do_$state"
+    next_state
+done
+note "done steps=$step"

@@ -1,0 +1,127 @@
+# shellcheck shell=bash
+# Common helpers for shroud's capture scripts (sourced, not executed).
+#
+# Network namespaces are named "shroud-rec-<pid>-<role>" where <pid> is the
+# PID of the recording script that created them, so parallel runs never
+# collide and leftovers of a crashed run can be recognised (dead <pid>).
+# Only TEST-NET addresses are used (198.51.100.0/24 here).
+
+# Debian packages needed by record-migration.sh / record-corpus.sh
+# (the lead adds these to scripts/setup.sh).
+SHROUD_CAPTURE_PACKAGES="qemu-system-x86 qemu-system-data seabios ipxe-qemu iproute2 ethtool tcpdump tshark wireshark-common iperf3 nginx-light curl python3 gcc binutils coreutils util-linux procps"
+export SHROUD_CAPTURE_PACKAGES
+
+SHROUD_NS_PREFIX="shroud-rec-"
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+require_root() {
+    [[ $(id -u) -eq 0 ]] || die "must run as root (network namespaces, veth, tcpdump)"
+}
+
+# require_tools TOOL... : fail with a clear message naming the package list.
+require_tools() {
+    local t missing=()
+    for t in "$@"; do
+        command -v "$t" >/dev/null 2>&1 || missing+=("$t")
+    done
+    if ((${#missing[@]})); then
+        die "missing tools: ${missing[*]} (apt-get install ${SHROUD_CAPTURE_PACKAGES})"
+    fi
+}
+
+# ns_name ROLE -> shroud-rec-<pid>-ROLE
+ns_name() { printf '%s%s-%s' "$SHROUD_NS_PREFIX" "$$" "$1"; }
+
+# Kill every process inside namespace NS (all started by us), then delete it.
+ns_kill_and_delete() {
+    local ns=$1 pids pid i
+    if ip netns list 2>/dev/null | awk '{print $1}' | grep -qx -- "$ns"; then
+        for i in 1 2 3 4 5 6 7 8 9 10; do
+            pids=$(ip netns pids "$ns" 2>/dev/null || true)
+            [[ -z $pids ]] && break
+            for pid in $pids; do
+                if ((i < 6)); then kill -TERM "$pid" 2>/dev/null || true
+                else kill -KILL "$pid" 2>/dev/null || true; fi
+            done
+            sleep 0.3
+        done
+        ip netns del "$ns" 2>/dev/null || true
+    fi
+}
+
+# Remove namespaces left by crashed runs (creator PID no longer alive).
+ns_clean_stale() {
+    local ns owner
+    for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^${SHROUD_NS_PREFIX}" || true); do
+        owner=${ns#"$SHROUD_NS_PREFIX"}
+        owner=${owner%%-*}
+        [[ $owner =~ ^[0-9]+$ ]] || continue
+        if ! kill -0 "$owner" 2>/dev/null; then
+            log "removing stale namespace $ns (owner $owner is gone)"
+            ns_kill_and_delete "$ns"
+        fi
+    done
+}
+
+# veth_offloads_off NS IF : the wire must carry real MTU-sized frames.
+veth_offloads_off() {
+    ip netns exec "$1" ethtool -K "$2" tx off rx off tso off gso off gro off >/dev/null 2>&1 ||
+        die "ethtool -K $2 (in $1) failed"
+}
+
+# wan_setup NS_A IP_A NS_B IP_B IF_A IF_B : one veth pair, /24, MTU 1500.
+wan_setup() {
+    local nsa=$1 ipa=$2 nsb=$3 ipb=$4 ifa=$5 ifb=$6
+    ip netns add "$nsa"
+    ip netns add "$nsb"
+    ip link add "$ifa" netns "$nsa" type veth peer name "$ifb" netns "$nsb"
+    ip -n "$nsa" link set lo up
+    ip -n "$nsb" link set lo up
+    ip -n "$nsa" link set "$ifa" mtu 1500 up
+    ip -n "$nsb" link set "$ifb" mtu 1500 up
+    ip -n "$nsa" addr add "$ipa/24" dev "$ifa"
+    ip -n "$nsb" addr add "$ipb/24" dev "$ifb"
+    veth_offloads_off "$nsa" "$ifa"
+    veth_offloads_off "$nsb" "$ifb"
+    # Wait until the link answers (no ping dependency: use bash /dev/tcp? no:
+    # simply wait for carrier on both ends).
+    local i
+    for i in $(seq 1 50); do
+        if ip -n "$nsa" link show "$ifa" | grep -q 'state UP' &&
+            ip -n "$nsb" link show "$ifb" | grep -q 'state UP'; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    die "veth $ifa/$ifb did not come up"
+}
+
+# check_testnet IP... : refuse anything outside TEST-NET-1/2/3.
+check_testnet() {
+    local ip
+    for ip in "$@"; do
+        case $ip in
+            192.0.2.* | 198.51.100.* | 203.0.113.*) ;;
+            *) die "address $ip is not in TEST-NET (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24)" ;;
+        esac
+    done
+}
+
+# kill_wait PID [SIGNAL] [SECONDS] : signal a process we started, wait for it,
+# escalate to SIGKILL.
+kill_wait() {
+    local pid=$1 sig=${2:-TERM} secs=${3:-5} i
+    [[ -n $pid ]] || return 0
+    kill -0 "$pid" 2>/dev/null || return 0
+    kill "-$sig" "$pid" 2>/dev/null || true
+    for ((i = 0; i < secs * 10; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+}

@@ -1,0 +1,189 @@
+#!/usr/bin/env python3
+"""Small stdlib-only QMP client for shroud's capture scripts.
+
+Usage:
+  qmp.py SOCKET wait [--timeout S]             wait until QEMU answers on SOCKET
+  qmp.py SOCKET exec CMD [JSON-ARGS]           run one command, print its "return"
+  qmp.py SOCKET migrate --uri URI --bandwidth BYTES_PER_S
+                        [--timeout S] [--interval S] [--downtime-limit MS]
+        set max-bandwidth, start the migration, poll query-migrate until
+        completed/failed (bounded), print a JSON object with the final
+        query-migrate answer and wall-clock timestamps.
+
+Exit status: 0 on success, 1 on a QMP error / failed migration, 2 on usage or
+connection errors. Errors are printed to stderr as one clear line.
+"""
+
+import argparse
+import json
+import os
+import socket
+import sys
+import time
+
+
+class QMPError(Exception):
+    pass
+
+
+class QMP:
+    def __init__(self, path, timeout=10.0):
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(path)
+        self.buf = b""
+        self.events = []
+        greeting = self._read_msg()
+        if "QMP" not in greeting:
+            raise QMPError("no QMP greeting on %s: %r" % (path, greeting))
+        self.execute("qmp_capabilities")
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def _read_msg(self):
+        while b"\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise QMPError("QEMU closed the QMP socket %s" % self.path)
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        line = line.strip()
+        if not line:
+            return self._read_msg()
+        return json.loads(line.decode("utf-8", "replace"))
+
+    def execute(self, cmd, args=None):
+        msg = {"execute": cmd}
+        if args:
+            msg["arguments"] = args
+        self.sock.sendall(json.dumps(msg).encode() + b"\n")
+        while True:
+            resp = self._read_msg()
+            if "event" in resp:
+                self.events.append(resp)
+                continue
+            if "error" in resp:
+                err = resp["error"]
+                raise QMPError("%s: %s: %s" % (cmd, err.get("class"), err.get("desc")))
+            if "return" in resp:
+                return resp["return"]
+
+    def wait_event(self, name, timeout):
+        """Wait for an event NAME (already-buffered events count)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, ev in enumerate(self.events):
+                if ev.get("event") == name:
+                    return self.events.pop(i)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise QMPError("timeout waiting for event %s" % name)
+            self.sock.settimeout(left)
+            resp = self._read_msg()
+            if "event" in resp:
+                self.events.append(resp)
+
+
+def connect_retry(path, timeout):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        if os.path.exists(path):
+            try:
+                return QMP(path)
+            except (OSError, QMPError) as e:  # not listening yet
+                last = e
+        time.sleep(0.1)
+    raise QMPError("cannot connect to QMP socket %s within %.0f s (%s)" % (path, timeout, last))
+
+
+def cmd_migrate(q, a):
+    params = {"max-bandwidth": int(a.bandwidth)}
+    if a.downtime_limit is not None:
+        params["downtime-limit"] = int(a.downtime_limit)
+    q.execute("migrate-set-parameters", params)
+    got = q.execute("query-migrate-parameters")
+    if int(got.get("max-bandwidth", -1)) != int(a.bandwidth):
+        raise QMPError("max-bandwidth not applied: %r" % got.get("max-bandwidth"))
+    t_start = time.time()
+    q.execute("migrate", {"uri": a.uri})
+    deadline = time.monotonic() + a.timeout
+    info = {}
+    t_active = None
+    while True:
+        info = q.execute("query-migrate")
+        st = info.get("status")
+        if st == "active" and t_active is None:
+            t_active = time.time()
+        if st in ("completed", "failed", "cancelled"):
+            break
+        if time.monotonic() > deadline:
+            try:
+                q.execute("migrate_cancel")
+            except QMPError:
+                pass
+            info["status"] = "timeout"
+            break
+        time.sleep(a.interval)
+    t_end = time.time()
+    out = {
+        "status": info.get("status"),
+        "wall_start": t_start,
+        "wall_active": t_active,
+        "wall_end": t_end,
+        "max_bandwidth": got.get("max-bandwidth"),
+        "downtime_limit": got.get("downtime-limit"),
+        "query_migrate": info,
+    }
+    print(json.dumps(out, sort_keys=True))
+    return 0 if info.get("status") == "completed" else 1
+
+
+def main(argv):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("socket")
+    sub = p.add_subparsers(dest="op", required=True)
+    w = sub.add_parser("wait")
+    w.add_argument("--timeout", type=float, default=20.0)
+    e = sub.add_parser("exec")
+    e.add_argument("cmd")
+    e.add_argument("args", nargs="?", default=None)
+    e.add_argument("--timeout", type=float, default=20.0)
+    m = sub.add_parser("migrate")
+    m.add_argument("--uri", required=True)
+    m.add_argument("--bandwidth", type=int, required=True, help="bytes per second")
+    m.add_argument("--downtime-limit", type=int, default=None, help="ms")
+    m.add_argument("--timeout", type=float, default=120.0)
+    m.add_argument("--interval", type=float, default=0.2)
+    a = p.parse_args(argv)
+
+    try:
+        q = connect_retry(a.socket, getattr(a, "timeout", 20.0) if a.op == "wait" else 20.0)
+    except QMPError as ex:
+        print("qmp.py: %s" % ex, file=sys.stderr)
+        return 2
+    try:
+        if a.op == "wait":
+            print(json.dumps(q.execute("query-status")))
+            return 0
+        if a.op == "exec":
+            args = json.loads(a.args) if a.args else None
+            print(json.dumps(q.execute(a.cmd, args)))
+            return 0
+        if a.op == "migrate":
+            return cmd_migrate(q, a)
+    except (QMPError, OSError, ValueError) as ex:
+        print("qmp.py: %s" % ex, file=sys.stderr)
+        return 1
+    finally:
+        q.close()
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

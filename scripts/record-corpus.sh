@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# record-corpus.sh - record a corpus of migration and background-only captures
+# with scripts/record-migration.sh, one recording at a time.
+#
+# Needs root and the Debian packages listed in record-migration.sh
+# (SHROUD_CAPTURE_PACKAGES in scripts/lib/netns.sh).
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+usage() {
+    cat <<'USAGE'
+usage: record-corpus.sh [options] OUTDIR
+
+Records migrations for every (rate, load) pair, then background-only captures,
+into OUTDIR as mig-r<RATE>-<LOAD>-s<SEED>.pcap / bg-<LOAD>-s<SEED>.pcap, each
+with its .json report, plus OUTDIR/index.tsv. Stops starting new recordings
+once the time budget is spent.
+
+options:
+  --quick             a handful: (4,light) (8,medium) (12,heavy) (2,medium)
+                      and one 15 s bg-medium capture
+  --rates "R..."      migration rates (default "2 4 6 8 12")
+  --loads "L..."      loads (default "light medium heavy")
+  --bg "L..."         background-only captures (default "light medium heavy medium")
+  --bg-seconds S      length of each background-only capture (default 20)
+  --ram MiB           guest RAM (default 40)
+  --snaplen BYTES     snaplen (default 68)
+  --seed N            first seed; each recording uses the next one (default 1)
+  --budget S          wall-time budget for the whole corpus (default 2700)
+  --unit mib|mb       rate unit, passed on (default mib)
+  -h, --help          this help
+USAGE
+}
+
+rates="2 4 6 8 12" loads="light medium heavy" bgs="light medium heavy medium"
+bg_seconds=20 ram=40 snaplen=68 seed=1 budget=2700 unit=mib quick=0 outdir=""
+while (($#)); do
+    case $1 in
+        --quick) quick=1; shift ;;
+        --rates) rates=$2; shift 2 ;;
+        --loads) loads=$2; shift 2 ;;
+        --bg) bgs=$2; shift 2 ;;
+        --bg-seconds) bg_seconds=$2; shift 2 ;;
+        --ram) ram=$2; shift 2 ;;
+        --snaplen) snaplen=$2; shift 2 ;;
+        --seed) seed=$2; shift 2 ;;
+        --budget) budget=$2; shift 2 ;;
+        --unit) unit=$2; shift 2 ;;
+        -h | --help) usage; exit 0 ;;
+        -*) usage >&2; echo "error: unknown option '$1'" >&2; exit 1 ;;
+        *) [[ -z $outdir ]] || { echo "error: one OUTDIR only" >&2; exit 1; }; outdir=$1; shift ;;
+    esac
+done
+[[ -n $outdir ]] || { usage >&2; echo "error: OUTDIR is required" >&2; exit 1; }
+[[ $(id -u) -eq 0 ]] || { echo "error: must run as root" >&2; exit 1; }
+for v in bg_seconds ram snaplen seed budget; do
+    [[ ${!v} =~ ^[0-9]+$ ]] || { echo "error: --${v//_/-} must be an integer" >&2; exit 1; }
+done
+mkdir -p "$outdir"
+
+jobs=()
+if ((quick)); then
+    jobs=("mig 4 light" "mig 8 medium" "mig 12 heavy" "mig 2 medium")
+    bgs="medium"
+    bg_seconds=15
+else
+    for l in $loads; do
+        for r in $rates; do jobs+=("mig $r $l"); done
+    done
+fi
+for l in $bgs; do jobs+=("bg 0 $l"); done
+
+start=$SECONDS
+index="$outdir/index.tsv"
+[[ -e $index ]] || printf 'file\tkind\trate\tload\tseed\tstatus\ttotal_time_ms\tdowntime_ms\tpackets\tbytes\n' >"$index"
+failed=0 done_n=0
+for j in "${jobs[@]}"; do
+    read -r kind rate load <<<"$j"
+    if ((SECONDS - start > budget)); then
+        echo "corpus: time budget ($budget s) spent, skipping the rest" >&2
+        break
+    fi
+    if [[ $kind == mig ]]; then
+        name="mig-r$rate-$load-s$seed"
+        # migration of RAM at RATE, plus lead/tail and start-up, with margin
+        mt=$((ram * 3 / rate + 90))
+        args=(--rate "$rate" --unit "$unit" --load "$load" --ram "$ram" --seed "$seed"
+            --snaplen "$snaplen" --lead 3 --tail 2 --max-time "$mt")
+    else
+        name="bg-$load-s$seed"
+        args=(--bg-only "$bg_seconds" --load "$load" --seed "$seed" --snaplen "$snaplen"
+            --max-time $((bg_seconds + 60)))
+    fi
+    echo "corpus: [$((SECONDS - start)) s] $name" >&2
+    if "$here/record-migration.sh" "${args[@]}" -o "$outdir/$name.pcap" --report "$outdir/$name.json"; then
+        st=ok
+    else
+        st=failed
+        failed=$((failed + 1))
+    fi
+    "${PYTHON:-python3}" - "$outdir/$name.json" "$name" "$kind" "$rate" "$load" "$seed" "$st" >>"$index" <<'PY' || true
+import json, sys
+path, name, kind, rate, load, seed, st = sys.argv[1:8]
+try:
+    r = json.load(open(path))
+except (OSError, ValueError):
+    r = {}
+print("\t".join(str(x) for x in [name + ".pcap", kind, rate, load, seed, r.get("status", st),
+      r.get("total_time_ms"), r.get("downtime_ms"), r.get("capture_packets"), r.get("capture_bytes")]))
+PY
+    done_n=$((done_n + 1))
+    seed=$((seed + 1))
+done
+echo "corpus: $done_n recordings, $failed failed, $((SECONDS - start)) s, $(du -sh "$outdir" | cut -f1) in $outdir" >&2
+((failed == 0))

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Sets up, builds and runs every test: unit, end-to-end, and the fuzz targets'
+# corpus replay, then a short bounded libFuzzer run of each target.
+#
+#   scripts/test.sh [--no-fuzz] [--fuzz-seconds N]
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+
+fuzz=1
+fuzz_seconds=30
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --no-fuzz) fuzz=0; shift ;;
+    --fuzz-seconds) fuzz_seconds=$2; shift 2 ;;
+    -h|--help) sed -n '2,5p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "test.sh: unknown argument '$1'" >&2; exit 2 ;;
+  esac
+done
+
+scripts/setup.sh --build-dir build
+meson test -C build --print-errorlogs --num-processes 2
+
+if [ "$fuzz" = 1 ]; then
+  # libFuzzer needs clang; a separate build dir keeps the gcc build untouched.
+  if [ ! -f build-fuzz/build.ninja ]; then
+    CXX=clang++ meson setup build-fuzz -Dfuzz=true --buildtype=debugoptimized
+  fi
+  meson compile -C build-fuzz -j 2 fuzz_packet_parser fuzz_pcap_reader
+  for target in packet_parser pcap_reader; do
+    work=$(mktemp -d)
+    cp -r tests/fuzz/corpus/. "$work/"
+    echo "fuzz: $target for ${fuzz_seconds}s"
+    # -max_total_time bounds the run; a crash exits non-zero and fails CI.
+    build-fuzz/fuzz_$target -max_total_time="$fuzz_seconds" -rss_limit_mb=2048 \
+      -print_final_stats=1 "$work" 2>&1 | tail -n 12
+    rm -rf "$work"
+  done
+fi

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# End-to-end tests of the `shroud` CLI as a user runs it: real captures in,
+# tables and JSON out, clear errors for bad input.
+#   tests/cli_test.sh PATH/TO/shroud
+set -uo pipefail
+shroud=${1:?usage: cli_test.sh PATH/TO/shroud}
+root=${SHROUD_SOURCE_ROOT:-$(cd "$(dirname "$0")/.." && pwd)}
+traces=${SHROUD_SHARED_TRACES:-$root/../shared/traces/public}
+data=$root/tests/data
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+passed=0 failed=0 skipped=0
+ok() { echo "ok   - $1"; passed=$((passed + 1)); }
+bad() { echo "FAIL - $1"; [ -n "${2:-}" ] && sed 's/^/       /' <<<"$2" | head -20; failed=$((failed + 1)); }
+skip() { echo "skip - $1"; skipped=$((skipped + 1)); }
+# expect NAME EXPECTED_EXIT PATTERN_IN_OUTPUT -- CMD...
+expect() {
+  local name=$1 want=$2 pattern=$3; shift 4
+  local out rc
+  out=$("$@" 2>&1); rc=$?
+  if [ "$rc" != "$want" ]; then bad "$name (exit $rc, wanted $want)" "$out"; return; fi
+  if ! grep -qE -- "$pattern" <<<"$out"; then bad "$name (no /$pattern/ in output)" "$out"; return; fi
+  ok "$name"
+}
+
+expect "top-level help" 0 "analyze .*per-flow" -- "$shroud" --help
+expect "no command is a usage error" 2 "usage: shroud COMMAND" -- "$shroud"
+expect "unknown command" 2 "unknown command 'frobnicate'" -- "$shroud" frobnicate
+expect "analyze help lists its options" 0 "--json.*JSON" -- "$shroud" analyze --help
+expect "analyze help lists the detector options" 0 "--pwin" -- "$shroud" analyze --help
+expect "eval help" 0 "Table III" -- "$shroud" eval --help
+expect "train help" 0 "--migration_filter" -- "$shroud" train --help
+expect "analyze without captures" 2 "no capture given" -- "$shroud" analyze
+expect "missing capture names the file" 1 "/nonexistent/cap.pcap: cannot read capture" -- "$shroud" analyze /nonexistent/cap.pcap
+echo "this is not a capture" >"$tmp/text.pcap"
+expect "text file is rejected" 1 "text.pcap: cannot read capture" -- "$shroud" analyze "$tmp/text.pcap"
+expect "bad --windows value" 2 "--windows: 'abc' is not a whole number" -- "$shroud" analyze --windows=100,abc "$tmp/text.pcap"
+expect "non-ascending --windows" 2 "strictly ascending" -- "$shroud" analyze --windows=500,100 "$tmp/text.pcap"
+echo '{"format": "something-else", "version": 1}' >"$tmp/model.json"
+expect "bad model file names file and problem" 2 "model.json.*format" -- "$shroud" analyze --model "$tmp/model.json" "$tmp/text.pcap"
+expect "missing model file" 2 "nomodel.json" -- "$shroud" analyze --model "$tmp/nomodel.json" "$tmp/text.pcap"
+
+anydesk=$traces/nfstream__anydesk.pcap
+if [ -f "$anydesk" ]; then
+  expect "analyze a real capture" 0 "51.83.238.219:80>192.168.149.129:43535/tcp +4001 +2618640" -- "$shroud" analyze "$anydesk"
+  out=$("$shroud" analyze --json "$anydesk" 2>&1)
+  if python3 - "$out" <<'PY'
+import json, sys
+lines = [l for l in sys.argv[1].splitlines() if l.strip()]
+assert len(lines) == 2, f"expected 2 flows >= 1000 packets, got {len(lines)}"
+for l in lines:
+    row = json.loads(l)
+    for k in ("flow", "packets", "bytes", "pattern", "maxent", "migration", "cov"):
+        assert k in row, f"missing {k} in {row}"
+    assert isinstance(row["pattern"], bool) and isinstance(row["migration"], bool)
+    assert row["maxent"] is None or 0.0 <= row["maxent"] <= 1.0
+    assert ">" in row["flow"] and row["flow"].endswith("/tcp")
+rows = {json.loads(l)["flow"]: json.loads(l) for l in lines}
+assert rows["51.83.238.219:80>192.168.149.129:43535/tcp"]["packets"] == 4001
+PY
+  then ok "analyze --json rows carry the documented fields"; else bad "analyze --json rows" "$out"; fi
+  # A capture cut in the middle of a record: the error names the file and the damage.
+  head -c 100001 "$anydesk" >"$tmp/cut.pcap"
+  expect "truncated capture names file" 1 "cut.pcap: truncated or corrupt capture after [0-9]+ records" -- "$shroud" analyze "$tmp/cut.pcap"
+  # One bad capture among good ones: the good ones are still analysed.
+  expect "bad capture does not hide good ones" 1 "2 flows analysed" -- "$shroud" analyze "$tmp/cut.pcap" "$anydesk"
+  expect "--min_packets filters flows" 0 "^0 flows analysed" -- "$shroud" analyze --min_packets 5000 "$anydesk"
+else
+  skip "real public captures not found at $traces"
+fi
+
+mig=$data/migration-r8-light.pcap
+bgcap=$data/background-medium.pcap
+if [ -f "$mig" ] && [ -f "$bgcap" ]; then
+  out=$("$shroud" analyze --json "$mig" 2>&1)
+  if python3 - "$out" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in sys.argv[1].splitlines() if l.strip()]
+mig = [r for r in rows if r["flow"].split(">")[1].split(":")[-1].split("/")[0] == "49152"]
+assert mig, "no migration flow to port 49152"
+assert all(r["pattern"] for r in mig), mig
+assert all(r["maxent"] is not None and r["maxent"] >= 0.5 for r in mig), mig
+assert all(r["migration"] for r in mig), mig
+PY
+  then ok "real native migration is flagged by both detectors (built-in model)"; else bad "real native migration flagged" "$out"; fi
+  expect "train writes a model" 0 "wrote .*trained on 1 migration" -- "$shroud" train --migration "$mig" --background "$bgcap" "$anydesk" -o "$tmp/trained.json"
+  expect "trained model loads and is used" 0 "maxent model: .*trained.json" -- "$shroud" analyze --model "$tmp/trained.json" "$mig"
+  expect "eval prints the paper's tables" 0 "Table III: migration flows \(n=1\)" -- "$shroud" eval --folds 2 --migration "$mig" --background "$bgcap" --csv_dir "$tmp/csv"
+  if [ -s "$tmp/csv/table2.csv" ] && head -1 "$tmp/csv/table2.csv" | grep -q "cov100" && [ -s "$tmp/csv/detection.csv" ]; then
+    ok "eval --csv_dir writes the tables"; else bad "eval --csv_dir" "$(ls -l "$tmp/csv" 2>&1)"; fi
+  out=$("$shroud" eval --json --folds 2 --migration "$mig" --background "$bgcap" 2>/dev/null)
+  if python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); assert {"table2","table3","detection"} <= d.keys(); assert d["table3"]["df"] >= 1' <<<"$out"; then
+    ok "eval --json is one document with the three tables"; else bad "eval --json" "$out"; fi
+  expect "train without -o" 2 "need --migration CAPTURE... and -o MODEL" -- "$shroud" train --migration "$mig"
+  expect "train with a bad filter" 1 "flow filter 'port nonsense'" -- "$shroud" train --migration "$mig" --migration_filter "port nonsense" -o "$tmp/x.json"
+else
+  skip "tests/data migration/background captures not present"
+fi
+
+echo "$passed passed, $failed failed, $skipped skipped"
+[ "$failed" = 0 ]
