@@ -65,15 +65,16 @@ if ((quick)); then
     bgs="medium"
     bg_seconds=15
 else
-    for l in $loads; do
-        for r in $rates; do jobs+=("mig $r $l"); done
+    for r in $rates; do
+        for l in $loads; do jobs+=("mig $r $l"); done
     done
 fi
-for l in $bgs; do jobs+=("bg 0 $l"); done
+# background-only captures first (short), so a spent budget cuts migrations
+bgjobs=()
+for l in $bgs; do bgjobs+=("bg 0 $l"); done
+jobs=("${bgjobs[@]}" "${jobs[@]}")
 
 start=$SECONDS
-index="$outdir/index.tsv"
-[[ -e $index ]] || printf 'file\tkind\trate\tload\tseed\tstatus\ttotal_time_ms\tdowntime_ms\tpackets\tbytes\n' >"$index"
 failed=0 done_n=0
 for j in "${jobs[@]}"; do
     read -r kind rate load <<<"$j"
@@ -93,24 +94,30 @@ for j in "${jobs[@]}"; do
             --max-time $((bg_seconds + 60)))
     fi
     echo "corpus: [$((SECONDS - start)) s] $name" >&2
-    if "$here/record-migration.sh" "${args[@]}" -o "$outdir/$name.pcap" --report "$outdir/$name.json"; then
-        st=ok
-    else
-        st=failed
+    if ! "$here/record-migration.sh" "${args[@]}" -o "$outdir/$name.pcap" --report "$outdir/$name.json"; then
+        echo "corpus: $name FAILED" >&2
         failed=$((failed + 1))
     fi
-    "${PYTHON:-python3}" - "$outdir/$name.json" "$name" "$kind" "$rate" "$load" "$seed" "$st" >>"$index" <<'PY' || true
-import json, sys
-path, name, kind, rate, load, seed, st = sys.argv[1:8]
-try:
-    r = json.load(open(path))
-except (OSError, ValueError):
-    r = {}
-print("\t".join(str(x) for x in [name + ".pcap", kind, rate, load, seed, r.get("status", st),
-      r.get("total_time_ms"), r.get("downtime_ms"), r.get("capture_packets"), r.get("capture_bytes")]))
-PY
     done_n=$((done_n + 1))
     seed=$((seed + 1))
 done
+# index of everything in OUTDIR (also earlier runs), from the JSON reports
+"${PYTHON:-python3}" - "$outdir" >"$outdir/index.tsv" <<'PY'
+import glob, json, os, sys
+cols = ["file", "kind", "rate_mb_s", "rate_unit", "load", "seed", "ram_mib", "snaplen", "status",
+        "total_time_ms", "downtime_ms", "capture_packets", "capture_bytes", "migration_packets",
+        "background_mbit_s_avg"]
+print("\t".join(cols))
+for path in sorted(glob.glob(os.path.join(sys.argv[1], "*.json"))):
+    try:
+        r = json.load(open(path))
+    except ValueError:
+        continue
+    r["file"] = os.path.basename(path)[:-5] + ".pcap"
+    if r.get("kind") != "migration":
+        for k in ("rate_mb_s", "rate_unit", "ram_mib", "total_time_ms", "downtime_ms", "migration_packets"):
+            r[k] = ""
+    print("\t".join("" if r.get(c) is None else str(r.get(c)) for c in cols))
+PY
 echo "corpus: $done_n recordings, $failed failed, $((SECONDS - start)) s, $(du -sh "$outdir" | cut -f1) in $outdir" >&2
 ((failed == 0))

@@ -4,9 +4,8 @@
 #
 # Needs root and these Debian packages (also in SHROUD_CAPTURE_PACKAGES in
 # scripts/lib/netns.sh):
-#   qemu-system-x86 qemu-system-data seabios ipxe-qemu iproute2 ethtool tcpdump
-#   tshark wireshark-common iperf3 nginx-light curl python3 gcc binutils
-#   coreutils util-linux procps
+#   qemu-system-x86 qemu-system-data seabios iproute2 ethtool tcpdump tshark
+#   wireshark-common iperf3 nginx-light curl python3 gcc binutils coreutils
 #
 # Topology: namespace SRC (198.51.100.1) <-- one veth pair, MTU 1500, all
 # offloads off --> namespace DST (198.51.100.2). tcpdump captures SRC's end.

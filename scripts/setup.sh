@@ -32,7 +32,7 @@ packages=(
   libdpdk-dev dpdk libhyperscan-dev
   libabsl-dev libgflags-dev libgoogle-glog-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  libpcap-dev libboost1.81-dev nlohmann-json3-dev
+  libpcap-dev libboost1.81-dev nlohmann-json3-dev libtoml11-dev
   clang libclang-rt-14-dev
   tshark
 )

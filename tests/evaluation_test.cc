@@ -113,15 +113,27 @@ TEST(EvaluationTest, CollectLabelledFlowsFromRealCaptures) {
   auto flows = CollectLabelledFlows(captures, options);
   ASSERT_TRUE(flows.ok()) << flows.status();
   size_t migrations = 0;
+  FlowKey migration_key;
   for (const auto& f : *flows) {
     EXPECT_GE(f.features.packets, 1000u);
     if (f.is_migration) {
       ++migrations;
+      migration_key = f.key;
       EXPECT_GE(f.key.dst_port, 49152);
       EXPECT_LE(f.key.dst_port, 49215);
     }
   }
-  EXPECT_EQ(migrations, 1u);
+  ASSERT_EQ(migrations, 1u);
+  // The migration's ACK direction is in neither group, even with min_packets 1.
+  captures.min_packets = 1;
+  auto all = CollectLabelledFlows(captures, options);
+  ASSERT_TRUE(all.ok()) << all.status();
+  bool background_seen = false;
+  for (const auto& f : *all) {
+    EXPECT_NE(f.key, migration_key.Reversed()) << "ACK flow of the migration was labelled";
+    background_seen |= !f.is_migration;
+  }
+  EXPECT_TRUE(background_seen);
 }
 
 TEST(EvaluationTest, CollectLabelledFlowsNamesTheBadFile) {

@@ -106,7 +106,7 @@ TEST(FlowFeaturesTest, TimestampsGoingBackwardsCountAsZeroGap) {
   Stream stream(config);
   FlowFeatures f;
   stream.Send(f, 10'000 * kMs, 100);
-  stream.Send(f, 1'000 * kMs, 100);          // 9 s back in time
+  stream.Send(f, 1'000 * kMs, 100);            // 9 s back in time
   stream.Send(f, 1'000 * kMs + 5 * kUs, 100);  // still before the latest
   stream.Send(f, 10'000 * kMs + 3 * kUs, 100);
   EXPECT_EQ(f.packets, 4u);
@@ -348,8 +348,8 @@ struct Checkpoint {
 
 void ExpectCov(const FlowFeatures& f, const FeatureConfig& config, size_t slot,
                uint64_t stream_packets, const std::vector<double>& windows) {
-  SCOPED_TRACE(::testing::Message() << "W=" << config.byte_windows[slot]
-                                    << " stream_packets=" << stream_packets);
+  SCOPED_TRACE(::testing::Message()
+               << "W=" << config.byte_windows[slot] << " stream_packets=" << stream_packets);
   EXPECT_EQ(ByteWindowCount(f, config, slot, stream_packets), windows.size());
   const double want = CoefficientOfVariation(windows);
   const double got = ByteWindowCov(f, config, slot, stream_packets);
@@ -377,8 +377,8 @@ TEST(ByteWindowTest, HandComputedTwoFlowsWithZeroWindows) {
   config.byte_window_count = 2;
   ASSERT_TRUE(config.Validate().ok());
   const std::vector<std::pair<char, uint32_t>> packets = {
-      {'A', 100}, {'B', 10}, {'A', 200}, {'A', 300}, {'B', 20}, {'B', 30},
-      {'A', 400}, {'B', 40}, {'B', 50}, {'B', 60}, {'A', 500}, {'B', 70},
+      {'A', 100}, {'B', 10}, {'A', 200}, {'A', 300}, {'B', 20},  {'B', 30},
+      {'A', 400}, {'B', 40}, {'B', 50},  {'B', 60},  {'A', 500}, {'B', 70},
   };
   const std::vector<Checkpoint> checkpoints = {
       // After index 1: only window [0,1] is complete.
@@ -474,9 +474,11 @@ TEST(ByteWindowTest, FlowSeenInOneWindowOnlyHasNanCov) {
 class ReferenceWindows {
  public:
   ReferenceWindows(size_t flows, const FeatureConfig& config)
-      : config_(config), bytes_(flows, std::vector<std::map<uint64_t, double>>(
-                                           config.byte_window_count)),
-        first_(flows, 0), last_(flows, 0), seen_(flows, false) {}
+      : config_(config),
+        bytes_(flows, std::vector<std::map<uint64_t, double>>(config.byte_window_count)),
+        first_(flows, 0),
+        last_(flows, 0),
+        seen_(flows, false) {}
 
   void Add(size_t flow, uint64_t stream_index, uint32_t wire_bytes) {
     for (size_t s = 0; s < config_.byte_window_count; ++s) {
@@ -582,8 +584,8 @@ std::vector<uint64_t> Repeat(std::vector<std::pair<uint64_t, int>> gaps_and_coun
 }
 
 TEST(IptSketchTest, ExactCountsWithFewCategories) {
-  FlowFeatures f = FlowWithGaps({1'500, 2'999, 1'500, 0, 1'500, 2'999, 10'000'000, 1'500, 0,
-                                 1'500, 2'999});
+  FlowFeatures f =
+      FlowWithGaps({1'500, 2'999, 1'500, 0, 1'500, 2'999, 10'000'000, 1'500, 0, 1'500, 2'999});
   std::vector<IptCategoryCount> top = TopIptCategories(f);
   ASSERT_EQ(top.size(), 4u);
   EXPECT_EQ(top[0].category_us, 1u);

@@ -237,10 +237,9 @@ inline Frame Ipv4Packet(const Ipv4Header& h, const Frame& payload) {
   Append(f, payload);
   const bool fragment = (h.flags_fragment & (kIpv4MoreFragments | 0x1FFF)) != 0;
   if (h.transport_checksum && !fragment && h.protocol != kIpProtoIcmpV6) {
-    FillTransportChecksum(
-        f, header, h.protocol,
-        PseudoHeaderSum(h.src.data(), h.dst.data(), 4, h.protocol,
-                        static_cast<uint32_t>(payload.size())));
+    FillTransportChecksum(f, header, h.protocol,
+                          PseudoHeaderSum(h.src.data(), h.dst.data(), 4, h.protocol,
+                                          static_cast<uint32_t>(payload.size())));
   }
   return f;
 }
@@ -380,11 +379,11 @@ inline Frame LinuxSll(uint16_t protocol, const Frame& payload) {
 inline Frame LinuxSll2(uint16_t protocol, const Frame& payload) {
   Frame f;
   AppendBe16(f, protocol);
-  AppendBe16(f, 0);     // reserved
-  AppendBe32(f, 2);     // interface index
-  AppendBe16(f, 1);     // ARPHRD_ETHER
-  f.push_back(0);       // packet type
-  f.push_back(6);       // address length
+  AppendBe16(f, 0);  // reserved
+  AppendBe32(f, 2);  // interface index
+  AppendBe16(f, 1);  // ARPHRD_ETHER
+  f.push_back(0);    // packet type
+  f.push_back(6);    // address length
   f.insert(f.end(), kSrcMac.begin(), kSrcMac.end());
   f.push_back(0);
   f.push_back(0);

@@ -49,14 +49,12 @@ ParseResult Parse(const Frame& frame, LinkType link = LinkType::kEthernet) {
 
 Frame EthernetIpv4(const test_frames::Ipv4Header& ip, const Frame& l4,
                    const std::vector<test_frames::VlanTag>& tags = {}) {
-  return test_frames::Ethernet(test_frames::kEtherTypeIpv4, test_frames::Ipv4Packet(ip, l4),
-                               tags);
+  return test_frames::Ethernet(test_frames::kEtherTypeIpv4, test_frames::Ipv4Packet(ip, l4), tags);
 }
 
 Frame EthernetIpv6(const test_frames::Ipv6Header& ip, const Frame& l4,
                    const std::vector<test_frames::VlanTag>& tags = {}) {
-  return test_frames::Ethernet(test_frames::kEtherTypeIpv6, test_frames::Ipv6Packet(ip, l4),
-                               tags);
+  return test_frames::Ethernet(test_frames::kEtherTypeIpv6, test_frames::Ipv6Packet(ip, l4), tags);
 }
 
 void ExpectSameParse(const ParsedPacket& a, const ParsedPacket& b) {
@@ -107,9 +105,11 @@ TEST(PacketParserTest, EthernetIpv4TcpFillsKeyOffsetsAndFlags) {
 }
 
 TEST(PacketParserTest, TcpFlagsAreCopiedVerbatim) {
-  for (uint8_t flags : {uint8_t{0x02}, uint8_t{0x12}, uint8_t{0x11}, uint8_t{0x04}, uint8_t{0xFF}}) {
-    ParseResult r = Parse(test_frames::Ethernet(
-        test_frames::kEtherTypeIpv4, test_frames::Ipv4Packet({}, test_frames::TcpSegment(1, 2, flags))));
+  for (uint8_t flags :
+       {uint8_t{0x02}, uint8_t{0x12}, uint8_t{0x11}, uint8_t{0x04}, uint8_t{0xFF}}) {
+    ParseResult r = Parse(
+        test_frames::Ethernet(test_frames::kEtherTypeIpv4,
+                              test_frames::Ipv4Packet({}, test_frames::TcpSegment(1, 2, flags))));
     ASSERT_EQ(r.status, ParseStatus::kOk);
     EXPECT_EQ(r.packet.tcp_flags, flags);
   }
@@ -117,7 +117,8 @@ TEST(PacketParserTest, TcpFlagsAreCopiedVerbatim) {
 
 TEST(PacketParserTest, TcpOptionsMovePayloadOffset) {
   // Data offset 8 words: 12 bytes of options.
-  ParseResult r = Parse(EthernetIpv4({}, test_frames::TcpSegment(1234, 443, test_frames::kTcpSyn, 7, 8)));
+  ParseResult r =
+      Parse(EthernetIpv4({}, test_frames::TcpSegment(1234, 443, test_frames::kTcpSyn, 7, 8)));
   ASSERT_EQ(r.status, ParseStatus::kOk);
   EXPECT_EQ(r.packet.l4_offset, 34);
   EXPECT_EQ(r.packet.payload_offset, 34 + 32);
@@ -193,9 +194,9 @@ TEST(PacketParserTest, SingleDot1QTag) {
 }
 
 TEST(PacketParserTest, QinQOuter88A8ThenInner8100) {
-  ParseResult r = Parse(EthernetIpv6({.protocol = test_frames::kIpProtoUdp},
-                                     test_frames::UdpDatagram(4789, 4789, 50),
-                                     {{test_frames::kTpidDot1Ad, 10}, {test_frames::kTpidDot1Q, 20}}));
+  ParseResult r = Parse(
+      EthernetIpv6({.protocol = test_frames::kIpProtoUdp}, test_frames::UdpDatagram(4789, 4789, 50),
+                   {{test_frames::kTpidDot1Ad, 10}, {test_frames::kTpidDot1Q, 20}}));
   ASSERT_EQ(r.status, ParseStatus::kOk);
   EXPECT_EQ(r.packet.vlan_tags, 2);
   EXPECT_EQ(r.packet.l3_offset, 22);
@@ -205,15 +206,16 @@ TEST(PacketParserTest, QinQOuter88A8ThenInner8100) {
 }
 
 TEST(PacketParserTest, LegacyQinQTpid9100IsATag) {
-  ParseResult r = Parse(EthernetIpv4({}, test_frames::TcpSegment(1, 2), {{0x9100, 10}, {0x8100, 20}}));
+  ParseResult r =
+      Parse(EthernetIpv4({}, test_frames::TcpSegment(1, 2), {{0x9100, 10}, {0x8100, 20}}));
   ASSERT_EQ(r.status, ParseStatus::kOk);
   EXPECT_EQ(r.packet.vlan_tags, 2);
   EXPECT_EQ(r.packet.l3_offset, 22);
 }
 
 TEST(PacketParserTest, ThreeTagsAreTooMany) {
-  ParseResult r = Parse(EthernetIpv4({}, test_frames::TcpSegment(1, 2),
-                                     {{0x88A8, 1}, {0x8100, 2}, {0x8100, 3}}));
+  ParseResult r = Parse(
+      EthernetIpv4({}, test_frames::TcpSegment(1, 2), {{0x88A8, 1}, {0x8100, 2}, {0x8100, 3}}));
   EXPECT_EQ(r.status, ParseStatus::kTooManyVlanTags);
   EXPECT_TRUE(IsMalformed(r.status));
 }
@@ -259,8 +261,8 @@ TEST(PacketParserTest, Ipv4OptionsCutByCaptureAreTruncatedHeader) {
   test_frames::Ipv4Header ip;
   ip.options = Frame(40, 1);  // IHL 15
   Frame frame = EthernetIpv4(ip, test_frames::TcpSegment(1, 2));
-  ParseResult r = ParseCaptured(frame, 14 + 40, static_cast<uint32_t>(frame.size()),
-                                LinkType::kEthernet);
+  ParseResult r =
+      ParseCaptured(frame, 14 + 40, static_cast<uint32_t>(frame.size()), LinkType::kEthernet);
   EXPECT_EQ(r.status, ParseStatus::kTruncatedIpHeader);
 }
 
@@ -302,7 +304,8 @@ TEST(PacketParserTest, WrongVersionNibbleBehindIpv4EtherType) {
 TEST(PacketParserTest, Ipv4FirstFragmentHasPorts) {
   test_frames::Ipv4Header ip;
   ip.flags_fragment = test_frames::kIpv4MoreFragments;
-  ParseResult r = Parse(EthernetIpv4(ip, test_frames::TcpSegment(49152, 80, test_frames::kTcpAck, 1000)));
+  ParseResult r =
+      Parse(EthernetIpv4(ip, test_frames::TcpSegment(49152, 80, test_frames::kTcpAck, 1000)));
   ASSERT_EQ(r.status, ParseStatus::kOk);
   EXPECT_TRUE(r.packet.is_fragment);
   EXPECT_FALSE(r.packet.is_later_fragment);
@@ -416,8 +419,8 @@ TEST(PacketParserTest, TcpOptionsCutBySnaplenAreAccepted) {
 // ------------------------------------------------------------------- IPv6
 
 TEST(PacketParserTest, EthernetIpv6Tcp) {
-  ParseResult r = Parse(test_frames::Ethernet(test_frames::kEtherTypeIpv6,
-                                              test_frames::TcpIpv6Packet(10, test_frames::kTcpSyn)));
+  ParseResult r = Parse(test_frames::Ethernet(
+      test_frames::kEtherTypeIpv6, test_frames::TcpIpv6Packet(10, test_frames::kTcpSyn)));
   ASSERT_EQ(r.status, ParseStatus::kOk);
   const ParsedPacket& p = r.packet;
   EXPECT_EQ(p.key.ip_version, 6);
@@ -441,7 +444,8 @@ TEST(PacketParserTest, Ipv6HopByHopDestinationOptionsRoutingChain) {
       test_frames::Ipv6RoutingHeader({test_frames::Ipv6Addr("2001:db8::a"),
                                       test_frames::Ipv6Addr("2001:db8::b")}),  // 40 bytes
   };
-  ParseResult r = Parse(EthernetIpv6(ip, test_frames::TcpSegment(40000, 22, test_frames::kTcpAck, 10)));
+  ParseResult r =
+      Parse(EthernetIpv6(ip, test_frames::TcpSegment(40000, 22, test_frames::kTcpAck, 10)));
   ASSERT_EQ(r.status, ParseStatus::kOk);
   EXPECT_EQ(r.packet.key.protocol, kProtoTcp);
   EXPECT_EQ(r.packet.key.src_port, 40000);
@@ -468,7 +472,8 @@ TEST(PacketParserTest, Ipv6AuthenticationHeaderLengthIsInFourByteUnits) {
 TEST(PacketParserTest, Ipv6FirstFragmentHasPorts) {
   test_frames::Ipv6Header ip;
   ip.extensions = {test_frames::Ipv6FragmentHeader(0, /*more_fragments=*/true)};
-  ParseResult r = Parse(EthernetIpv6(ip, test_frames::TcpSegment(443, 5555, test_frames::kTcpAck, 64)));
+  ParseResult r =
+      Parse(EthernetIpv6(ip, test_frames::TcpSegment(443, 5555, test_frames::kTcpAck, 64)));
   ASSERT_EQ(r.status, ParseStatus::kOk);
   EXPECT_TRUE(r.packet.is_fragment);
   EXPECT_FALSE(r.packet.is_later_fragment);
@@ -600,8 +605,8 @@ TEST(PacketParserTest, WrongVersionNibbleBehindIpv6EtherType) {
 // ---------------------------------------------------------- non-IP frames
 
 TEST(PacketParserTest, ArpIsNotIpAndNotMalformed) {
-  ParseResult r = Parse(test_frames::Ethernet(test_frames::kEtherTypeArp,
-                                              test_frames::ArpRequestBody()));
+  ParseResult r =
+      Parse(test_frames::Ethernet(test_frames::kEtherTypeArp, test_frames::ArpRequestBody()));
   EXPECT_EQ(r.status, ParseStatus::kNotIp);
   EXPECT_FALSE(IsMalformed(r.status));
   EXPECT_EQ(r.packet.key.ip_version, 0);
@@ -665,14 +670,14 @@ TEST(PacketParserTest, Ipv4AndIpv6LinkTypesCheckTheVersion) {
 }
 
 TEST(PacketParserTest, LinuxCookedV1) {
-  ParseResult v4 = Parse(test_frames::LinuxSll(0x0800, test_frames::TcpIpv4Packet(5)),
-                         LinkType::kLinuxSll);
+  ParseResult v4 =
+      Parse(test_frames::LinuxSll(0x0800, test_frames::TcpIpv4Packet(5)), LinkType::kLinuxSll);
   ASSERT_EQ(v4.status, ParseStatus::kOk);
   EXPECT_EQ(v4.packet.l3_offset, 16);
   EXPECT_EQ(v4.packet.l4_offset, 36);
   EXPECT_EQ(FormatFlowKey(v4.packet.key), "192.0.2.1:49152>198.51.100.2:80/tcp");
-  ParseResult v6 = Parse(test_frames::LinuxSll(0x86DD, test_frames::TcpIpv6Packet(5)),
-                         LinkType::kLinuxSll);
+  ParseResult v6 =
+      Parse(test_frames::LinuxSll(0x86DD, test_frames::TcpIpv6Packet(5)), LinkType::kLinuxSll);
   ASSERT_EQ(v6.status, ParseStatus::kOk);
   EXPECT_EQ(v6.packet.l4_offset, 56);
   EXPECT_EQ(Parse(test_frames::LinuxSll(0x0806, test_frames::ArpRequestBody()), LinkType::kLinuxSll)
@@ -682,14 +687,14 @@ TEST(PacketParserTest, LinuxCookedV1) {
 }
 
 TEST(PacketParserTest, LinuxCookedV2) {
-  ParseResult v4 = Parse(test_frames::LinuxSll2(0x0800, test_frames::TcpIpv4Packet(5)),
-                         LinkType::kLinuxSll2);
+  ParseResult v4 =
+      Parse(test_frames::LinuxSll2(0x0800, test_frames::TcpIpv4Packet(5)), LinkType::kLinuxSll2);
   ASSERT_EQ(v4.status, ParseStatus::kOk);
   EXPECT_EQ(v4.packet.l3_offset, 20);
   EXPECT_EQ(v4.packet.l4_offset, 40);
   EXPECT_EQ(v4.packet.key.dst_port, 80);
-  ParseResult v6 = Parse(test_frames::LinuxSll2(0x86DD, test_frames::TcpIpv6Packet(5)),
-                         LinkType::kLinuxSll2);
+  ParseResult v6 =
+      Parse(test_frames::LinuxSll2(0x86DD, test_frames::TcpIpv6Packet(5)), LinkType::kLinuxSll2);
   ASSERT_EQ(v6.status, ParseStatus::kOk);
   EXPECT_EQ(v6.packet.l4_offset, 60);
   EXPECT_EQ(Parse(test_frames::LinuxSll2(0x88CC, Frame(30, 0)), LinkType::kLinuxSll2).status,
@@ -699,58 +704,59 @@ TEST(PacketParserTest, LinuxCookedV2) {
 
 TEST(PacketParserTest, NullLoopbackFamilyInEitherByteOrder) {
   // Little-endian AF_INET = 2, as written by a little-endian BSD host.
-  ParseResult le = Parse(test_frames::NullLoopback(2, test_frames::TcpIpv4Packet(1)),
-                         LinkType::kNull);
+  ParseResult le =
+      Parse(test_frames::NullLoopback(2, test_frames::TcpIpv4Packet(1)), LinkType::kNull);
   ASSERT_EQ(le.status, ParseStatus::kOk);
   EXPECT_EQ(le.packet.l3_offset, 4);
   EXPECT_EQ(le.packet.l4_offset, 24);
   EXPECT_EQ(le.packet.key.ip_version, 4);
 
-  ParseResult be = Parse(test_frames::NullLoopback(2, test_frames::TcpIpv4Packet(1), false),
-                         LinkType::kNull);
+  ParseResult be =
+      Parse(test_frames::NullLoopback(2, test_frames::TcpIpv4Packet(1), false), LinkType::kNull);
   ASSERT_EQ(be.status, ParseStatus::kOk);
   EXPECT_EQ(be.packet.key.ip_version, 4);
 
   // AF_INET6 differs between systems: Linux 10, NetBSD/OpenBSD 24, FreeBSD 28, macOS 30.
   for (uint32_t family : {10u, 24u, 28u, 30u}) {
-    ParseResult v6 = Parse(test_frames::NullLoopback(family, test_frames::TcpIpv6Packet(1)),
-                           LinkType::kNull);
+    ParseResult v6 =
+        Parse(test_frames::NullLoopback(family, test_frames::TcpIpv6Packet(1)), LinkType::kNull);
     ASSERT_EQ(v6.status, ParseStatus::kOk) << family;
     EXPECT_EQ(v6.packet.key.ip_version, 6);
     EXPECT_EQ(v6.packet.l4_offset, 44);
   }
-  EXPECT_EQ(Parse(test_frames::NullLoopback(7, test_frames::TcpIpv4Packet()), LinkType::kNull).status,
-            ParseStatus::kNotIp);
+  EXPECT_EQ(
+      Parse(test_frames::NullLoopback(7, test_frames::TcpIpv4Packet()), LinkType::kNull).status,
+      ParseStatus::kNotIp);
   EXPECT_EQ(Parse(Frame{2, 0, 0}, LinkType::kNull).status, ParseStatus::kTruncatedLinkHeader);
 }
 
 TEST(PacketParserTest, OpenBsdLoopIsNetworkOrder) {
-  ParseResult r = Parse(test_frames::NullLoopback(2, test_frames::TcpIpv4Packet(), false),
-                        LinkType::kLoop);
+  ParseResult r =
+      Parse(test_frames::NullLoopback(2, test_frames::TcpIpv4Packet(), false), LinkType::kLoop);
   ASSERT_EQ(r.status, ParseStatus::kOk);
   EXPECT_EQ(r.packet.l3_offset, 4);
-  ParseResult v6 = Parse(test_frames::NullLoopback(24, test_frames::TcpIpv6Packet(), false),
-                         LinkType::kLoop);
+  ParseResult v6 =
+      Parse(test_frames::NullLoopback(24, test_frames::TcpIpv6Packet(), false), LinkType::kLoop);
   ASSERT_EQ(v6.status, ParseStatus::kOk);
   EXPECT_EQ(v6.packet.key.ip_version, 6);
 }
 
 TEST(PacketParserTest, PppWithAndWithoutHdlcFraming) {
-  ParseResult hdlc = Parse(test_frames::Ppp(test_frames::kPppIpv4, test_frames::TcpIpv4Packet(), true),
-                           LinkType::kPpp);
+  ParseResult hdlc = Parse(
+      test_frames::Ppp(test_frames::kPppIpv4, test_frames::TcpIpv4Packet(), true), LinkType::kPpp);
   ASSERT_EQ(hdlc.status, ParseStatus::kOk);
   EXPECT_EQ(hdlc.packet.l3_offset, 4);
   EXPECT_EQ(hdlc.packet.l4_offset, 24);
 
-  ParseResult bare = Parse(test_frames::Ppp(test_frames::kPppIpv4, test_frames::TcpIpv4Packet(), false),
-                           LinkType::kPpp);
+  ParseResult bare = Parse(
+      test_frames::Ppp(test_frames::kPppIpv4, test_frames::TcpIpv4Packet(), false), LinkType::kPpp);
   ASSERT_EQ(bare.status, ParseStatus::kOk);
   EXPECT_EQ(bare.packet.l3_offset, 2);
   EXPECT_EQ(bare.packet.l4_offset, 22);
   EXPECT_EQ(FormatFlowKey(bare.packet.key), "192.0.2.1:49152>198.51.100.2:80/tcp");
 
-  ParseResult v6 = Parse(test_frames::Ppp(test_frames::kPppIpv6, test_frames::TcpIpv6Packet(), true),
-                         LinkType::kPpp);
+  ParseResult v6 = Parse(
+      test_frames::Ppp(test_frames::kPppIpv6, test_frames::TcpIpv6Packet(), true), LinkType::kPpp);
   ASSERT_EQ(v6.status, ParseStatus::kOk);
   EXPECT_EQ(v6.packet.key.ip_version, 6);
   EXPECT_EQ(v6.packet.l4_offset, 44);
@@ -764,8 +770,8 @@ TEST(PacketParserTest, PppWithAndWithoutHdlcFraming) {
 
 TEST(PacketParserTest, SupportedLinkTypesAndNames) {
   const std::vector<std::pair<uint32_t, std::string>> supported = {
-      {0, "NULL"},    {1, "ETHERNET"},   {9, "PPP"},   {101, "RAW"},        {108, "LOOP"},
-      {113, "LINUX_SLL"}, {228, "IPV4"}, {229, "IPV6"}, {276, "LINUX_SLL2"},
+      {0, "NULL"},        {1, "ETHERNET"}, {9, "PPP"},    {101, "RAW"},        {108, "LOOP"},
+      {113, "LINUX_SLL"}, {228, "IPV4"},   {229, "IPV6"}, {276, "LINUX_SLL2"},
   };
   for (const auto& [linktype, name] : supported) {
     EXPECT_TRUE(IsSupportedLinkType(linktype)) << linktype;
@@ -825,7 +831,8 @@ std::vector<Sample> Samples() {
       {"eth_qinq_ipv6_udp", LinkType::kEthernet,
        EthernetIpv6(udp6, UdpDatagram(1, 2, 10), {{kTpidDot1Ad, 7}, {kTpidDot1Q, 8}})},
       {"eth_ipv6_tcp", LinkType::kEthernet, Ethernet(kEtherTypeIpv6, TcpIpv6Packet(10))},
-      {"eth_ipv6_ext_chain", LinkType::kEthernet, EthernetIpv6(chain6, TcpSegment(1, 2, kTcpAck, 10))},
+      {"eth_ipv6_ext_chain", LinkType::kEthernet,
+       EthernetIpv6(chain6, TcpSegment(1, 2, kTcpAck, 10))},
       {"eth_ipv6_first_fragment", LinkType::kEthernet,
        EthernetIpv6(frag6, TcpSegment(1, 2, kTcpAck, 16))},
       {"eth_ipv6_later_fragment", LinkType::kEthernet, EthernetIpv6(later_frag6, PayloadBytes(16))},
@@ -865,7 +872,8 @@ TEST(PacketParserTest, EveryCaptureCutOfEverySample) {
     std::optional<size_t> first_ok;
     for (size_t captured = 0; captured <= s.frame.size(); ++captured) {
       SCOPED_TRACE(captured);
-      ParseResult r = ParseCaptured(s.frame, captured, static_cast<uint32_t>(s.frame.size()), s.link);
+      ParseResult r =
+          ParseCaptured(s.frame, captured, static_cast<uint32_t>(s.frame.size()), s.link);
       ASSERT_LT(r.status, ParseStatus::kCount);
       EXPECT_EQ(r.packet.wire_length, s.frame.size());
       if (r.status == ParseStatus::kOk) {
@@ -912,7 +920,8 @@ TEST(PacketParserTest, EveryFrameCutOfEverySample) {
 }
 
 TEST(PacketParserTest, CaptureCutStatusesOfIpv4Tcp) {
-  const Frame frame = test_frames::Ethernet(test_frames::kEtherTypeIpv4, test_frames::TcpIpv4Packet(100));
+  const Frame frame =
+      test_frames::Ethernet(test_frames::kEtherTypeIpv4, test_frames::TcpIpv4Packet(100));
   const uint32_t wire = static_cast<uint32_t>(frame.size());
   for (size_t captured = 0; captured <= frame.size(); ++captured) {
     ParseStatus expected = captured < 14   ? ParseStatus::kTruncatedLinkHeader
@@ -923,13 +932,13 @@ TEST(PacketParserTest, CaptureCutStatusesOfIpv4Tcp) {
         << "captured " << captured;
     // Cut frame (wire = captured): once the IP header is there its total
     // length points past the end.
-    ParseStatus expected_cut = captured < 14   ? ParseStatus::kTruncatedLinkHeader
-                               : captured < 34 ? ParseStatus::kTruncatedIpHeader
+    ParseStatus expected_cut = captured < 14             ? ParseStatus::kTruncatedLinkHeader
+                               : captured < 34           ? ParseStatus::kTruncatedIpHeader
                                : captured < frame.size() ? ParseStatus::kBadIpTotalLength
                                                          : ParseStatus::kOk;
-    EXPECT_EQ(ParseCaptured(frame, captured, static_cast<uint32_t>(captured), LinkType::kEthernet)
-                  .status,
-              expected_cut)
+    EXPECT_EQ(
+        ParseCaptured(frame, captured, static_cast<uint32_t>(captured), LinkType::kEthernet).status,
+        expected_cut)
         << "length " << captured;
   }
 }
@@ -945,8 +954,8 @@ TEST(PacketParserTest, CaptureCutStatusesOfIpv6ExtensionChain) {
   const Frame frame = EthernetIpv6(ip, test_frames::TcpSegment(1, 2, test_frames::kTcpAck, 10));
   const uint32_t wire = static_cast<uint32_t>(frame.size());
   for (size_t captured = 0; captured <= frame.size(); ++captured) {
-    ParseStatus expected = captured < 14    ? ParseStatus::kTruncatedLinkHeader
-                           : captured < 54  ? ParseStatus::kTruncatedIpHeader
+    ParseStatus expected = captured < 14   ? ParseStatus::kTruncatedLinkHeader
+                           : captured < 54 ? ParseStatus::kTruncatedIpHeader
                            // The walk reads each header's first 8 bytes; the
                            // routing header's are in at 86.
                            : captured < 86  ? ParseStatus::kBadIpv6ExtensionHeader
@@ -958,16 +967,20 @@ TEST(PacketParserTest, CaptureCutStatusesOfIpv6ExtensionChain) {
 }
 
 TEST(PacketParserTest, SnaplenCutCaptureUsesIpLengths) {
-  const Frame frame = test_frames::Ethernet(test_frames::kEtherTypeIpv4, test_frames::TcpIpv4Packet(1400));
-  ParseResult r = ParseCaptured(frame, 64, static_cast<uint32_t>(frame.size()), LinkType::kEthernet);
+  const Frame frame =
+      test_frames::Ethernet(test_frames::kEtherTypeIpv4, test_frames::TcpIpv4Packet(1400));
+  ParseResult r =
+      ParseCaptured(frame, 64, static_cast<uint32_t>(frame.size()), LinkType::kEthernet);
   ASSERT_EQ(r.status, ParseStatus::kOk);
   EXPECT_EQ(r.packet.wire_length, frame.size());
   EXPECT_EQ(r.packet.payload_offset, 54);
   EXPECT_EQ(r.packet.payload_length, 1400u);
   EXPECT_EQ(FormatFlowKey(r.packet.key), "192.0.2.1:49152>198.51.100.2:80/tcp");
 
-  const Frame frame6 = test_frames::Ethernet(test_frames::kEtherTypeIpv6, test_frames::TcpIpv6Packet(1400));
-  ParseResult r6 = ParseCaptured(frame6, 74, static_cast<uint32_t>(frame6.size()), LinkType::kEthernet);
+  const Frame frame6 =
+      test_frames::Ethernet(test_frames::kEtherTypeIpv6, test_frames::TcpIpv6Packet(1400));
+  ParseResult r6 =
+      ParseCaptured(frame6, 74, static_cast<uint32_t>(frame6.size()), LinkType::kEthernet);
   ASSERT_EQ(r6.status, ParseStatus::kOk);
   EXPECT_EQ(r6.packet.payload_length, 1400u);
 }
@@ -975,7 +988,8 @@ TEST(PacketParserTest, SnaplenCutCaptureUsesIpLengths) {
 TEST(PacketParserTest, WireLengthBoundsIpLengthEvenWhenMoreIsCaptured) {
   // A broken record claims more captured bytes than the wire carried: the
   // parser trusts the smaller, so the IP packet no longer fits.
-  const Frame frame = test_frames::Ethernet(test_frames::kEtherTypeIpv4, test_frames::TcpIpv4Packet(100));
+  const Frame frame =
+      test_frames::Ethernet(test_frames::kEtherTypeIpv4, test_frames::TcpIpv4Packet(100));
   ParseResult r = ParseCaptured(frame, frame.size(), 60, LinkType::kEthernet);
   EXPECT_EQ(r.status, ParseStatus::kBadIpTotalLength);
   EXPECT_EQ(r.packet.wire_length, 60u);
@@ -998,11 +1012,13 @@ TEST(PacketParserTest, WireLengthBoundsIpLengthEvenWhenMoreIsCaptured) {
 TEST(PacketParserTest, FailedParseResetsPreviousOutput) {
   ParsedPacket p;
   ASSERT_EQ(ParsePacket(nullptr, 0, 0, LinkType::kEthernet, &p), ParseStatus::kTruncatedLinkHeader);
-  const Frame good = test_frames::Ethernet(test_frames::kEtherTypeIpv4, test_frames::TcpIpv4Packet(10));
+  const Frame good =
+      test_frames::Ethernet(test_frames::kEtherTypeIpv4, test_frames::TcpIpv4Packet(10));
   ASSERT_EQ(ParsePacket(good.data(), good.size(), static_cast<uint32_t>(good.size()),
                         LinkType::kEthernet, &p),
             ParseStatus::kOk);
-  const Frame arp = test_frames::Ethernet(test_frames::kEtherTypeArp, test_frames::ArpRequestBody());
+  const Frame arp =
+      test_frames::Ethernet(test_frames::kEtherTypeArp, test_frames::ArpRequestBody());
   ASSERT_EQ(ParsePacket(arp.data(), arp.size(), static_cast<uint32_t>(arp.size()),
                         LinkType::kEthernet, &p),
             ParseStatus::kNotIp);
@@ -1090,9 +1106,15 @@ TEST(PacketParserTest, RandomMutationsNeverCrash) {
     }
     uint32_t wire;
     switch (rng() % 3) {
-      case 0: wire = static_cast<uint32_t>(f.size()); break;
-      case 1: wire = static_cast<uint32_t>(f.size() + rng() % 2000); break;
-      default: wire = static_cast<uint32_t>(rng() % (f.size() + 1)); break;
+      case 0:
+        wire = static_cast<uint32_t>(f.size());
+        break;
+      case 1:
+        wire = static_cast<uint32_t>(f.size() + rng() % 2000);
+        break;
+      default:
+        wire = static_cast<uint32_t>(rng() % (f.size() + 1));
+        break;
     }
     const LinkType link = rng() % 8 == 0 ? samples[rng() % samples.size()].link : s.link;
     ParseResult r = ParseCaptured(f, f.size(), wire, link);

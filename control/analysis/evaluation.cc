@@ -4,6 +4,7 @@
 #include <cmath>
 #include <random>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 
 namespace shroud {
@@ -17,8 +18,16 @@ absl::Status AddCapture(const std::string& path, const std::string& filter, bool
   absl::StatusOr<CaptureAnalysis> analysis = AnalyzeCapture(path, options);
   if (!analysis.ok()) return analysis.status();
   const FlowTable& table = *analysis->table;
+  // The reverse direction of a migration (its ACKs) is neither a migration
+  // flow as the paper defines it (source -> destination) nor background, so
+  // it is left out of both groups rather than counted as a false positive.
+  absl::flat_hash_set<FlowKey> migration_reverse;
+  for (const FlowRecord& flow : table.flows()) {
+    if (labelled && flow.selected) migration_reverse.insert(flow.key.Reversed());
+  }
   for (const FlowRecord& flow : table.flows()) {
     if (flow.features.packets < min_packets) continue;
+    if (!flow.selected && migration_reverse.contains(flow.key)) continue;
     out->push_back(LabelledFlow{path, flow.key, flow.features, table.stream_packets(),
                                 labelled && flow.selected});
   }

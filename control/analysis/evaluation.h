@@ -30,7 +30,9 @@ struct LabelledFlow {
 };
 
 struct LabelledCaptures {
-  std::vector<std::string> migration;   // flows matching `migration_filter` are migrations, the rest background
+  // Flows matching `migration_filter` are migrations, their reverse
+  // directions (ACKs) are left out, every other flow is background.
+  std::vector<std::string> migration;
   std::vector<std::string> background;  // every flow is background
   std::string migration_filter = "tcp dst portrange 49152-49215";
   uint64_t min_packets = 1000;          // shorter flows are skipped, as the paper's attacker does

@@ -25,14 +25,13 @@ uint32_t LinkTypeFromDlt(int dlt) {
 
 }  // namespace
 
-PcapReader::PcapReader(pcap* handle, std::string name, FILE* memory_file)
-    : handle_(handle), name_(std::move(name)), memory_file_(memory_file) {}
+PcapReader::PcapReader(pcap* handle, std::string name)
+    : handle_(handle), name_(std::move(name)) {}
 
-PcapReader::~PcapReader() { pcap_close(handle_); }  // also closes memory_file_
+PcapReader::~PcapReader() { pcap_close(handle_); }
 
-absl::StatusOr<std::unique_ptr<PcapReader>> PcapReader::Wrap(pcap* handle, std::string name,
-                                                             FILE* memory_file) {
-  std::unique_ptr<PcapReader> reader(new PcapReader(handle, std::move(name), memory_file));
+absl::StatusOr<std::unique_ptr<PcapReader>> PcapReader::Wrap(pcap* handle, std::string name) {
+  std::unique_ptr<PcapReader> reader(new PcapReader(handle, std::move(name)));
   int dlt = pcap_datalink(handle);
   reader->linktype_ = LinkTypeFromDlt(dlt);
   if (!IsSupportedLinkType(reader->linktype_)) {
@@ -52,7 +51,7 @@ absl::StatusOr<std::unique_ptr<PcapReader>> PcapReader::Open(const std::string& 
   if (handle == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": cannot read capture: ", err));
   }
-  return Wrap(handle, path, nullptr);
+  return Wrap(handle, path);
 }
 
 absl::StatusOr<std::unique_ptr<PcapReader>> PcapReader::OpenMemory(const uint8_t* data,
@@ -67,7 +66,7 @@ absl::StatusOr<std::unique_ptr<PcapReader>> PcapReader::OpenMemory(const uint8_t
     fclose(f);
     return absl::InvalidArgumentError(absl::StrCat(name, ": cannot read capture: ", err));
   }
-  return Wrap(handle, name, f);
+  return Wrap(handle, name);
 }
 
 absl::StatusOr<bool> PcapReader::Next(CaptureRecord* out) {

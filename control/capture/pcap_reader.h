@@ -49,13 +49,12 @@ class PcapReader {
   bool LastRecordMatches(const bpf_program& filter) const;
 
  private:
-  PcapReader(pcap* handle, std::string name, FILE* memory_file);
-  static absl::StatusOr<std::unique_ptr<PcapReader>> Wrap(pcap* handle, std::string name,
-                                                          FILE* memory_file);
+  PcapReader(pcap* handle, std::string name);
+  // Takes ownership of `handle`; pcap_close also closes a FILE* it was opened on.
+  static absl::StatusOr<std::unique_ptr<PcapReader>> Wrap(pcap* handle, std::string name);
 
   pcap* handle_;
   std::string name_;
-  FILE* memory_file_;  // owned when reading from memory (closed by pcap_close)
   uint32_t linktype_ = 0;
   uint64_t records_ = 0;
   const void* last_header_ = nullptr;

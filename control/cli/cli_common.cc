@@ -32,6 +32,10 @@ DEFINE_string(migration_filter, "tcp dst portrange 49152-49215",
 DEFINE_string(feature_windows, "100,500,1000",
               "The window triple of the maxent features (each must be in --windows); the paper "
               "tried 100,200,300 / 100,500,1000 / 500,1000,2000 / 1000,2000,3000");
+DEFINE_bool(balance_classes, false,
+            "train/eval: weigh migration and background flows equally when fitting the maxent "
+            "model (raises TPR and FPR); off keeps the corpus' own proportions, as OpenNLP does");
+DEFINE_double(l2, 1e-3, "train/eval: L2 regularisation of the maxent weights");
 DEFINE_uint64(max_flows, 50'000'000, "Stop tracking new flows beyond this many per capture");
 
 namespace shroud::cli {
@@ -118,6 +122,13 @@ absl::StatusOr<std::vector<LabelledFlow>> CollectFromArgs(const std::vector<std:
   captures.migration_filter = FLAGS_migration_filter;
   captures.min_packets = MinPacketsFromFlags();
   return CollectLabelledFlows(captures, *options_out);
+}
+
+MaxEntTrainingOptions TrainingOptionsFromFlags() {
+  MaxEntTrainingOptions options;
+  options.l2 = FLAGS_l2;
+  options.balance_classes = FLAGS_balance_classes;
+  return options;
 }
 
 std::vector<std::string> TakeListFlag(const std::string& name, int* argc, char** argv) {

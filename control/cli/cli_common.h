@@ -27,6 +27,8 @@ absl::StatusOr<MaxEntModel> ModelFromFlags(std::string* origin);
 absl::StatusOr<std::array<uint32_t, kMaxEntFeatures>> ParseTriple(const std::string& flag,
                                                                   const std::string& value);
 
+// --l2, --balance_classes.
+MaxEntTrainingOptions TrainingOptionsFromFlags();
 // --feature_windows.
 absl::StatusOr<std::array<uint32_t, kMaxEntFeatures>> FeatureWindowsFromFlags();
 // Reads --migration/--background captures with the flag-configured features,

@@ -222,6 +222,7 @@ int RunEval(const CommandArgs& args) {
   cv.folds = FLAGS_folds;
   cv.seed = FLAGS_seed;
   cv.windows = *windows;
+  cv.training = TrainingOptionsFromFlags();
   absl::StatusOr<DetectionRate> cv_rate = CrossValidateMaxEnt(r.flows, config, cv);
   if (cv_rate.ok()) {
     r.rates.emplace_back(absl::StrFormat("maxent (%d-fold CV)", FLAGS_folds), *cv_rate);

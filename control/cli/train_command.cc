@@ -9,7 +9,6 @@
 #include "control/cli/commands.h"
 
 DEFINE_string(o, "", "train: where to write the model (JSON)");
-DEFINE_double(l2, 1e-3, "train: L2 regularisation of the maxent weights");
 DEFINE_string(comment, "", "train: free text stored in the model file");
 
 namespace shroud::cli {
@@ -48,8 +47,7 @@ int RunTrain(const CommandArgs& args) {
     std::cerr << "shroud train: " << flows.status().message() << "\n";
     return 1;
   }
-  MaxEntTrainingOptions training;
-  training.l2 = FLAGS_l2;
+  MaxEntTrainingOptions training = TrainingOptionsFromFlags();
   auto model = TrainOnFlows(*flows, *config, *windows, training);
   if (!model.ok()) {
     std::cerr << "shroud train: " << model.status().message() << "\n";

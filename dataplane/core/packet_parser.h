@@ -73,8 +73,11 @@ struct ParsedPacket {
 
 // Parses one frame. `captured` bytes are available at `data`; `wire_length` is
 // the frame's length on the wire (larger than `captured` when a capture was cut
-// at a snaplen; equal in the dataplane). Headers must be fully captured; the
-// payload need not be. On a status other than kOk, `out` holds whatever was
+// at a snaplen; equal in the dataplane). The fixed part of every header up to
+// and including the ports must be captured; TCP options, the tail of the last
+// IPv6 extension header and the payload may be cut off by a snaplen, so
+// l4_offset/payload_offset can point past `captured` (never when captured ==
+// wire_length, as in the dataplane). On a status other than kOk, `out` holds whatever was
 // parsed before the problem.
 ParseStatus ParsePacket(const uint8_t* data, size_t captured, uint32_t wire_length,
                         LinkType link, ParsedPacket* out);

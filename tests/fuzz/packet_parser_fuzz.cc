@@ -26,9 +26,8 @@ using shroud::ParsedPacket;
 using shroud::ParseStatus;
 
 constexpr LinkType kLinks[] = {
-    LinkType::kEthernet, LinkType::kRaw,      LinkType::kIpv4,      LinkType::kIpv6,
-    LinkType::kLinuxSll, LinkType::kLinuxSll2, LinkType::kNull,     LinkType::kLoop,
-    LinkType::kPpp,
+    LinkType::kEthernet,  LinkType::kRaw,  LinkType::kIpv4, LinkType::kIpv6, LinkType::kLinuxSll,
+    LinkType::kLinuxSll2, LinkType::kNull, LinkType::kLoop, LinkType::kPpp,
 };
 constexpr size_t kLinkCount = sizeof(kLinks) / sizeof(kLinks[0]);
 
@@ -60,11 +59,16 @@ void CheckParse(ParseStatus status, const ParsedPacket& p, size_t captured, uint
   Check(p.l4_offset <= p.payload_offset);
   uint64_t fixed = 0;
   switch (p.key.protocol) {
-    case shroud::kProtoTcp: fixed = 20; break;
+    case shroud::kProtoTcp:
+      fixed = 20;
+      break;
     case shroud::kProtoUdp:
     case shroud::kProtoIcmp:
-    case shroud::kProtoIcmpV6: fixed = 8; break;
-    default: break;
+    case shroud::kProtoIcmpV6:
+      fixed = 8;
+      break;
+    default:
+      break;
   }
   // A transport header the parser read was captured.
   if (fixed > 0) Check(p.l4_offset + fixed <= available);
