@@ -8,7 +8,9 @@
 #   wireshark-common iperf3 nginx-light curl python3 gcc binutils coreutils
 #
 # Topology: namespace SRC (198.51.100.1) <-- one veth pair, MTU 1500, all
-# offloads off --> namespace DST (198.51.100.2). tcpdump captures SRC's end.
+# offloads off, a tc tbf "WAN link" of --link-mbit (default 100 Mbit/s) on the
+# egress of both ends --> namespace DST (198.51.100.2). tcpdump captures SRC's
+# end (egress after the qdisc, i.e. wire timing).
 # See scripts/CAPTURES.md for the load model, RAM filling and the corpus.
 set -euo pipefail
 
@@ -27,13 +29,24 @@ usage() {
 usage: record-migration.sh [options] -o OUT.pcap [--report OUT.json]
 
 Records a real QEMU (TCG) live migration SRC -> DST over a veth "WAN" between
-two network namespaces, with real background traffic, into OUT.pcap.
+two network namespaces, with real background traffic, into OUT.pcap. The veth
+is limited to --link-mbit in each direction (tc tbf on both ends).
 
 options:
   --rate N          migration max-bandwidth, 2..12 (default 4), see --unit
   --unit mib|mb     unit of --rate: MiB/s (default; libvirt's migrate-setspeed
                     unit) or MB/s (10^6 bytes/s)
-  --load L          background: none|light|medium|heavy (default medium)
+  --load L          background: none|light|medium|heavy (default medium);
+                    light < 20 %, medium 40-50 %, heavy ~80 % of the link rate
+                    (both directions summed; 60 Mbit/s nominal if unlimited)
+  --link-mbit N     link capacity in Mbit/s per direction (default 100, the
+                    paper's testbed; 0 = unlimited veth)
+  --link-buffer-ms MS  queue of the link, in ms at the link rate (default 50)
+  --cc NAME         TCP congestion control in both namespaces (default reno:
+                    loss-based like the CUBIC of the paper's hosts; a
+                    namespace may only use the host's
+                    net.ipv4.tcp_allowed_congestion_control, here "reno bbr";
+                    "inherit" keeps the host's default)
   --ram MiB         guest RAM (default 64, at least 24)
   --seed N          seed for RAM contents, guest and user model (default 1)
   --snaplen BYTES   tcpdump snaplen (default 96)
@@ -59,6 +72,7 @@ EOF
 
 rate=4 unit=mib load=medium ram=64 seed=1 snaplen=96 port=49152 dirty=10
 guest=tiny lead=4 tail=2 bg_only=0 bg_scale=100 max_time=300 keep_tmp=0
+link_mbit=100 link_buffer_ms=50 cc=reno
 out="" report=""
 orig_args=("$@")
 while (($#)); do
@@ -66,6 +80,9 @@ while (($#)); do
         --rate) rate=$2; shift 2 ;;
         --unit) unit=$2; shift 2 ;;
         --load) load=$2; shift 2 ;;
+        --link-mbit) link_mbit=$2; shift 2 ;;
+        --link-buffer-ms) link_buffer_ms=$2; shift 2 ;;
+        --cc) cc=$2; shift 2 ;;
         --ram) ram=$2; shift 2 ;;
         --seed) seed=$2; shift 2 ;;
         --snaplen) snaplen=$2; shift 2 ;;
@@ -87,7 +104,7 @@ done
 
 isint() { [[ $1 =~ ^[0-9]+$ ]]; }
 [[ -n $out ]] || { usage >&2; die "-o OUT.pcap is required"; }
-for v in rate ram seed snaplen port dirty lead tail bg_only bg_scale max_time; do
+for v in rate ram seed snaplen port dirty lead tail bg_only bg_scale max_time link_mbit link_buffer_ms; do
     isint "${!v}" || die "--${v//_/-} must be a non-negative integer (got '${!v}')"
 done
 ((rate >= 2 && rate <= 12)) || die "--rate must be in 2..12"
@@ -99,8 +116,13 @@ done
 [[ $guest == tiny || $guest == none ]] || die "--guest must be tiny or none"
 bg_users_for "$load" >/dev/null
 ((max_time >= 30)) || die "--max-time must be at least 30"
+((link_mbit <= 10000)) || die "--link-mbit must be in 0..10000 (0 = unlimited)"
+((link_mbit == 0 || link_mbit >= 10)) || die "--link-mbit below 10 is not supported"
+((link_buffer_ms >= 1 && link_buffer_ms <= 1000)) || die "--link-buffer-ms must be in 1..1000"
+[[ $cc =~ ^[a-z0-9_]+$ ]] || die "--cc must be a congestion control name or inherit"
 BG_SCALE_PCT=$bg_scale
-export BG_SCALE_PCT
+BG_LINK_MBIT=$link_mbit
+export BG_SCALE_PCT BG_LINK_MBIT
 [[ $out == /* ]] || out="$PWD/$out"
 [[ -n $report ]] || report="${out%.pcap}.json"
 [[ $report == /* ]] || report="$PWD/$report"
@@ -114,8 +136,8 @@ if [[ -z ${SHROUD_REC_WRAPPED:-} ]]; then
 fi
 
 require_root
-require_tools ip ethtool tcpdump tshark capinfos qemu-system-x86_64 iperf3 nginx curl \
-    "${PYTHON:-python3}" timeout gcc
+require_tools ip tc ethtool tcpdump tshark capinfos qemu-system-x86_64 iperf3 nginx curl \
+    "${PYTHON:-python3}" timeout gcc sysctl
 
 SRC_IP=198.51.100.1
 DST_IP=198.51.100.2
@@ -158,9 +180,28 @@ WORK=$(mktemp -d /tmp/shroud-rec.XXXXXX)
 BG_WORK=$WORK
 log "namespaces $NS_SRC ($SRC_IP) <-> $NS_DST ($DST_IP), work dir $WORK"
 wan_setup "$NS_SRC" "$SRC_IP" "$NS_DST" "$DST_IP" "$IF_SRC" "$IF_DST"
+if [[ $cc != inherit ]]; then
+    wan_set_cc "$NS_SRC" "$cc"
+    wan_set_cc "$NS_DST" "$cc"
+fi
+cc_used=$(ip netns exec "$NS_SRC" sysctl -n net.ipv4.tcp_congestion_control)
+link_burst=0 link_limit=0
+if ((link_mbit > 0)); then
+    shape=$(wan_shape "$NS_SRC" "$IF_SRC" "$link_mbit" "$link_buffer_ms")
+    wan_shape "$NS_DST" "$IF_DST" "$link_mbit" "$link_buffer_ms" >/dev/null
+    link_burst=$(sed -n 's/.*burst=\([0-9]*\).*/\1/p' <<<"$shape")
+    link_limit=$(sed -n 's/.*limit=\([0-9]*\).*/\1/p' <<<"$shape")
+    log "link: tbf ${link_mbit} Mbit/s per direction, burst $link_burst B, queue $link_limit B (${link_buffer_ms} ms), tcp cc $cc_used"
+else
+    log "link: unlimited veth, tcp cc $cc_used"
+fi
 
 # ---------------------------------------------------------------- QEMU
-mig_timeout=$((2 * ram * 1024 * 1024 / bw + 40))
+# A limited link may slow the migration below its rate cap (heavy background
+# shares it): allow for a quarter of the link at worst.
+eff_bw=$bw
+if ((link_mbit > 0 && eff_bw > link_mbit * 1000000 / 8 / 4)); then eff_bw=$((link_mbit * 1000000 / 8 / 4)); fi
+mig_timeout=$((2 * ram * 1024 * 1024 / eff_bw + 40))
 if ((!bg_only)); then
     log "preparing guest: ram=${ram}MiB seed=$seed guest=$guest dirty=${dirty}%"
     guest_ram_file "$WORK/ram.bin" "$ram" "$seed"
@@ -240,6 +281,14 @@ TCPDUMP_PID=""
 cap_end=$(date +%s.%N)
 drops=$(sed -n 's/^\([0-9]*\) packets dropped by kernel.*/\1/p' "$WORK/tcpdump.err" | head -1)
 [[ -n $drops ]] || drops=-1
+# link queue statistics: sent bytes, packets, drops, overlimits per direction
+qd_src="0 0 0 0" qd_dst="0 0 0 0"
+if ((link_mbit > 0)); then
+    qd_src=$(wan_qdisc_stats "$NS_SRC" "$IF_SRC")
+    qd_dst=$(wan_qdisc_stats "$NS_DST" "$IF_DST")
+fi
+read -r qs_bytes qs_pkts qs_drop qs_over <<<"$qd_src"
+read -r qd_bytes qd_pkts qd_drop qd_over <<<"$qd_dst"
 
 # destination state after the migration
 dst_state="n/a" dst_beats=0
@@ -258,9 +307,15 @@ cap_bytes=$(stat -c %s "$out")
 # data frames, full-size frames, payload bytes, 10 ms buckets -> bursts.
 tshark -r "$out" -T fields -E separator=' ' -e frame.time_epoch -e ip.src -e tcp.srcport \
     -e ip.dst -e tcp.dstport -e frame.len -e tcp.len -e tcp.flags.syn -e tcp.flags.ack \
-    2>/dev/null | awk -v port="$port" -f <(cat <<'AWK'
+    2>/dev/null | awk -v port="$port" -v srcip="$SRC_IP" -f <(cat <<'AWK'
 NF >= 9 {
     t = $1; key = $2 ":" $3 ">" $4 ":" $5
+    if (tfirst == "") tfirst = t
+    tlast = t
+    # all traffic per direction in 10 ms buckets (wire bytes): link load
+    wb = int((t - tfirst) * 100)
+    if ($2 == srcip) { wfwd[wb] += $6; wfwd_tot += $6 } else { wrev[wb] += $6; wrev_tot += $6 }
+    if (wb > wbmax) wbmax = wb
     if ($5 != "" && $3 != "") flows[($2 < $4 ? $2 ":" $3 "-" $4 ":" $5 : $4 ":" $5 "-" $2 ":" $3)] = 1
     if (mig == "" && $5 == port && $8 == "1" && $9 == "0") { mig = key; mig_sport = $3; msrc = $2; mdst = $4 }
     if (mig != "" && key == mig) {
@@ -272,6 +327,8 @@ NF >= 9 {
             mlast = t
             if (t0 == "") t0 = t
             b = int((t - t0) * 100)     # 10 ms bucket (relative: mawk prints big numbers as %.6g)
+            if (!(b in bucket)) bfirst[b] = t - t0
+            blast[b] = t - t0
             bucket[b] += $7
             if (bmin == "" || b < bmin) bmin = b
             if (b > bmax) bmax = b
@@ -280,18 +337,39 @@ NF >= 9 {
         mrev++
     } else {
         bgp++; bgbytes += $6
+        if ($2 == srcip) bgfwd += $6; else bgrev += $6
     }
-    if (tfirst == "") tfirst = t
-    tlast = t
+}
+function median(a, n,    i, j, x) {   # sorts a[0..n-1] in place (mawk has no asort)
+    for (i = 1; i < n; i++) {
+        x = a[i]; j = i - 1
+        while (j >= 0 && a[j] > x) { a[j + 1] = a[j]; j-- }
+        a[j + 1] = x
+    }
+    return n ? (n % 2 ? a[(n - 1) / 2] : (a[n / 2 - 1] + a[n / 2]) / 2) : 0
+}
+function autocorr(lag,    i, n, m, v, c) {  # of the 10 ms migration byte series
+    n = bmax - bmin + 1
+    if (n <= lag + 1) return 0
+    m = 0; for (i = bmin; i <= bmax; i++) m += bucket[i] + 0
+    m /= n
+    v = 0; for (i = bmin; i <= bmax; i++) v += (bucket[i] - m) ^ 2
+    if (v <= 0) return 0
+    c = 0; for (i = bmin; i + lag <= bmax; i++) c += (bucket[i] - m) * (bucket[i + lag] - m)
+    return c / v
 }
 END {
-    nb = 0; prev = -100
+    # bursts = runs of non-empty 10 ms buckets separated by >= 1 empty bucket
+    nb = 0; prev = -100; nbusy = 0
     for (b = bmin; b != "" && b <= bmax; b++) {
         if (bucket[b] > 0) {
-            if (b - prev > 1) { starts[nb++] = b }
+            nbusy++
+            if (b - prev > 1) { if (nb) blen[nb - 1] = (bend - bstart) * 1000; starts[nb++] = b; bstart = bfirst[b] }
+            bend = blast[b]
             prev = b
         }
     }
+    if (nb) blen[nb - 1] = (bend - bstart) * 1000
     ni = 0; sum = 0; sum2 = 0; near = 0
     for (i = 1; i < nb; i++) {
         d = (starts[i] - starts[i-1]) * 10; iv[ni++] = d; sum += d; sum2 += d * d
@@ -299,18 +377,34 @@ END {
     }
     mean = ni ? sum / ni : 0
     sd = ni ? sqrt(sum2 / ni - mean * mean) : 0
-    # median
-    for (i = 1; i < ni; i++) {          # insertion sort (mawk has no asort)
-        x = iv[i]; j = i - 1
-        while (j >= 0 && iv[j] > x) { iv[j + 1] = iv[j]; j-- }
-        iv[j + 1] = x
+    med = median(iv, ni)
+    # burst durations without the first and last burst (setup, switch-over)
+    nl = 0; for (i = 1; i < nb - 1; i++) bl[nl++] = blen[i]
+    bmed = median(bl, nl)
+    bmax90 = nl ? bl[int(0.9 * (nl - 1))] : 0
+    # link load: peak over 10 ms buckets and over sliding 100 ms windows
+    pf10 = 0; pr10 = 0; pf100 = 0; pr100 = 0; sf = 0; sr = 0
+    for (b = 0; b <= wbmax; b++) {
+        if (wfwd[b] > pf10) pf10 = wfwd[b]
+        if (wrev[b] > pr10) pr10 = wrev[b]
+        sf += wfwd[b]; sr += wrev[b]
+        if (b >= 10) { sf -= wfwd[b - 10]; sr -= wrev[b - 10] }
+        if (b >= 9 && sf > pf100) pf100 = sf
+        if (b >= 9 && sr > pr100) pr100 = sr
     }
-    med = ni ? (ni % 2 ? iv[(ni - 1) / 2] : (iv[ni / 2 - 1] + iv[ni / 2]) / 2) : 0
+    dur = tlast > tfirst ? tlast - tfirst : 0
     nflows = 0; for (f in flows) nflows++
     printf "mig_flow=%s\nmig_packets=%d\nmig_rev_packets=%d\nmig_data_packets=%d\nmig_full_frames=%d\n", mig, mpk, mrev, mdata, mfull
     printf "mig_payload_bytes=%d\nmig_first=%s\nmig_last=%s\nbg_packets=%d\ntcp_flows=%d\n", mbytes, mfirst, mlast, bgp, nflows
-    printf "bg_bytes=%d\nbg_mbit_s=%.2f\n", bgbytes, (tlast > tfirst ? bgbytes * 8 / (tlast - tfirst) / 1e6 : 0)
+    printf "bg_bytes=%d\nbg_mbit_s=%.2f\n", bgbytes, (dur ? bgbytes * 8 / dur / 1e6 : 0)
+    printf "bg_mbit_s_fwd=%.2f\nbg_mbit_s_rev=%.2f\n", (dur ? bgfwd * 8 / dur / 1e6 : 0), (dur ? bgrev * 8 / dur / 1e6 : 0)
+    printf "wire_mbit_s_fwd=%.2f\nwire_mbit_s_rev=%.2f\n", (dur ? wfwd_tot * 8 / dur / 1e6 : 0), (dur ? wrev_tot * 8 / dur / 1e6 : 0)
+    printf "wire_peak10_mbit_s_fwd=%.1f\nwire_peak10_mbit_s_rev=%.1f\n", pf10 * 8 / 0.01 / 1e6, pr10 * 8 / 0.01 / 1e6
+    printf "wire_peak100_mbit_s_fwd=%.1f\nwire_peak100_mbit_s_rev=%.1f\n", pf100 * 8 / 0.1 / 1e6, pr100 * 8 / 0.1 / 1e6
     printf "bursts=%d\nburst_interval_median_ms=%.1f\nburst_interval_mean_ms=%.1f\nburst_interval_cv=%.3f\nburst_intervals_90_110_pct=%.1f\n", nb, med, mean, (mean ? sd / mean : 0), (ni ? 100 * near / ni : 0)
+    printf "burst_duration_median_ms=%.1f\nburst_duration_p90_ms=%.1f\n", bmed, bmax90
+    printf "busy_10ms_buckets_pct=%.1f\n", (bmax != "" && bmax >= bmin ? 100 * nbusy / (bmax - bmin + 1) : 0)
+    printf "autocorr_100ms=%.3f\nautocorr_50ms=%.3f\n", autocorr(10), autocorr(5)
 }
 AWK
 ) >"$WORK/analysis.txt"
@@ -373,6 +467,11 @@ r = {
         "interval_mean_ms": a.get("burst_interval_mean_ms"),
         "interval_cv": a.get("burst_interval_cv"),
         "intervals_within_90_110ms_pct": a.get("burst_intervals_90_110_pct"),
+        "duration_median_ms": a.get("burst_duration_median_ms"),
+        "duration_p90_ms": a.get("burst_duration_p90_ms"),
+        "busy_10ms_buckets_pct": a.get("busy_10ms_buckets_pct"),
+        "autocorr_100ms": a.get("autocorr_100ms"),
+        "autocorr_50ms": a.get("autocorr_50ms"),
     },
     "destination_status_after": "$dst_state",
     "destination_guest_heartbeats": $dst_beats,
@@ -384,9 +483,29 @@ r = {
     "background_packets": a.get("bg_packets"),
     "background_bytes": a.get("bg_bytes"),
     "background_mbit_s_avg": a.get("bg_mbit_s"),
+    "background_mbit_s_src_to_dst": a.get("bg_mbit_s_fwd"),
+    "background_mbit_s_dst_to_src": a.get("bg_mbit_s_rev"),
+    "link_mbit": $link_mbit,
+    "link": {
+        "rate_mbit_s_per_direction": $link_mbit,
+        "qdisc": "tbf on the egress of both veth ends" if $link_mbit else "none (unlimited veth)",
+        "burst_bytes": $link_burst,
+        "queue_limit_bytes": $link_limit,
+        "buffer_ms": $link_buffer_ms if $link_mbit else None,
+        "tcp_congestion_control": "$cc_used",
+        "wire_mbit_s_src_to_dst": a.get("wire_mbit_s_fwd"),
+        "wire_mbit_s_dst_to_src": a.get("wire_mbit_s_rev"),
+        "wire_peak_mbit_s_10ms_src_to_dst": a.get("wire_peak10_mbit_s_fwd"),
+        "wire_peak_mbit_s_10ms_dst_to_src": a.get("wire_peak10_mbit_s_rev"),
+        "wire_peak_mbit_s_100ms_src_to_dst": a.get("wire_peak100_mbit_s_fwd"),
+        "wire_peak_mbit_s_100ms_dst_to_src": a.get("wire_peak100_mbit_s_rev"),
+        "qdisc_src_to_dst": dict(zip(("sent_bytes", "sent_packets", "dropped", "overlimits"), ($qs_bytes, $qs_pkts, $qs_drop, $qs_over))),
+        "qdisc_dst_to_src": dict(zip(("sent_bytes", "sent_packets", "dropped", "overlimits"), ($qd_bytes, $qd_pkts, $qd_drop, $qd_over))),
+    },
     "tcp_flows": a.get("tcp_flows"),
     "background": json.loads(bg),
-    "topology": {"src": "$SRC_IP", "dst": "$DST_IP", "link": "veth, MTU 1500, offloads off", "capture_on": "src veth"},
+    "topology": {"src": "$SRC_IP", "dst": "$DST_IP", "capture_on": "src veth (egress after the qdisc)",
+                 "link": "veth, MTU 1500, offloads off" + (", tbf $link_mbit Mbit/s per direction" if $link_mbit else ", unlimited")},
 }
 if r["migration_flow"]:
     r["migration_5tuple"] = {"proto": "tcp", "src": r["migration_flow"].split(">")[0], "dst": r["migration_flow"].split(">")[1]}
@@ -398,14 +517,15 @@ EOF
 # shellcheck disable=SC1090
 source <(sed 's/^\([a-z_0-9]*\)=\(.*\)$/A_\1="\2"/' "$WORK/analysis.txt")
 if ((bg_only)); then
-    printf 'background-only load=%s seconds=%s packets=%s size=%s bytes flows=%s bg=%sMbit/s drops=%s -> %s\n' \
-        "$load" "$bg_only" "$cap_packets" "$cap_bytes" "${A_tcp_flows:-0}" "${A_bg_mbit_s:-0}" "$drops" "$out"
+    printf 'background-only load=%s link=%sMbit/s seconds=%s packets=%s size=%s bytes flows=%s bg=%sMbit/s (%s/%s) drops=%s qdrops=%s/%s -> %s\n' \
+        "$load" "$link_mbit" "$bg_only" "$cap_packets" "$cap_bytes" "${A_tcp_flows:-0}" "${A_bg_mbit_s:-0}" \
+        "${A_bg_mbit_s_fwd:-0}" "${A_bg_mbit_s_rev:-0}" "$drops" "$qs_drop" "$qd_drop" "$out"
     exit 0
 fi
 tt=$(grep -o '"total_time_ms": [0-9]*' "$report" | grep -o '[0-9]*$' || echo '?')
 dt=$(grep -o '"downtime_ms": [0-9]*' "$report" | grep -o '[0-9]*$' || echo '?')
-printf 'rate=%s%s/s load=%s ram=%sMiB status=%s total_time=%sms downtime=%sms packets=%s (migration %s, full-size %s) size=%s bytes bg=%sMbit/s bursts=%s median=%sms drops=%s -> %s\n' \
-    "$rate" "$([[ $unit == mib ]] && echo MiB || echo MB)" "$load" "$ram" "$status" "$tt" "$dt" \
+printf 'rate=%s%s/s load=%s link=%sMbit/s ram=%sMiB status=%s total_time=%sms downtime=%sms packets=%s (migration %s, full-size %s) size=%s bytes bg=%sMbit/s bursts=%s median=%sms burst_len=%sms ac100=%s drops=%s qdrops=%s/%s -> %s\n' \
+    "$rate" "$([[ $unit == mib ]] && echo MiB || echo MB)" "$load" "$link_mbit" "$ram" "$status" "$tt" "$dt" \
     "$cap_packets" "${A_mig_packets:-0}" "${A_mig_full_frames:-0}" "$cap_bytes" "${A_bg_mbit_s:-0}" "${A_bursts:-0}" \
-    "${A_burst_interval_median_ms:-0}" "$drops" "$out"
+    "${A_burst_interval_median_ms:-0}" "${A_burst_duration_median_ms:-0}" "${A_autocorr_100ms:-0}" "$drops" "$qs_drop" "$qd_drop" "$out"
 [[ $status == completed ]]

@@ -1,1 +1,489 @@
-// placeholder: being written
+// Tests of the gateway config: the shipped example, defaults, and that every
+// kind of mistake is reported with file, line, dotted key and the problem.
+#include "dataplane/core/gateway_config.h"
+
+#include <algorithm>
+#include <fstream>
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/test_util.h"
+
+namespace shroud {
+namespace {
+
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+constexpr char kOrigin[] = "cfg.toml";
+
+absl::StatusOr<GatewayConfig> Parse(const std::string& text) {
+  return ParseGatewayConfig(text, kOrigin);
+}
+
+// The error message of parsing `text`; fails the test if it parses.
+std::string Error(const std::string& text) {
+  absl::StatusOr<GatewayConfig> c = Parse(text);
+  EXPECT_FALSE(c.ok()) << "parsed:\n" << text;
+  if (c.ok()) return "";
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument) << c.status();
+  return std::string(c.status().message());
+}
+
+std::string ExamplePath() { return testing::SourceRoot() + "/conf/gateway.example.toml"; }
+
+FlowKey TcpKey(uint16_t sport, uint16_t dport) {
+  FlowKey k;
+  k.ip_version = 4;
+  k.src_addr = {192, 0, 2, 1};
+  k.dst_addr = {203, 0, 113, 1};
+  k.src_port = sport;
+  k.dst_port = dport;
+  k.protocol = kProtoTcp;
+  return k;
+}
+
+// --- the shipped example ----------------------------------------------------
+
+TEST(GatewayConfigExampleTest, ParsesWithTheDocumentedValues) {
+  absl::StatusOr<GatewayConfig> loaded = LoadGatewayConfig(ExamplePath());
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  const GatewayConfig& c = *loaded;
+
+  EXPECT_EQ(c.dataplane.mode, DataplaneMode::kGateway);
+  EXPECT_EQ(c.dataplane.malformed, MalformedPolicy::kForward);
+  EXPECT_EQ(c.dataplane.rx_descriptors, 1024u);
+
+  ASSERT_EQ(c.classify.rules.size(), 2u);
+  const ClassRule& qemu = c.classify.rules[0];
+  EXPECT_EQ(qemu.name, "qemu-migration");
+  EXPECT_EQ(qemu.traffic_class, TrafficClass::kMigration);
+  EXPECT_EQ(qemu.protocol, kProtoTcp);
+  EXPECT_EQ(qemu.dst_ports.first, 49152);
+  EXPECT_EQ(qemu.dst_ports.last, 49215);
+  EXPECT_TRUE(qemu.src_ports.IsAny());
+  EXPECT_TRUE(qemu.bidirectional);
+  const ClassRule& tls = c.classify.rules[1];
+  EXPECT_EQ(tls.name, "libvirt-tls");
+  EXPECT_EQ(tls.dst_ports.first, 16514);
+  EXPECT_EQ(tls.dst_ports.last, 16514);
+  EXPECT_TRUE(tls.bidirectional);
+  EXPECT_TRUE(c.classify.builtin_signatures);
+  EXPECT_TRUE(c.classify.signatures.empty());
+
+  // Algorithm 3 with the paper's parameters.
+  const RateVariationSection& rv = c.rate_variation;
+  EXPECT_TRUE(rv.enabled);
+  EXPECT_EQ(rv.interval_ms, 10u);
+  EXPECT_EQ(rv.window, 50u);
+  EXPECT_DOUBLE_EQ(rv.lower_cov, 0.5);
+  EXPECT_DOUBLE_EQ(rv.upper_cov, 1.0);
+  EXPECT_EQ(rv.up_range, (std::array<double, 2>{1.0, 1.4}));
+  EXPECT_EQ(rv.up_fast_range, (std::array<double, 2>{1.4, 1.9}));
+  EXPECT_EQ(rv.down_range, (std::array<double, 2>{0.8, 1.0}));
+  EXPECT_EQ(rv.down_fast_range, (std::array<double, 2>{0.1, 0.8}));
+  EXPECT_LE(rv.min_rate_mbps, rv.start_rate_mbps);
+  EXPECT_LE(rv.start_rate_mbps, rv.max_rate_mbps);
+  EXPECT_DOUBLE_EQ(c.shaper.link_rate_mbps, 125.0);  // integer in the file, float here
+
+  // The paper's detector parameters.
+  EXPECT_EQ(c.features.pattern_window, 1000u);
+  EXPECT_DOUBLE_EQ(c.features.pattern_delta, 0.05);
+  EXPECT_EQ(c.features.pattern_count_threshold, 3u);
+  EXPECT_EQ(c.features.burst_gap_ns, 10'000'000u);
+  EXPECT_EQ(c.features.byte_window_count, 7u);
+}
+
+TEST(GatewayConfigExampleTest, ClassifiesMigrationPortsAndQemuStreams) {
+  absl::StatusOr<GatewayConfig> loaded = LoadGatewayConfig(ExamplePath());
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  absl::StatusOr<Classifier> classifier = Classifier::Create(loaded->classify);
+  ASSERT_TRUE(classifier.ok()) << classifier.status();
+  const RuleSet& rules = classifier->rules();
+  EXPECT_EQ(rules.Match(TcpKey(40000, 49152)).traffic_class, TrafficClass::kMigration);
+  EXPECT_EQ(rules.Match(TcpKey(40000, 49215)).traffic_class, TrafficClass::kMigration);
+  EXPECT_FALSE(rules.Match(TcpKey(40000, 49216)).matched());
+  RuleMatch tls = rules.Match(TcpKey(40000, 16514));
+  EXPECT_EQ(rules.name(tls.rule), "libvirt-tls");
+  EXPECT_TRUE(rules.Match(TcpKey(16514, 40000)).reverse);  // the TLS ACKs
+
+  // An unencrypted QEMU stream on a port no rule names.
+  absl::StatusOr<SignatureScanner> scanner = classifier->NewScanner();
+  ASSERT_TRUE(scanner.ok());
+  const uint8_t header[] = {'Q', 'E', 'V', 'M', 0, 0, 0, 3, 7};
+  FlowClass c = classifier->Decide(FlowClass{}, TcpKey(40000, 4444), header, *scanner);
+  EXPECT_EQ(c.source, ClassSource::kSignature);
+  EXPECT_EQ(QueueClass(c), TrafficClass::kMigration);
+}
+
+TEST(GatewayConfigExampleTest, ExampleStatesTheDefaults) {
+  // The example documents the defaults; an empty file must give the same
+  // values, or the comments are lying.
+  absl::StatusOr<GatewayConfig> example = LoadGatewayConfig(ExamplePath());
+  absl::StatusOr<GatewayConfig> empty = Parse("");
+  ASSERT_TRUE(example.ok()) << example.status();
+  ASSERT_TRUE(empty.ok()) << empty.status();
+  const GatewayConfig& e = *example;
+  const GatewayConfig& d = *empty;
+  EXPECT_EQ(e.dataplane.rx_queues, d.dataplane.rx_queues);
+  EXPECT_EQ(e.dataplane.tx_descriptors, d.dataplane.tx_descriptors);
+  EXPECT_EQ(e.dataplane.mempool_mbufs, d.dataplane.mempool_mbufs);
+  EXPECT_EQ(e.dataplane.burst_size, d.dataplane.burst_size);
+  EXPECT_EQ(e.flows.max_flows, d.flows.max_flows);
+  EXPECT_EQ(e.flows.idle_timeout_ms, d.flows.idle_timeout_ms);
+  EXPECT_EQ(e.features.burst_gap_ns, d.features.burst_gap_ns);
+  EXPECT_EQ(e.features.byte_windows, d.features.byte_windows);
+  EXPECT_EQ(e.classify.limits.packets, d.classify.limits.packets);
+  EXPECT_EQ(e.classify.limits.bytes, d.classify.limits.bytes);
+  EXPECT_EQ(e.shaper.migration_queue_ms, d.shaper.migration_queue_ms);
+  EXPECT_EQ(e.shaper.chaff_queue_ms, d.shaper.chaff_queue_ms);
+  EXPECT_EQ(e.shaper.queue_packets, d.shaper.queue_packets);
+  EXPECT_EQ(e.shaper.migration_borrows_chaff, d.shaper.migration_borrows_chaff);
+  EXPECT_DOUBLE_EQ(e.shaper.chaff_rate_mbps, d.shaper.chaff_rate_mbps);
+  const RateVariationSection& er = e.rate_variation;
+  const RateVariationSection& dr = d.rate_variation;
+  EXPECT_DOUBLE_EQ(er.min_rate_mbps, dr.min_rate_mbps);
+  EXPECT_DOUBLE_EQ(er.max_rate_mbps, dr.max_rate_mbps);
+  EXPECT_DOUBLE_EQ(er.start_rate_mbps, dr.start_rate_mbps);
+  EXPECT_DOUBLE_EQ(er.d, dr.d);
+  EXPECT_DOUBLE_EQ(er.c_percent, dr.c_percent);
+  EXPECT_EQ(er.seed, dr.seed);
+  EXPECT_TRUE(d.classify.rules.empty());
+}
+
+TEST(GatewayConfigTest, DefaultsAreValid) {
+  EXPECT_TRUE(ValidateGatewayConfig(GatewayConfig{}).ok());
+}
+
+// --- values that parse ------------------------------------------------------
+
+TEST(GatewayConfigTest, ParsesEveryKindOfValue) {
+  absl::StatusOr<GatewayConfig> c = Parse(R"(
+[dataplane]
+mode = "tap"
+malformed = "drop"
+rx_queues = 2
+
+[features]
+burst_gap_ms = 2.5
+byte_windows = [100, 1000]
+
+[classify]
+signature_scan_packets = 2
+builtin_signatures = false
+
+[[classify.rule]]
+name = "v6-peer"
+class = "chaff"
+protocol = 17
+src = "2001:db8::/32"
+dst = "2001:db8:ffff::1"
+src_ports = "1000-2000"
+dst_ports = 53
+bidirectional = false
+
+[[classify.rule]]
+name = "icmp"
+class = "default"
+protocol = "icmp"
+
+[[classify.signature]]
+name = "repl"
+pattern = "^REPL\\x01"
+class = "migration"
+
+[shaper]
+link_rate_mbps = 1250.5
+migration_borrows_chaff = true
+chaff_rate_mbps = 2
+
+[rate_variation]
+enabled = false
+seed = 1234567890123
+up_range = [1, 2]
+)");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->dataplane.mode, DataplaneMode::kTap);
+  EXPECT_EQ(c->dataplane.malformed, MalformedPolicy::kDrop);
+  EXPECT_EQ(c->dataplane.rx_queues, 2u);
+  EXPECT_EQ(c->features.burst_gap_ns, 2'500'000u);
+  EXPECT_EQ(c->features.byte_window_count, 2u);
+  EXPECT_EQ(c->features.byte_windows[1], 1000u);
+  EXPECT_EQ(c->classify.limits.packets, 2u);
+  EXPECT_FALSE(c->classify.builtin_signatures);
+  ASSERT_EQ(c->classify.rules.size(), 2u);
+  const ClassRule& r = c->classify.rules[0];
+  EXPECT_EQ(r.traffic_class, TrafficClass::kChaff);
+  EXPECT_EQ(r.protocol, 17);
+  EXPECT_EQ(r.src.ToString(), "2001:db8::/32");
+  EXPECT_EQ(r.dst.length, 128);
+  EXPECT_EQ(r.src_ports.ToString(), "1000-2000");
+  EXPECT_EQ(r.dst_ports.ToString(), "53");
+  EXPECT_FALSE(r.bidirectional);
+  EXPECT_EQ(c->classify.rules[1].protocol, kProtoIcmp);
+  EXPECT_EQ(c->classify.rules[1].traffic_class, TrafficClass::kDefault);
+  ASSERT_EQ(c->classify.signatures.size(), 1u);
+  EXPECT_EQ(c->classify.signatures[0].pattern, "^REPL\\x01");
+  EXPECT_DOUBLE_EQ(c->shaper.link_rate_mbps, 1250.5);
+  EXPECT_TRUE(c->shaper.migration_borrows_chaff);
+  EXPECT_DOUBLE_EQ(c->shaper.chaff_rate_mbps, 2.0);
+  EXPECT_FALSE(c->rate_variation.enabled);
+  EXPECT_EQ(c->rate_variation.seed, 1234567890123u);
+  EXPECT_EQ(c->rate_variation.up_range, (std::array<double, 2>{1.0, 2.0}));
+}
+
+// --- errors -------------------------------------------------------------------
+
+TEST(GatewayConfigErrorTest, WrongTypeNamesKeyAndLine) {
+  EXPECT_THAT(Error("[dataplane]\nrx_queues = \"four\"\n"),
+              HasSubstr("cfg.toml:2: dataplane.rx_queues: expected an integer, got a string"));
+  EXPECT_THAT(Error("[dataplane]\n\nrx_queues = 1.5\n"),
+              HasSubstr("cfg.toml:3: dataplane.rx_queues: expected an integer, got a float"));
+  EXPECT_THAT(Error("[shaper]\nmigration_borrows_chaff = \"yes\"\n"),
+              HasSubstr("cfg.toml:2: shaper.migration_borrows_chaff: expected a boolean"));
+  EXPECT_THAT(
+      Error("[rate_variation]\nmin_rate_mbps = \"1\"\n"),
+      HasSubstr("cfg.toml:2: rate_variation.min_rate_mbps: expected a number, got a string"));
+  EXPECT_THAT(Error("dataplane = 3\n"),
+              HasSubstr("cfg.toml:1: dataplane: expected a table ([dataplane]), got an integer"));
+  EXPECT_THAT(Error("[rate_variation]\nup_range = [1.0]\n"),
+              HasSubstr("cfg.toml:2: rate_variation.up_range: expected an array of two numbers"));
+  EXPECT_THAT(Error("[rate_variation]\nup_range = [1.0, \"x\"]\n"),
+              HasSubstr("element 1 is a string"));
+  EXPECT_THAT(Error("[features]\nbyte_windows = [100, -1]\n"),
+              HasSubstr("cfg.toml:2: features.byte_windows: element 1 must be a positive integer"));
+}
+
+TEST(GatewayConfigErrorTest, OutOfRangeNamesKeyLineAndValue) {
+  EXPECT_THAT(Error("[dataplane]\nrx_queues = 0\n"),
+              HasSubstr("cfg.toml:2: dataplane.rx_queues: must be between 1 and 128, got 0"));
+  EXPECT_THAT(Error("[flows]\nmax_flows = -5\n"),
+              HasSubstr("cfg.toml:2: flows.max_flows: must not be negative, got -5"));
+  EXPECT_THAT(Error("[dataplane]\nrx_descriptors = 1000\n"),
+              HasSubstr("dataplane.rx_descriptors: must be a power of two between 64 and 32768, "
+                        "got 1000"));
+  EXPECT_THAT(
+      Error("[rate_variation]\nc_percent = 150\n"),
+      HasSubstr("cfg.toml:2: rate_variation.c_percent: must be between 0 and 100, got 150"));
+  EXPECT_THAT(Error("[rate_variation]\nmin_rate_mbps = 0\n"),
+              HasSubstr("rate_variation.min_rate_mbps: must be > 0"));
+  EXPECT_THAT(Error("[rate_variation]\nmax_rate_mbps = nan\n"),
+              HasSubstr("rate_variation.max_rate_mbps: must be > 0 and <= 100000 MB/s, got nan"));
+  EXPECT_THAT(Error("[features]\nburst_gap_ms = 0\n"),
+              HasSubstr("cfg.toml:2: features.burst_gap_ms: must be in (0, 60000] ms, got 0"));
+  EXPECT_THAT(Error("[classify]\nsignature_scan_packets = 300\n"),
+              HasSubstr("classify.signature_scan_packets: must be between 0 and 255, got 300"));
+  EXPECT_THAT(Error("[rate_variation]\ndown_fast_range = [0.8, 0.1]\n"),
+              HasSubstr("cfg.toml:2: rate_variation.down_fast_range: must be [low, high] with "
+                        "0 < low <= high"));
+  EXPECT_THAT(Error("[features]\nbyte_windows = [300, 200]\n"),
+              HasSubstr("features.byte_windows: must be 1 to 8 positive window sizes in strictly "
+                        "ascending order, got [300,200]"));
+}
+
+TEST(GatewayConfigErrorTest, UnknownKeysAreErrors) {
+  std::string typo = Error("[shaper]\nlink_rate_mbps = 100\nlink_rate_mbp = 100\n");
+  EXPECT_THAT(typo, HasSubstr("cfg.toml:3: shaper.link_rate_mbp: unknown key"));
+  EXPECT_THAT(typo, HasSubstr("link_rate_mbps"));  // the list of known keys helps spot the typo
+  EXPECT_THAT(Error("[shapr]\nlink_rate_mbps = 100\n"),
+              HasSubstr("cfg.toml:1: shapr: unknown key"));
+  EXPECT_THAT(Error("mode = \"tap\"\n"), HasSubstr("cfg.toml:1: mode: unknown key"));
+  EXPECT_THAT(Error("[[classify.rule]]\nname = \"a\"\nclass = \"migration\"\ndst_port = 1\n"),
+              HasSubstr("cfg.toml:4: classify.rule[0].dst_port: unknown key"));
+  EXPECT_THAT(Error("[[classify.signature]]\nname = \"a\"\npattern = \"^a\"\nclass = \"chaff\"\n"
+                    "flags = 1\n"),
+              HasSubstr("cfg.toml:5: classify.signature[0].flags: unknown key"));
+}
+
+TEST(GatewayConfigErrorTest, BadPrefixNamesRuleKey) {
+  const std::string head = "[[classify.rule]]\nname = \"r\"\nclass = \"migration\"\n";
+  EXPECT_THAT(Error(head + "dst = \"192.0.2.300/24\"\n"),
+              AllOf(HasSubstr("cfg.toml:4: classify.rule[0].dst:"),
+                    HasSubstr("is not an IPv4 or IPv6 address")));
+  EXPECT_THAT(Error(head + "src = \"192.0.2.1/24\"\n"),
+              AllOf(HasSubstr("cfg.toml:4: classify.rule[0].src:"),
+                    HasSubstr("did you mean 192.0.2.0/24?")));
+  EXPECT_THAT(
+      Error(head + "src = \"192.0.2.0/24\"\ndst = \"2001:db8::/32\"\n"),
+      AllOf(HasSubstr("cfg.toml:5: classify.rule[0].dst:"), HasSubstr("one address family")));
+  EXPECT_THAT(Error(head + "dst = 3\n"),
+              HasSubstr("cfg.toml:4: classify.rule[0].dst: expected a string, got an integer"));
+}
+
+TEST(GatewayConfigErrorTest, BadPortsNameRuleKey) {
+  const std::string head = "[[classify.rule]]\nname = \"r\"\nclass = \"migration\"\n";
+  EXPECT_THAT(
+      Error(head + "dst_ports = \"9-1\"\n"),
+      AllOf(HasSubstr("cfg.toml:4: classify.rule[0].dst_ports:"), HasSubstr("is empty: 9 > 1")));
+  EXPECT_THAT(Error(head + "src_ports = 70000\n"),
+              HasSubstr("cfg.toml:4: classify.rule[0].src_ports: port must be 0-65535, got 70000"));
+  EXPECT_THAT(Error(head + "src_ports = \"http\"\n"),
+              HasSubstr("classify.rule[0].src_ports: \"http\" is not a port"));
+  EXPECT_THAT(Error(head + "protocol = \"icmp\"\ndst_ports = 1\n"),
+              AllOf(HasSubstr("cfg.toml:5: classify.rule[0].dst_ports:"),
+                    HasSubstr("ports only apply to tcp and udp")));
+  EXPECT_THAT(Error(head + "protocol = 300\n"),
+              HasSubstr("cfg.toml:4: classify.rule[0].protocol: protocol number must be 0-255"));
+}
+
+TEST(GatewayConfigErrorTest, BadOrMissingClass) {
+  EXPECT_THAT(Error("[[classify.rule]]\nname = \"r\"\nclass = \"migrate\"\n"),
+              AllOf(HasSubstr("cfg.toml:3: classify.rule[0].class:"),
+                    HasSubstr("unknown class \"migrate\"")));
+  EXPECT_THAT(Error("[[classify.rule]]\nname = \"r\"\n"),
+              HasSubstr("classify.rule[0].class: missing"));
+  EXPECT_THAT(Error("[[classify.rule]]\nclass = \"chaff\"\n"),
+              HasSubstr("classify.rule[0].name: missing"));
+  EXPECT_THAT(Error("[[classify.signature]]\nname = \"s\"\npattern = \"^a\"\nclass = \"fast\"\n"),
+              HasSubstr("cfg.toml:4: classify.signature[0].class: unknown class"));
+  EXPECT_THAT(
+      Error("[dataplane]\nmode = \"router\"\n"),
+      HasSubstr("cfg.toml:2: dataplane.mode: must be \"gateway\" or \"tap\", got \"router\""));
+}
+
+TEST(GatewayConfigErrorTest, SecondRuleIsIndexedAndDuplicatesCaught) {
+  std::string text =
+      "[[classify.rule]]\nname = \"a\"\nclass = \"migration\"\n"
+      "[[classify.rule]]\nname = \"a\"\nclass = \"migration\"\ndst_ports = \"5-\"\n";
+  std::string e = Error(text);
+  EXPECT_THAT(e, HasSubstr("cfg.toml:7: classify.rule[1].dst_ports:"));
+  std::string dup = Error(
+      "[[classify.rule]]\nname = \"a\"\nclass = \"migration\"\n"
+      "[[classify.rule]]\nname = \"a\"\nclass = \"chaff\"\n");
+  EXPECT_THAT(dup, HasSubstr("cfg.toml:5: classify.rule[1].name: duplicate rule name \"a\" "
+                             "(also classify.rule[0])"));
+}
+
+TEST(GatewayConfigErrorTest, RuleGivenAsPlainTable) {
+  EXPECT_THAT(Error("[classify.rule]\nname = \"a\"\n"),
+              HasSubstr("classify.rule: expected an array of tables ([[classify.rule]]), got a "
+                        "table"));
+}
+
+TEST(GatewayConfigErrorTest, BadSignaturePatternNamesKeyLineAndHyperscanMessage) {
+  std::string e = Error(
+      "[classify]\n"
+      "[[classify.signature]]\n"
+      "name = \"broken\"\n"
+      "pattern = \"^(QEVM\"\n"
+      "class = \"migration\"\n");
+  EXPECT_THAT(e, HasSubstr("cfg.toml:4: classify.signature[0].pattern: signature \"broken\": "
+                           "Hyperscan: Missing close parenthesis"));
+  EXPECT_THAT(Error("[[classify.signature]]\nname = \"all\"\npattern = \"x*\"\n"
+                    "class = \"migration\"\n"),
+              HasSubstr("classify.signature[0].pattern: signature \"all\": pattern matches an "
+                        "empty payload"));
+  // A pattern longer than what is scanned could never match.
+  EXPECT_THAT(Error("[classify]\nsignature_scan_bytes = 16\nbuiltin_signatures = false\n"
+                    "[[classify.signature]]\nname = \"long\"\npattern = \"^.{20}X\"\n"
+                    "class = \"migration\"\n"),
+              HasSubstr("classify.signature[0].pattern: signature \"long\" needs at least 21 "
+                        "payload bytes"));
+  EXPECT_THAT(Error("[classify]\nsignature_scan_bytes = 4\n"),
+              HasSubstr("cfg.toml:2: classify.signature_scan_bytes: the built-in signature "
+                        "\"qemu-migration-stream\" needs 8 bytes"));
+}
+
+TEST(GatewayConfigErrorTest, MinRateAboveMaxRate) {
+  std::string e = Error(
+      "[rate_variation]\nmin_rate_mbps = 20\nmax_rate_mbps = 10\n"
+      "start_rate_mbps = 15\n");
+  EXPECT_THAT(e, HasSubstr("cfg.toml:2: rate_variation.min_rate_mbps: must be <= "
+                           "rate_variation.max_rate_mbps (10), got 20"));
+}
+
+TEST(GatewayConfigErrorTest, CrossSectionChecks) {
+  EXPECT_THAT(Error("[rate_variation]\nstart_rate_mbps = 20\n"),
+              HasSubstr("cfg.toml:2: rate_variation.start_rate_mbps: must be within "
+                        "[min_rate_mbps, max_rate_mbps] = [1, 16], got 20"));
+  EXPECT_THAT(Error("[rate_variation]\nlower_cov = 1.0\n"),
+              HasSubstr("rate_variation.lower_cov: must be < rate_variation.upper_cov (1), got 1"));
+  // The megabit mistake: a "1000" Mbit/s link with the default 16 MB/s maxR
+  // is fine, but a 10 MB/s link cannot carry 16 MB/s.
+  EXPECT_THAT(Error("[shaper]\nlink_rate_mbps = 10\n"),
+              AllOf(HasSubstr("rate_variation.max_rate_mbps: must not exceed "
+                              "shaper.link_rate_mbps (10 MB/s), got 16"),
+                    HasSubstr("not megabits")));
+  EXPECT_THAT(
+      Error("[shaper]\nchaff_rate_mbps = 500\n"),
+      HasSubstr("cfg.toml:2: shaper.chaff_rate_mbps: must not exceed shaper.link_rate_mbps"));
+  EXPECT_THAT(Error("[dataplane]\nmempool_mbufs = 1000\n"),
+              HasSubstr("cfg.toml:2: dataplane.mempool_mbufs: must be at least 12288"));
+  // Tap mode has one port and no shaper queues.
+  EXPECT_TRUE(Parse("[dataplane]\nmode = \"tap\"\nmempool_mbufs = 2048\n").ok());
+}
+
+TEST(GatewayConfigErrorTest, MalformedTomlNamesTheLine) {
+  std::string e = Error("[dataplane]\nrx_queues = 1\nburst_size = 32 64\n");
+  EXPECT_THAT(e, HasSubstr("cfg.toml:3: invalid TOML:"));
+  EXPECT_THAT(e, Not(HasSubstr("[error]")));
+  EXPECT_THAT(Error("[shaper]\nlink_rate_mbps = 1\n[shaper]\n"),
+              HasSubstr("cfg.toml:3: invalid TOML: table (\"shaper\") already exists"));
+  EXPECT_THAT(Error("[flows]\nmax_flows = 1\nmax_flows = 2\n"), HasSubstr("invalid TOML"));
+  EXPECT_THAT(Error("name = \"unterminated\n"), HasSubstr("cfg.toml:1: invalid TOML"));
+}
+
+TEST(GatewayConfigErrorTest, ReportsAllProblemsAtOnce) {
+  std::string e = Error(
+      "[dataplane]\nrx_queues = 0\n[flows]\nidle_timeout_ms = 0\nbogus = 1\n"
+      "[shaper]\nqueue_packets = \"many\"\n");
+  EXPECT_THAT(e, HasSubstr("cfg.toml:2: dataplane.rx_queues: must be between 1 and 128"));
+  EXPECT_THAT(e, HasSubstr("cfg.toml:4: flows.idle_timeout_ms: must be between 1 and"));
+  EXPECT_THAT(e, HasSubstr("cfg.toml:5: flows.bogus: unknown key"));
+  EXPECT_THAT(e, HasSubstr("cfg.toml:7: shaper.queue_packets: expected an integer"));
+  // One line per problem; the key that failed to read kept its default and
+  // adds nothing else.
+  EXPECT_EQ(std::count(e.begin(), e.end(), '\n'), 3) << e;
+
+  // Problems come in file order, whichever check found them, and a bad
+  // section elsewhere does not hide a cross-check.
+  std::string ordered = Error(
+      "[shaper]\nlink_rate_mbp = 100\n"
+      "[rate_variation]\nmin_rate_mbps = 20\nmax_rate_mbps = 10\nstart_rate_mbps = 15\n"
+      "[[classify.rule]]\nname = \"x\"\nclass = \"migration\"\ndst_ports = \"9-1\"\n"
+      "dst = \"10.0.0.1/8\"\n");
+  size_t typo = ordered.find("cfg.toml:2: shaper.link_rate_mbp");
+  size_t rate = ordered.find("cfg.toml:4: rate_variation.min_rate_mbps: must be <=");
+  size_t ports = ordered.find("cfg.toml:10: classify.rule[0].dst_ports");
+  size_t prefix = ordered.find("cfg.toml:11: classify.rule[0].dst:");
+  ASSERT_NE(typo, std::string::npos) << ordered;
+  ASSERT_NE(rate, std::string::npos) << ordered;
+  ASSERT_NE(ports, std::string::npos) << ordered;
+  ASSERT_NE(prefix, std::string::npos) << ordered;
+  EXPECT_LT(typo, rate);
+  EXPECT_LT(rate, ports);
+  EXPECT_LT(ports, prefix);
+}
+
+TEST(GatewayConfigErrorTest, ValidateNamesKeysWithoutAFile) {
+  GatewayConfig c;
+  c.rate_variation.window = 1;
+  absl::Status s = ValidateGatewayConfig(c);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(std::string(s.message()), "rate_variation.window: must be between 2 and 100000, got 1");
+}
+
+TEST(GatewayConfigLoadTest, MissingFile) {
+  absl::StatusOr<GatewayConfig> c = LoadGatewayConfig("/nonexistent/shroud.toml");
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(c.status().message()), HasSubstr("/nonexistent/shroud.toml"));
+}
+
+TEST(GatewayConfigLoadTest, ErrorsCarryTheFileName) {
+  std::string path = testing::MakeTempDir() + "/gw.toml";
+  {
+    std::ofstream out(path);
+    out << "# comment\n[rate_variation]\ninterval_ms = 0\n";
+  }
+  absl::StatusOr<GatewayConfig> c = LoadGatewayConfig(path);
+  ASSERT_FALSE(c.ok());
+  EXPECT_THAT(
+      std::string(c.status().message()),
+      HasSubstr(path + ":3: rate_variation.interval_ms: must be between 1 and 60000, got 0"));
+}
+
+}  // namespace
+}  // namespace shroud

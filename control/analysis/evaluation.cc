@@ -106,12 +106,7 @@ DetectionRate MeasureDetector(const Detector& detector, const std::vector<Labell
   DetectionRate rate;
   rate.detector = std::string(detector.name());
   for (const LabelledFlow& f : flows) {
-    bool flagged = detector.Evaluate(f.view(config)).flagged;
-    if (f.is_migration) {
-      ++(flagged ? rate.true_positives : rate.false_negatives);
-    } else {
-      ++(flagged ? rate.false_positives : rate.true_negatives);
-    }
+    rate.Count(f.is_migration, detector.Evaluate(f.view(config)).flagged);
   }
   return rate;
 }
@@ -166,12 +161,7 @@ absl::StatusOr<DetectionRate> CrossValidateMaxEnt(const std::vector<LabelledFlow
     if (!attack.ok()) return attack.status();
     for (size_t i = 0; i < flows.size(); ++i) {
       if (fold_of[i] != fold) continue;
-      bool flagged = (*attack)->Evaluate(flows[i].view(config)).flagged;
-      if (flows[i].is_migration) {
-        ++(flagged ? rate.true_positives : rate.false_negatives);
-      } else {
-        ++(flagged ? rate.false_positives : rate.true_negatives);
-      }
+      rate.Count(flows[i].is_migration, (*attack)->Evaluate(flows[i].view(config)).flagged);
     }
   }
   return rate;

@@ -63,6 +63,13 @@ struct DetectionRate {
   std::string detector;
   size_t true_positives = 0, false_negatives = 0;
   size_t false_positives = 0, true_negatives = 0;
+  void Count(bool is_migration, bool flagged) {
+    if (is_migration) {
+      ++(flagged ? true_positives : false_negatives);
+    } else {
+      ++(flagged ? false_positives : true_negatives);
+    }
+  }
   double tpr() const {
     size_t p = true_positives + false_negatives;
     return p == 0 ? 0.0 : static_cast<double>(true_positives) / static_cast<double>(p);

@@ -3,6 +3,8 @@
 #include <pcap/pcap.h>
 
 #include <cstdio>
+#include <filesystem>
+#include <system_error>
 
 #include "absl/strings/str_cat.h"
 #include "dataplane/core/packet_parser.h"
@@ -45,6 +47,12 @@ absl::StatusOr<std::unique_ptr<PcapReader>> PcapReader::Wrap(pcap* handle, std::
 }
 
 absl::StatusOr<std::unique_ptr<PcapReader>> PcapReader::Open(const std::string& path) {
+  // libpcap calls an empty file a "truncated dump file"; say what it is.
+  std::error_code ec;
+  if (std::filesystem::is_regular_file(path, ec) && std::filesystem::file_size(path, ec) == 0 &&
+      !ec) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": empty file (0 bytes), not a capture"));
+  }
   char err[PCAP_ERRBUF_SIZE] = {0};
   pcap* handle = pcap_open_offline_with_tstamp_precision(path.c_str(), PCAP_TSTAMP_PRECISION_NANO,
                                                          err);
@@ -84,8 +92,12 @@ absl::StatusOr<bool> PcapReader::Next(CaptureRecord* out) {
   out->data = data;
   out->captured = header->caplen;
   out->wire_length = header->len < header->caplen ? header->caplen : header->len;
+  // pcap stores the seconds as an unsigned 32-bit field but libpcap reads them
+  // through a signed one, so times from 2038-01-19 on come back negative.
+  const uint64_t seconds = header->ts.tv_sec < 0 ? static_cast<uint32_t>(header->ts.tv_sec)
+                                                 : static_cast<uint64_t>(header->ts.tv_sec);
   // With PCAP_TSTAMP_PRECISION_NANO, tv_usec holds nanoseconds.
-  out->time_ns = static_cast<uint64_t>(header->ts.tv_sec) * 1'000'000'000ULL +
+  out->time_ns = seconds * 1'000'000'000ULL +
                  static_cast<uint64_t>(header->ts.tv_usec);
   return true;
 }

@@ -16,10 +16,6 @@ DEFINE_bool(json, false, "One JSON object per flow per line instead of a table")
 namespace shroud::cli {
 namespace {
 
-nlohmann::json NumberOrNull(double v) {
-  return std::isnan(v) ? nlohmann::json(nullptr) : nlohmann::json(v);
-}
-
 void PrintJsonRow(const std::string& capture, const FlowRecord& flow, const FlowVerdict& v,
                   const FeatureConfig& config, uint64_t stream_packets) {
   nlohmann::json row;

@@ -172,6 +172,10 @@ void PrintCommandHelp(const std::string& usage, const std::vector<std::string>& 
   print_from("cli_common.cc", "Feature and detector options (all commands)");
 }
 
+nlohmann::json NumberOrNull(double v) {
+  return std::isnan(v) ? nlohmann::json(nullptr) : nlohmann::json(v);
+}
+
 std::string FormatCov(double v) { return std::isnan(v) ? "-" : absl::StrFormat("%.3f", v); }
 
 }  // namespace shroud::cli

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "absl/status/statusor.h"
 #include "control/analysis/evaluation.h"
 #include "control/analysis/maxent_model.h"
@@ -45,6 +47,9 @@ std::vector<std::string> TakeListFlag(const std::string& name, int* argc, char**
 // Prints the usage of one subcommand with the flags defined in the given
 // source files (and the shared ones).
 void PrintCommandHelp(const std::string& usage, const std::vector<std::string>& flag_files);
+
+// A number for JSON output, null for NaN (a CoV with too little data).
+nlohmann::json NumberOrNull(double v);
 
 // "0.123" with 3 decimals, "-" for NaN (text tables).
 std::string FormatCov(double v);

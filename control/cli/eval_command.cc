@@ -23,10 +23,6 @@ DEFINE_string(csv_dir, "", "eval: also write table2.csv, table3.csv and detectio
 namespace shroud::cli {
 namespace {
 
-nlohmann::json NumberOrNull(double v) {
-  return std::isnan(v) ? nlohmann::json(nullptr) : nlohmann::json(v);
-}
-
 std::string CsvNumber(double v) { return std::isnan(v) ? "" : absl::StrFormat("%.6g", v); }
 
 struct Results {

@@ -1,1 +1,823 @@
-// placeholder: being written
+#include "dataplane/core/gateway_config.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <set>
+#include <sstream>
+#include <toml.hpp>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace shroud {
+
+std::string_view DataplaneModeName(DataplaneMode m) {
+  return m == DataplaneMode::kGateway ? "gateway" : "tap";
+}
+
+std::string_view MalformedPolicyName(MalformedPolicy p) {
+  return p == MalformedPolicy::kForward ? "forward" : "drop";
+}
+
+namespace {
+
+// Debian's Abseil has its own string_view type; our API uses the standard one.
+absl::string_view Av(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+
+// Gathers every problem instead of stopping at the first, so one run of the
+// dataplane shows the operator all of them. Each message reads
+// "origin:line: key: problem", the way compilers report, so editors can jump
+// to it.
+class Diagnostics {
+ public:
+  explicit Diagnostics(std::string origin) : origin_(std::move(origin)) {}
+
+  void SetLine(const std::string& key, uint32_t line) { lines_[key] = line; }
+  uint32_t LineOf(const std::string& key) const {
+    auto it = lines_.find(key);
+    return it == lines_.end() ? 0 : it->second;
+  }
+
+  void Error(const std::string& key, absl::string_view problem) {
+    ErrorAt(key, LineOf(key), problem);
+  }
+  void ErrorAt(const std::string& key, uint32_t line, absl::string_view problem) {
+    std::string where = origin_;
+    if (line > 0) absl::StrAppend(&where, ":", line);
+    errors_.push_back({line, absl::StrCat(where, where.empty() ? "" : ": ", key, ": ", problem)});
+  }
+
+  bool ok() const { return errors_.empty(); }
+  size_t count() const { return errors_.size(); }
+
+  // In file order (problems without a line last), one per line.
+  absl::Status ToStatus() const {
+    if (errors_.empty()) return absl::OkStatus();
+    std::vector<std::pair<uint32_t, std::string>> sorted = errors_;
+    std::stable_sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& b) {
+      uint32_t la = a.first == 0 ? UINT32_MAX : a.first;
+      uint32_t lb = b.first == 0 ? UINT32_MAX : b.first;
+      return la < lb;
+    });
+    std::vector<std::string> lines;
+    for (auto& [line, message] : sorted) lines.push_back(std::move(message));
+    return absl::InvalidArgumentError(absl::StrJoin(lines, "\n"));
+  }
+
+ private:
+  std::string origin_;
+  std::map<std::string, uint32_t> lines_;
+  std::vector<std::pair<uint32_t, std::string>> errors_;  // (line or 0, message)
+};
+
+std::string_view TypeName(const toml::value& v) {
+  switch (v.type()) {
+    case toml::value_t::boolean:
+      return "a boolean";
+    case toml::value_t::integer:
+      return "an integer";
+    case toml::value_t::floating:
+      return "a float";
+    case toml::value_t::string:
+      return "a string";
+    case toml::value_t::array:
+      return "an array";
+    case toml::value_t::table:
+      return "a table";
+    case toml::value_t::empty:
+      return "nothing";
+    default:
+      return "a date/time";
+  }
+}
+
+std::string Quoted(std::string_view s) { return absl::StrCat("\"", Av(s), "\""); }
+
+std::string FormatNumber(double v) {
+  std::ostringstream out;
+  out << v;
+  return out.str();
+}
+
+// Reads the keys of one TOML table, recording where each was, and reports
+// keys nobody asked for (typos) when finished.
+class TableReader {
+ public:
+  // `table` null: the table is absent and every key keeps its default.
+  TableReader(const toml::value* table, std::string path, Diagnostics* diag)
+      : table_(table), path_(std::move(path)), diag_(diag) {}
+
+  std::string KeyPath(std::string_view key) const {
+    return path_.empty() ? std::string(key) : absl::StrCat(path_, ".", Av(key));
+  }
+
+  // The value of `key`, or null when absent.
+  const toml::value* Take(std::string_view key) {
+    known_.emplace(key);
+    if (table_ == nullptr) return nullptr;
+    const toml::table& t = table_->as_table();
+    auto it = t.find(std::string(key));
+    if (it == t.end()) return nullptr;
+    diag_->SetLine(KeyPath(key), it->second.location().line());
+    return &it->second;
+  }
+
+  void TypeError(std::string_view key, const toml::value& v, std::string_view expected) {
+    diag_->Error(KeyPath(key), absl::StrCat("expected ", Av(expected), ", got ", Av(TypeName(v))));
+  }
+
+  // An integer that fits T (range checks proper happen in validation, on the
+  // struct, but a negative count must not wrap around into a huge one first).
+  template <typename T>
+  void Unsigned(std::string_view key, T* out) {
+    const toml::value* v = Take(key);
+    if (v == nullptr) return;
+    if (!v->is_integer()) return TypeError(key, *v, "an integer");
+    int64_t i = v->as_integer();
+    if (i < 0) return diag_->Error(KeyPath(key), absl::StrCat("must not be negative, got ", i));
+    if constexpr (sizeof(T) < sizeof(int64_t)) {
+      if (static_cast<uint64_t>(i) > std::numeric_limits<T>::max()) {
+        return diag_->Error(KeyPath(key), absl::StrCat("too large: ", i));
+      }
+    }
+    *out = static_cast<T>(i);
+  }
+
+  // A float; integers are accepted too ("link_rate_mbps = 125").
+  void Number(std::string_view key, double* out) {
+    const toml::value* v = Take(key);
+    if (v == nullptr) return;
+    if (v->is_integer()) {
+      *out = static_cast<double>(v->as_integer());
+    } else if (v->is_floating()) {
+      *out = v->as_floating();
+    } else {
+      TypeError(key, *v, "a number");
+    }
+  }
+
+  void Bool(std::string_view key, bool* out) {
+    const toml::value* v = Take(key);
+    if (v == nullptr) return;
+    if (!v->is_boolean()) return TypeError(key, *v, "a boolean (true or false)");
+    *out = v->as_boolean();
+  }
+
+  // True when present and a string.
+  bool String(std::string_view key, std::string* out) {
+    const toml::value* v = Take(key);
+    if (v == nullptr) return false;
+    if (!v->is_string()) {
+      TypeError(key, *v, "a string");
+      return false;
+    }
+    *out = v->as_string().str;
+    return true;
+  }
+
+  // A [low, high] pair of numbers.
+  void Pair(std::string_view key, std::array<double, 2>* out) {
+    const toml::value* v = Take(key);
+    if (v == nullptr) return;
+    if (!v->is_array() || v->as_array().size() != 2) {
+      return diag_->Error(KeyPath(key), "expected an array of two numbers, e.g. [1.0, 1.4]");
+    }
+    std::array<double, 2> pair{};
+    for (size_t i = 0; i < 2; ++i) {
+      const toml::value& e = v->as_array()[i];
+      if (e.is_integer()) {
+        pair[i] = static_cast<double>(e.as_integer());
+      } else if (e.is_floating()) {
+        pair[i] = e.as_floating();
+      } else {
+        return diag_->Error(KeyPath(key), absl::StrCat("expected an array of two numbers, element ",
+                                                       i, " is ", Av(TypeName(e))));
+      }
+    }
+    *out = pair;
+  }
+
+  // One of `choices` (the config spelling) mapped to its value.
+  template <typename T>
+  void Enum(std::string_view key, std::initializer_list<std::pair<std::string_view, T>> choices,
+            T* out) {
+    std::string text;
+    if (!String(key, &text)) return;
+    std::vector<std::string> names;
+    for (const auto& [name, value] : choices) {
+      if (text == name) {
+        *out = value;
+        return;
+      }
+      names.push_back(Quoted(name));
+    }
+    diag_->Error(KeyPath(key),
+                 absl::StrCat("must be ", absl::StrJoin(names, " or "), ", got ", Quoted(text)));
+  }
+
+  Diagnostics* diag() { return diag_; }
+
+  // Every key of the table that no Take() asked for is an error: a typo must
+  // not silently leave the default in place.
+  void Finish() {
+    if (table_ == nullptr) return;
+    std::vector<std::pair<uint32_t, std::string>> unknown;
+    for (const auto& [key, value] : table_->as_table()) {
+      if (known_.count(key) == 0) unknown.emplace_back(value.location().line(), key);
+    }
+    std::sort(unknown.begin(), unknown.end());
+    std::string known = absl::StrJoin(known_, ", ");
+    for (const auto& [line, key] : unknown) {
+      diag_->ErrorAt(KeyPath(key), line, absl::StrCat("unknown key; known keys here: ", known));
+    }
+  }
+
+ private:
+  const toml::value* table_;
+  std::string path_;
+  Diagnostics* diag_;
+  std::set<std::string> known_;
+};
+
+// A sub-table of `parent` (e.g. [dataplane]); null when absent or not a table.
+const toml::value* SubTable(TableReader& parent, std::string_view key) {
+  const toml::value* v = parent.Take(key);
+  if (v == nullptr) return nullptr;
+  if (!v->is_table()) {
+    parent.diag()->Error(parent.KeyPath(key), absl::StrCat("expected a table ([", Av(key),
+                                                           "]), got ", Av(TypeName(*v))));
+    return nullptr;
+  }
+  return v;
+}
+
+// The elements of an array of tables ([[classify.rule]]); empty when absent.
+std::vector<const toml::value*> TableArray(TableReader& parent, std::string_view key) {
+  std::vector<const toml::value*> out;
+  const toml::value* v = parent.Take(key);
+  if (v == nullptr) return out;
+  std::string path = parent.KeyPath(key);
+  if (!v->is_array()) {
+    parent.diag()->Error(
+        path, absl::StrCat("expected an array of tables ([[", path, "]]), got ", Av(TypeName(*v))));
+    return out;
+  }
+  const auto& array = v->as_array();
+  for (size_t i = 0; i < array.size(); ++i) {
+    std::string element = absl::StrCat(path, "[", i, "]");
+    parent.diag()->SetLine(element, array[i].location().line());
+    if (!array[i].is_table()) {
+      parent.diag()->Error(
+          element, absl::StrCat("expected a table ([[", path, "]]), got ", Av(TypeName(array[i]))));
+      continue;
+    }
+    out.push_back(&array[i]);
+  }
+  return out;
+}
+
+// --- sections --------------------------------------------------------------
+
+void ParseDataplane(TableReader& r, DataplaneSection* d) {
+  r.Enum<DataplaneMode>(
+      "mode", {{"gateway", DataplaneMode::kGateway}, {"tap", DataplaneMode::kTap}}, &d->mode);
+  r.Unsigned("rx_queues", &d->rx_queues);
+  r.Unsigned("rx_descriptors", &d->rx_descriptors);
+  r.Unsigned("tx_descriptors", &d->tx_descriptors);
+  r.Unsigned("mempool_mbufs", &d->mempool_mbufs);
+  r.Unsigned("burst_size", &d->burst_size);
+  r.Enum<MalformedPolicy>(
+      "malformed", {{"forward", MalformedPolicy::kForward}, {"drop", MalformedPolicy::kDrop}},
+      &d->malformed);
+}
+
+void ParseFlows(TableReader& r, FlowsSection* f) {
+  r.Unsigned("max_flows", &f->max_flows);
+  r.Unsigned("idle_timeout_ms", &f->idle_timeout_ms);
+}
+
+void ParseFeatures(TableReader& r, FeatureConfig* f) {
+  double burst_gap_ms = static_cast<double>(f->burst_gap_ns) / 1e6;
+  r.Number("burst_gap_ms", &burst_gap_ms);
+  // Converted here, so the range is checked on the value as written.
+  if (!(burst_gap_ms > 0.0 && burst_gap_ms <= 60'000.0)) {
+    r.diag()->Error(r.KeyPath("burst_gap_ms"),
+                    absl::StrCat("must be in (0, 60000] ms, got ", FormatNumber(burst_gap_ms)));
+  } else {
+    f->burst_gap_ns = static_cast<uint64_t>(std::llround(burst_gap_ms * 1e6));
+  }
+  r.Unsigned("pattern_window", &f->pattern_window);
+  r.Number("pattern_delta", &f->pattern_delta);
+  r.Unsigned("pattern_count_threshold", &f->pattern_count_threshold);
+  if (const toml::value* v = r.Take("byte_windows"); v != nullptr) {
+    std::string key = r.KeyPath("byte_windows");
+    if (!v->is_array()) {
+      r.TypeError("byte_windows", *v, "an array of integers, e.g. [100, 500, 1000]");
+      return;
+    }
+    const auto& array = v->as_array();
+    if (array.empty() || array.size() > kMaxByteWindows) {
+      r.diag()->Error(key, absl::StrCat("between 1 and ", kMaxByteWindows,
+                                        " window sizes are supported, got ", array.size()));
+      return;
+    }
+    std::array<uint32_t, kMaxByteWindows> windows{};
+    for (size_t i = 0; i < array.size(); ++i) {
+      if (!array[i].is_integer() || array[i].as_integer() <= 0 ||
+          array[i].as_integer() > std::numeric_limits<uint32_t>::max()) {
+        r.diag()->Error(key, absl::StrCat("element ", i, " must be a positive integer (packets)"));
+        return;
+      }
+      windows[i] = static_cast<uint32_t>(array[i].as_integer());
+    }
+    f->byte_windows = windows;
+    f->byte_window_count = array.size();
+  }
+}
+
+// "49152-49215", "16514" or 16514.
+void ParsePorts(TableReader& r, std::string_view key, PortRange* out) {
+  const toml::value* v = r.Take(key);
+  if (v == nullptr) return;
+  absl::StatusOr<PortRange> range;
+  if (v->is_integer()) {
+    int64_t port = v->as_integer();
+    if (port < 0 || port > 65535) {
+      return r.diag()->Error(r.KeyPath(key), absl::StrCat("port must be 0-65535, got ", port));
+    }
+    range = PortRange{static_cast<uint16_t>(port), static_cast<uint16_t>(port)};
+  } else if (v->is_string()) {
+    range = ParsePortRange(v->as_string().str);
+  } else {
+    return r.TypeError(key, *v, "a port number or a range string such as \"49152-49215\"");
+  }
+  if (!range.ok()) return r.diag()->Error(r.KeyPath(key), range.status().message());
+  *out = *range;
+}
+
+void ParsePrefix(TableReader& r, std::string_view key, IpPrefix* out) {
+  std::string text;
+  if (!r.String(key, &text)) return;
+  absl::StatusOr<IpPrefix> prefix = ParseIpPrefix(text);
+  if (!prefix.ok()) return r.diag()->Error(r.KeyPath(key), prefix.status().message());
+  *out = *prefix;
+}
+
+void ParseClass(TableReader& r, TrafficClass* out) {
+  std::string text;
+  if (!r.String("class", &text)) {
+    if (r.Take("class") == nullptr) {
+      r.diag()->Error(r.KeyPath("class"),
+                      "missing; say which class: \"migration\", \"chaff\" or \"default\"");
+    }
+    return;
+  }
+  absl::StatusOr<TrafficClass> c = ParseTrafficClass(text);
+  if (!c.ok()) return r.diag()->Error(r.KeyPath("class"), c.status().message());
+  *out = *c;
+}
+
+void RequireName(TableReader& r, std::string* name) {
+  if (r.String("name", name)) {
+    if (name->empty()) r.diag()->Error(r.KeyPath("name"), "must not be empty");
+    return;
+  }
+  // Present but not a string has been reported by String().
+  if (r.Take("name") == nullptr) {
+    r.diag()->Error(r.KeyPath("name"),
+                    "missing; every entry needs a name (logs and counters use it)");
+  }
+}
+
+void ParseRule(TableReader& r, ClassRule* rule) {
+  RequireName(r, &rule->name);
+  ParseClass(r, &rule->traffic_class);
+  if (const toml::value* v = r.Take("protocol"); v != nullptr) {
+    absl::StatusOr<int> protocol;
+    if (v->is_integer()) {
+      protocol = v->as_integer() >= 0 && v->as_integer() <= 255
+                     ? absl::StatusOr<int>(static_cast<int>(v->as_integer()))
+                     : absl::InvalidArgumentError(
+                           absl::StrCat("protocol number must be 0-255, got ", v->as_integer()));
+    } else if (v->is_string()) {
+      protocol = ParseProtocol(v->as_string().str);
+    } else {
+      r.TypeError("protocol", *v, "a protocol name (tcp, udp, any, ...) or number");
+    }
+    if (v->is_integer() || v->is_string()) {
+      if (protocol.ok()) {
+        rule->protocol = *protocol;
+      } else {
+        r.diag()->Error(r.KeyPath("protocol"), protocol.status().message());
+      }
+    }
+  }
+  ParsePrefix(r, "src", &rule->src);
+  ParsePrefix(r, "dst", &rule->dst);
+  ParsePorts(r, "src_ports", &rule->src_ports);
+  ParsePorts(r, "dst_ports", &rule->dst_ports);
+  r.Bool("bidirectional", &rule->bidirectional);
+}
+
+void ParseSignature(TableReader& r, SignatureSpec* sig) {
+  RequireName(r, &sig->name);
+  if (!r.String("pattern", &sig->pattern) && r.Take("pattern") == nullptr) {
+    r.diag()->Error(r.KeyPath("pattern"), "missing; give a Hyperscan (PCRE) pattern");
+  }
+  ParseClass(r, &sig->traffic_class);
+}
+
+void ParseClassify(TableReader& r, ClassifySection* c) {
+  r.Unsigned("signature_scan_packets", &c->limits.packets);
+  r.Unsigned("signature_scan_bytes", &c->limits.bytes);
+  r.Bool("builtin_signatures", &c->builtin_signatures);
+  std::vector<const toml::value*> rules = TableArray(r, "rule");
+  for (size_t i = 0; i < rules.size(); ++i) {
+    TableReader rr(rules[i], absl::StrCat(r.KeyPath("rule"), "[", i, "]"), r.diag());
+    ClassRule rule;
+    ParseRule(rr, &rule);
+    rr.Finish();
+    c->rules.push_back(std::move(rule));
+  }
+  std::vector<const toml::value*> signatures = TableArray(r, "signature");
+  for (size_t i = 0; i < signatures.size(); ++i) {
+    TableReader sr(signatures[i], absl::StrCat(r.KeyPath("signature"), "[", i, "]"), r.diag());
+    SignatureSpec sig;
+    ParseSignature(sr, &sig);
+    sr.Finish();
+    c->signatures.push_back(std::move(sig));
+  }
+}
+
+void ParseShaper(TableReader& r, ShaperSection* s) {
+  r.Number("link_rate_mbps", &s->link_rate_mbps);
+  r.Unsigned("migration_queue_ms", &s->migration_queue_ms);
+  r.Unsigned("chaff_queue_ms", &s->chaff_queue_ms);
+  r.Unsigned("queue_packets", &s->queue_packets);
+  r.Bool("migration_borrows_chaff", &s->migration_borrows_chaff);
+  r.Number("chaff_rate_mbps", &s->chaff_rate_mbps);
+}
+
+void ParseRateVariation(TableReader& r, RateVariationSection* v) {
+  r.Bool("enabled", &v->enabled);
+  r.Unsigned("interval_ms", &v->interval_ms);
+  r.Unsigned("window", &v->window);
+  r.Number("min_rate_mbps", &v->min_rate_mbps);
+  r.Number("max_rate_mbps", &v->max_rate_mbps);
+  r.Number("start_rate_mbps", &v->start_rate_mbps);
+  r.Number("d", &v->d);
+  r.Number("c_percent", &v->c_percent);
+  r.Number("lower_cov", &v->lower_cov);
+  r.Number("upper_cov", &v->upper_cov);
+  r.Pair("up_range", &v->up_range);
+  r.Pair("up_fast_range", &v->up_fast_range);
+  r.Pair("down_range", &v->down_range);
+  r.Pair("down_fast_range", &v->down_fast_range);
+  // TOML integers are signed 64-bit; a seed needs no more than 63 bits.
+  r.Unsigned("seed", &v->seed);
+}
+
+void ParseRoot(const toml::value& root, GatewayConfig* config, Diagnostics* diag) {
+  TableReader top(&root, "", diag);
+  struct Section {
+    std::string_view name;
+    void (*parse)(TableReader&, GatewayConfig*);
+  };
+  static constexpr Section kSections[] = {
+      {"dataplane", [](TableReader& r, GatewayConfig* c) { ParseDataplane(r, &c->dataplane); }},
+      {"flows", [](TableReader& r, GatewayConfig* c) { ParseFlows(r, &c->flows); }},
+      {"features", [](TableReader& r, GatewayConfig* c) { ParseFeatures(r, &c->features); }},
+      {"classify", [](TableReader& r, GatewayConfig* c) { ParseClassify(r, &c->classify); }},
+      {"shaper", [](TableReader& r, GatewayConfig* c) { ParseShaper(r, &c->shaper); }},
+      {"rate_variation",
+       [](TableReader& r, GatewayConfig* c) { ParseRateVariation(r, &c->rate_variation); }},
+  };
+  for (const Section& section : kSections) {
+    // Absent sections are parsed too (as empty), so defaults go through the
+    // same code path.
+    const toml::value* table = SubTable(top, section.name);
+    TableReader r(table, std::string(section.name), diag);
+    section.parse(r, config);
+    r.Finish();
+  }
+  top.Finish();
+}
+
+// --- validation --------------------------------------------------------------
+
+template <typename T>
+void CheckRange(Diagnostics& d, const std::string& key, T value, T low, T high,
+                std::string_view unit = "") {
+  if (value < low || value > high) {
+    d.Error(key, absl::StrCat("must be between ", low, " and ", high, Av(unit), ", got ", value));
+  }
+}
+
+// low < value <= high (an open lower bound: rates and similar must be > 0).
+void CheckPositive(Diagnostics& d, const std::string& key, double value, double high,
+                   std::string_view unit = "") {
+  if (!(std::isfinite(value) && value > 0.0 && value <= high)) {
+    d.Error(key, absl::StrCat("must be > 0 and <= ", FormatNumber(high), Av(unit), ", got ",
+                              FormatNumber(value)));
+  }
+}
+
+void CheckClosed(Diagnostics& d, const std::string& key, double value, double low, double high) {
+  if (!(std::isfinite(value) && value >= low && value <= high)) {
+    d.Error(key, absl::StrCat("must be between ", FormatNumber(low), " and ", FormatNumber(high),
+                              ", got ", FormatNumber(value)));
+  }
+}
+
+bool IsPowerOfTwo(uint32_t v) { return v != 0 && (v & (v - 1)) == 0; }
+
+// The most a link can carry that we accept: 100 000 MB/s = 800 Gbit/s.
+constexpr double kMaxRateMbps = 100'000.0;
+
+void ValidateDataplane(const GatewayConfig& c, Diagnostics& d) {
+  const DataplaneSection& dp = c.dataplane;
+  CheckRange<uint32_t>(d, "dataplane.rx_queues", dp.rx_queues, 1, 128);
+  // Powers of two satisfy every PMD's alignment rule (ixgbe: multiple of 8,
+  // i40e: 32, mlx5 rounds up to a power of two), so the port never fails to
+  // start over a ring size.
+  for (const auto& [key, value] : {std::pair{"dataplane.rx_descriptors", dp.rx_descriptors},
+                                   std::pair{"dataplane.tx_descriptors", dp.tx_descriptors}}) {
+    if (value < 64 || value > 32768 || !IsPowerOfTwo(value)) {
+      d.Error(key, absl::StrCat("must be a power of two between 64 and 32768, got ", value));
+    }
+  }
+  // Vector rx paths return nothing for bursts smaller than 4 (their unroll
+  // width), which would look like a dead link.
+  CheckRange<uint32_t>(d, "dataplane.burst_size", dp.burst_size, 4, 512);
+  if (dp.burst_size > dp.rx_descriptors) {
+    d.Error("dataplane.burst_size", absl::StrCat("must not exceed dataplane.rx_descriptors (",
+                                                 dp.rx_descriptors, "), got ", dp.burst_size));
+  }
+  // Every rx descriptor holds an mbuf from the start, tx rings and the shaper
+  // queues hold more while traffic flows; a pool smaller than that stalls rx
+  // as soon as the queues fill.
+  const uint64_t ports = dp.mode == DataplaneMode::kGateway ? 2 : 1;
+  const uint64_t rings =
+      ports * dp.rx_queues * (static_cast<uint64_t>(dp.rx_descriptors) + dp.tx_descriptors);
+  const uint64_t queues =
+      dp.mode == DataplaneMode::kGateway ? 2ull * dp.rx_queues * c.shaper.queue_packets : 0;
+  if (dp.mempool_mbufs > (1u << 26)) {
+    d.Error("dataplane.mempool_mbufs",
+            absl::StrCat("must be at most ", 1u << 26, ", got ", dp.mempool_mbufs));
+  } else if (dp.mempool_mbufs < rings + queues) {
+    d.Error("dataplane.mempool_mbufs",
+            absl::StrCat("must be at least ", rings + queues, " (", ports, " port(s) x ",
+                         dp.rx_queues, " queue(s) x (rx_descriptors + tx_descriptors) = ", rings,
+                         queues > 0 ? absl::StrCat(", plus 2 shaper queues x shaper.queue_packets "
+                                                   "per queue = ",
+                                                   queues)
+                                    : "",
+                         "), got ", dp.mempool_mbufs));
+  }
+}
+
+void ValidateFlows(const GatewayConfig& c, Diagnostics& d) {
+  CheckRange<uint32_t>(d, "flows.max_flows", c.flows.max_flows, 16, 1u << 26);
+  CheckRange<uint32_t>(d, "flows.idle_timeout_ms", c.flows.idle_timeout_ms, 1, 86'400'000);
+}
+
+void ValidateFeatures(const GatewayConfig& c, Diagnostics& d) {
+  const size_t errors_before = d.count();
+  const FeatureConfig& f = c.features;
+  if (f.burst_gap_ns == 0 || f.burst_gap_ns > 60'000'000'000ull) {
+    d.Error("features.burst_gap_ms",
+            absl::StrCat("must be in (0, 60000] ms, got ", FormatNumber(f.burst_gap_ns / 1e6)));
+  }
+  CheckRange<uint32_t>(d, "features.pattern_window", f.pattern_window, 2, 10'000'000);
+  if (!(std::isfinite(f.pattern_delta) && f.pattern_delta > 0.0 && f.pattern_delta < 10.0)) {
+    d.Error("features.pattern_delta",
+            absl::StrCat("must be in (0, 10), got ", FormatNumber(f.pattern_delta)));
+  }
+  CheckRange<uint32_t>(d, "features.pattern_count_threshold", f.pattern_count_threshold, 0,
+                       10'000'000);
+  bool windows_ok = f.byte_window_count >= 1 && f.byte_window_count <= kMaxByteWindows;
+  for (size_t i = 0; windows_ok && i < f.byte_window_count; ++i) {
+    if (f.byte_windows[i] == 0 || (i > 0 && f.byte_windows[i] <= f.byte_windows[i - 1])) {
+      windows_ok = false;
+    }
+  }
+  if (!windows_ok) {
+    d.Error("features.byte_windows",
+            absl::StrCat("must be 1 to ", kMaxByteWindows,
+                         " positive window sizes in strictly ascending order, got [",
+                         f.WindowsToString(), "]"));
+  }
+  if (d.count() > errors_before) return;
+  // Anything FeatureConfig checks that the keys above do not cover.
+  if (absl::Status s = f.Validate(); !s.ok()) d.Error("features", s.message());
+}
+
+void ValidateClassify(const GatewayConfig& c, Diagnostics& d) {
+  const ClassifySection& cl = c.classify;
+  // The per-flow counter is 8 bits (FlowClass::payloads_scanned).
+  CheckRange<uint32_t>(d, "classify.signature_scan_packets", cl.limits.packets, 0, 255);
+  CheckRange<uint32_t>(d, "classify.signature_scan_bytes", cl.limits.bytes, 1, 65535);
+  std::map<std::string, size_t> names;
+  for (size_t i = 0; i < cl.rules.size(); ++i) {
+    const ClassRule& rule = cl.rules[i];
+    std::string path = absl::StrCat("classify.rule[", i, "]");
+    if (rule.name.empty()) {
+      d.Error(path + ".name", "must not be empty");
+    } else if (auto [it, inserted] = names.emplace(rule.name, i); !inserted) {
+      d.Error(path + ".name", absl::StrCat("duplicate rule name ", Quoted(rule.name),
+                                           " (also classify.rule[", it->second, "])"));
+    }
+    if (std::optional<RuleProblem> p = CheckClassRule(rule); p.has_value()) {
+      d.Error(absl::StrCat(path, ".", p->field), p->message);
+    }
+  }
+  names.clear();
+  for (size_t i = 0; i < cl.signatures.size(); ++i) {
+    const SignatureSpec& sig = cl.signatures[i];
+    std::string path = absl::StrCat("classify.signature[", i, "]");
+    if (sig.name.empty()) {
+      d.Error(path + ".name", "must not be empty");
+    } else if (auto [it, inserted] = names.emplace(sig.name, i); !inserted) {
+      d.Error(path + ".name", absl::StrCat("duplicate signature name ", Quoted(sig.name),
+                                           " (also classify.signature[", it->second, "])"));
+    }
+    // Each pattern is checked on its own here, so the error names its key;
+    // the dataplane compiles them all into one database at start.
+    absl::StatusOr<SignaturePatternInfo> info = InspectSignaturePattern(sig.pattern);
+    if (!info.ok()) {
+      d.Error(path + ".pattern",
+              absl::StrCat("signature ", Quoted(sig.name), ": ", info.status().message()));
+    } else if (info->min_length > cl.limits.bytes) {
+      d.Error(path + ".pattern",
+              absl::StrCat("signature ", Quoted(sig.name), " needs at least ", info->min_length,
+                           " payload bytes to match, but classify.signature_scan_bytes is ",
+                           cl.limits.bytes, ", so it could never match"));
+    }
+  }
+  if (cl.builtin_signatures) {
+    for (const SignatureSpec& builtin : BuiltinSignatures()) {
+      if (names.count(builtin.name) > 0) continue;  // replaced by a config signature
+      absl::StatusOr<SignaturePatternInfo> info = InspectSignaturePattern(builtin.pattern);
+      if (info.ok() && info->min_length > cl.limits.bytes) {
+        d.Error("classify.signature_scan_bytes",
+                absl::StrCat("the built-in signature ", Quoted(builtin.name), " needs ",
+                             info->min_length, " bytes, got ", cl.limits.bytes,
+                             " (or set classify.builtin_signatures = false)"));
+      }
+    }
+  }
+}
+
+void ValidateShaper(const GatewayConfig& c, Diagnostics& d) {
+  const ShaperSection& s = c.shaper;
+  CheckPositive(d, "shaper.link_rate_mbps", s.link_rate_mbps, kMaxRateMbps, " MB/s");
+  CheckRange<uint32_t>(d, "shaper.migration_queue_ms", s.migration_queue_ms, 1, 10'000);
+  CheckRange<uint32_t>(d, "shaper.chaff_queue_ms", s.chaff_queue_ms, 1, 10'000);
+  CheckRange<uint32_t>(d, "shaper.queue_packets", s.queue_packets, 1, 1u << 20);
+  if (!(std::isfinite(s.chaff_rate_mbps) && s.chaff_rate_mbps >= 0.0)) {
+    d.Error("shaper.chaff_rate_mbps", absl::StrCat("must be >= 0 MB/s (0 = no chaff), got ",
+                                                   FormatNumber(s.chaff_rate_mbps)));
+  } else if (std::isfinite(s.link_rate_mbps) && s.chaff_rate_mbps > s.link_rate_mbps) {
+    d.Error("shaper.chaff_rate_mbps",
+            absl::StrCat("must not exceed shaper.link_rate_mbps (", FormatNumber(s.link_rate_mbps),
+                         "), got ", FormatNumber(s.chaff_rate_mbps)));
+  }
+}
+
+void ValidateRateVariation(const GatewayConfig& c, Diagnostics& d) {
+  const size_t errors_before = d.count();
+  const RateVariationSection& v = c.rate_variation;
+  CheckRange<uint32_t>(d, "rate_variation.interval_ms", v.interval_ms, 1, 60'000);
+  // The CoV of fewer than two rates is meaningless; the window is a ring
+  // buffer on the fast path, so it is bounded.
+  CheckRange<uint32_t>(d, "rate_variation.window", v.window, 2, 100'000);
+  CheckPositive(d, "rate_variation.min_rate_mbps", v.min_rate_mbps, kMaxRateMbps, " MB/s");
+  CheckPositive(d, "rate_variation.max_rate_mbps", v.max_rate_mbps, kMaxRateMbps, " MB/s");
+  CheckPositive(d, "rate_variation.start_rate_mbps", v.start_rate_mbps, kMaxRateMbps, " MB/s");
+  CheckClosed(d, "rate_variation.d", v.d, 0.0, 10.0);
+  CheckClosed(d, "rate_variation.c_percent", v.c_percent, 0.0, 100.0);
+  CheckClosed(d, "rate_variation.lower_cov", v.lower_cov, 0.0, 10.0);
+  CheckClosed(d, "rate_variation.upper_cov", v.upper_cov, 0.0, 10.0);
+  for (const auto& [key, range] :
+       {std::pair{"rate_variation.up_range", v.up_range},
+        std::pair{"rate_variation.up_fast_range", v.up_fast_range},
+        std::pair{"rate_variation.down_range", v.down_range},
+        std::pair{"rate_variation.down_fast_range", v.down_fast_range}}) {
+    // Factors multiply the rate: 0 would pin it at minR, and a factor above
+    // 100 per 10 ms is surely a unit mistake.
+    if (!(std::isfinite(range[0]) && std::isfinite(range[1]) && range[0] > 0.0 &&
+          range[0] <= range[1] && range[1] <= 100.0)) {
+      d.Error(key, absl::StrCat("must be [low, high] with 0 < low <= high <= 100, got [",
+                                FormatNumber(range[0]), ", ", FormatNumber(range[1]), "]"));
+    }
+  }
+  // The cross-checks below assume each value is sane on its own.
+  if (d.count() > errors_before) return;
+  if (v.min_rate_mbps > v.max_rate_mbps) {
+    d.Error("rate_variation.min_rate_mbps",
+            absl::StrCat("must be <= rate_variation.max_rate_mbps (", FormatNumber(v.max_rate_mbps),
+                         "), got ", FormatNumber(v.min_rate_mbps)));
+  }
+  if (v.start_rate_mbps < v.min_rate_mbps || v.start_rate_mbps > v.max_rate_mbps) {
+    d.Error("rate_variation.start_rate_mbps",
+            absl::StrCat("must be within [min_rate_mbps, max_rate_mbps] = [",
+                         FormatNumber(v.min_rate_mbps), ", ", FormatNumber(v.max_rate_mbps),
+                         "], got ", FormatNumber(v.start_rate_mbps)));
+  }
+  if (v.lower_cov >= v.upper_cov) {
+    d.Error("rate_variation.lower_cov",
+            absl::StrCat("must be < rate_variation.upper_cov (", FormatNumber(v.upper_cov),
+                         "), got ", FormatNumber(v.lower_cov)));
+  }
+  const double link = c.shaper.link_rate_mbps;
+  if (std::isfinite(link) && link > 0.0 && v.max_rate_mbps > link) {
+    d.Error("rate_variation.max_rate_mbps",
+            absl::StrCat("must not exceed shaper.link_rate_mbps (",
+                         FormatNumber(c.shaper.link_rate_mbps), " MB/s), got ",
+                         FormatNumber(v.max_rate_mbps),
+                         " (rates are MB/s = 10^6 bytes/s, not "
+                         "megabits)"));
+  }
+}
+
+void ValidateInto(const GatewayConfig& config, Diagnostics& d) {
+  ValidateDataplane(config, d);
+  ValidateFlows(config, d);
+  ValidateFeatures(config, d);
+  ValidateClassify(config, d);
+  ValidateShaper(config, d);
+  ValidateRateVariation(config, d);
+}
+
+// toml11's messages start with "[error] toml::function_name: "; the function
+// name means nothing to an operator. The rest (a snippet of the offending
+// line with a caret) is kept.
+std::string CleanTomlMessage(std::string message) {
+  constexpr std::string_view kError = "[error] ";
+  if (message.starts_with(kError)) message.erase(0, kError.size());
+  if (message.starts_with("toml::")) {
+    size_t colon = message.find(": ");
+    size_t newline = message.find('\n');
+    if (colon != std::string::npos && colon < newline) message.erase(0, colon + 2);
+  }
+  return message;
+}
+
+}  // namespace
+
+absl::Status ValidateGatewayConfig(const GatewayConfig& config) {
+  Diagnostics d("");
+  ValidateInto(config, d);
+  return d.ToStatus();
+}
+
+absl::StatusOr<GatewayConfig> ParseGatewayConfig(std::string_view text, std::string_view origin) {
+  std::string name(origin);
+  toml::value root;
+  try {
+    std::istringstream in{std::string(text)};
+    root = toml::parse(in, name);
+  } catch (const toml::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(name, ":", e.location().line(),
+                                                   ": invalid TOML: ", CleanTomlMessage(e.what())));
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(name, ": invalid TOML: ", e.what()));
+  }
+  Diagnostics diag(name);
+  GatewayConfig config;
+  try {
+    ParseRoot(root, &config, &diag);
+  } catch (const std::exception& e) {
+    // The readers check every type before converting, so toml11 should never
+    // throw here; if it does, report rather than crash the dataplane.
+    return absl::InternalError(absl::StrCat(name, ": reading the config failed: ", e.what()));
+  }
+  // Validation runs even after reading errors, so one pass shows every
+  // problem: a key that failed to read keeps its (valid) default and adds no
+  // error of its own.
+  ValidateInto(config, diag);
+  if (!diag.ok()) return diag.ToStatus();
+  return config;
+}
+
+absl::StatusOr<GatewayConfig> LoadGatewayConfig(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::NotFoundError(absl::StrCat(path, ": cannot open: ", std::strerror(errno)));
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) return absl::DataLossError(absl::StrCat(path, ": read error"));
+  return ParseGatewayConfig(text.str(), path);
+}
+
+}  // namespace shroud

@@ -1,1 +1,109 @@
-// placeholder: being written
+#include "dataplane/core/rate_variation.h"
+
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+
+namespace shroud {
+
+namespace {
+
+// Keeps the window's exact sums inside their integer types: (win + 1) * maxR
+// in 64 bits, and n * sum of squares in 128 bits.
+constexpr uint32_t kMaxWindow = 65'536;
+constexpr double kMaxRate = 1e12;  // bytes/s (8 Tbit/s)
+
+bool Finite(double x) { return std::isfinite(x); }
+
+}  // namespace
+
+absl::Status RateVariationConfig::Validate() const {
+  // Rates are applied to buckets as whole bytes per second.
+  if (!(min_rate >= 1.0) || !Finite(min_rate)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("min_rate (minR) must be >= 1 byte/s, got ", min_rate));
+  }
+  if (!(max_rate >= min_rate) || !(max_rate <= kMaxRate)) {
+    return absl::InvalidArgumentError(absl::StrCat("max_rate (maxR) must be in [min_rate (",
+                                                   min_rate, "), ", kMaxRate, "], got ",
+                                                   max_rate));
+  }
+  if (!(start_rate >= min_rate && start_rate <= max_rate)) {
+    return absl::InvalidArgumentError(absl::StrCat("start_rate (r) must be in [min_rate, max_rate] = [",
+                                                   min_rate, ", ", max_rate, "], got ",
+                                                   start_rate));
+  }
+  if (interval_ns == 0) return absl::InvalidArgumentError("interval (int) must be > 0");
+  if (window < 2 || window > kMaxWindow) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("window (win) must be in [2, ", kMaxWindow, "] rates, got ", window));
+  }
+  if (!(d >= 0.0) || !Finite(d)) {
+    return absl::InvalidArgumentError(absl::StrCat("d must be a number >= 0, got ", d));
+  }
+  if (!(c_percent >= 0.0 && c_percent <= 100.0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("c (c_percent) must be in [0, 100], got ", c_percent));
+  }
+  if (!(lower_cov >= 0.0) || !Finite(lower_cov)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("lower_cov (lC) must be a number >= 0, got ", lower_cov));
+  }
+  if (!(upper_cov > lower_cov) || !Finite(upper_cov)) {
+    return absl::InvalidArgumentError(absl::StrCat("upper_cov (uC) must be > lower_cov (lC = ",
+                                                   lower_cov, "), got ", upper_cov));
+  }
+  for (size_t i = 0; i < ranges.size(); ++i) {
+    const RateFactorRange& range = ranges[i];
+    if (!(range.lo > 0.0) || !(range.hi >= range.lo) || !Finite(range.hi)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "range ", i + 1, " [x", i + 1, ", y", i + 1, "] must satisfy 0 < x", i + 1, " <= y",
+          i + 1, ", got [", range.lo, ", ", range.hi, "]"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+RateVariation::RateVariation(const RateVariationConfig& config)
+    : config_(config),
+      interval_ns_(config.interval_ns),
+      r_(config.start_rate),
+      ring_(config.window + 1, 0) {}
+
+void RateVariation::AddRate(double r) {
+  const uint32_t capacity = static_cast<uint32_t>(ring_.size());
+  // 42-44: if rates.size() > win then remove oldest entry from rates
+  if (count_ > config_.window) {
+    const uint64_t oldest = ring_[head_];
+    sum_ -= oldest;
+    sum_sq_ -= static_cast<RateSumSq>(oldest) * oldest;
+    if (++head_ == capacity) head_ = 0;
+    --count_;
+  }
+  // 45: rates.add(r)
+  const uint64_t q = RateToBytesPerSec(r);
+  uint32_t tail = head_ + count_;
+  if (tail >= capacity) tail -= capacity;
+  ring_[tail] = q;
+  ++count_;
+  sum_ += q;
+  sum_sq_ += static_cast<RateSumSq>(q) * q;
+}
+
+double RateVariation::WindowCov() const {
+  if (count_ < 2) return 0.0;
+  // stdDev / avg = sqrt(n * sum(x^2) - sum(x)^2) / sum(x), the population form
+  // of Eq. 1, computed from the exact sums (the difference is >= 0 exactly).
+  const RateSumSq s = sum_;
+  const RateSumSq spread = static_cast<RateSumSq>(count_) * sum_sq_ - s * s;
+  return std::sqrt(static_cast<double>(spread)) / static_cast<double>(sum_);
+}
+
+std::vector<uint64_t> RateVariation::WindowRates() const {
+  std::vector<uint64_t> out;
+  out.reserve(count_);
+  for (uint32_t i = 0; i < count_; ++i) out.push_back(ring_[(head_ + i) % ring_.size()]);
+  return out;
+}
+
+}  // namespace shroud

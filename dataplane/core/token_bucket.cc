@@ -1,1 +1,185 @@
-// placeholder: being written
+#include "dataplane/core/token_bucket.h"
+
+#include <algorithm>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace shroud {
+
+namespace {
+
+// Far above any sane queue, low enough that a typo does not allocate gigabytes.
+constexpr uint32_t kMaxQueuePackets = 1u << 20;
+constexpr uint32_t kMaxQueueDepthMs = 10'000;
+
+absl::Status ValidateClass(const std::string& name, const ShaperClassConfig& c,
+                           uint32_t max_frame_bytes) {
+  if (c.ceil_bytes_per_sec == 0 || c.ceil_bytes_per_sec > kMaxRateBytesPerSec) {
+    return absl::InvalidArgumentError(absl::StrCat(name, ".ceil_bytes_per_sec must be in (0, ",
+                                                   kMaxRateBytesPerSec, "], got ",
+                                                   c.ceil_bytes_per_sec));
+  }
+  if (c.rate_bytes_per_sec > c.ceil_bytes_per_sec) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, ".rate_bytes_per_sec (", c.rate_bytes_per_sec,
+                     ") must be <= ", name, ".ceil_bytes_per_sec (", c.ceil_bytes_per_sec, ")"));
+  }
+  if (c.burst_bytes < max_frame_bytes || c.burst_bytes > kMaxBurstBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        name, ".burst_bytes must be in [max_frame_bytes (", max_frame_bytes, "), ",
+        kMaxBurstBytes, "] so that one frame fits, got ", c.burst_bytes));
+  }
+  if (c.queue_packets == 0 || c.queue_packets > kMaxQueuePackets) {
+    return absl::InvalidArgumentError(absl::StrCat(name, ".queue_packets must be in [1, ",
+                                                   kMaxQueuePackets, "], got ", c.queue_packets));
+  }
+  if (c.queue_depth_ms == 0 || c.queue_depth_ms > kMaxQueueDepthMs) {
+    return absl::InvalidArgumentError(absl::StrCat(name, ".queue_depth_ms must be in [1, ",
+                                                   kMaxQueueDepthMs, "], got ", c.queue_depth_ms));
+  }
+  if (c.queue_bytes() < max_frame_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        name, ".queue_depth_ms: ", c.queue_depth_ms, " ms at ", name, ".ceil_bytes_per_sec = ",
+        c.queue_bytes(), " bytes, less than one frame of max_frame_bytes (", max_frame_bytes,
+        ")"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+const char* ShapedClassName(ShapedClass c) {
+  switch (c) {
+    case ShapedClass::kMigration:
+      return "migration";
+    case ShapedClass::kChaff:
+      return "chaff";
+  }
+  return "unknown";
+}
+
+absl::Status ShaperConfig::Validate() const {
+  if (max_frame_bytes == 0 || max_frame_bytes > kMaxBurstBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_frame_bytes must be in [1, ", kMaxBurstBytes, "], got ",
+                     max_frame_bytes));
+  }
+  if (link_rate_bytes_per_sec == 0 || link_rate_bytes_per_sec > kMaxRateBytesPerSec) {
+    return absl::InvalidArgumentError(absl::StrCat("link_rate_bytes_per_sec must be in (0, ",
+                                                   kMaxRateBytesPerSec, "], got ",
+                                                   link_rate_bytes_per_sec));
+  }
+  if (link_burst_bytes < max_frame_bytes || link_burst_bytes > kMaxBurstBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "link_burst_bytes must be in [max_frame_bytes (", max_frame_bytes, "), ", kMaxBurstBytes,
+        "] so that one frame fits, got ", link_burst_bytes));
+  }
+  if (auto s = ValidateClass("migration", migration, max_frame_bytes); !s.ok()) return s;
+  if (auto s = ValidateClass("chaff", chaff, max_frame_bytes); !s.ok()) return s;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Shaper> Shaper::Create(const ShaperConfig& config, uint64_t now_ns) {
+  if (absl::Status s = config.Validate(); !s.ok()) return s;
+  Shaper shaper;
+  shaper.root_ = TokenBucket(config.link_rate_bytes_per_sec, config.link_burst_bytes, now_ns);
+  auto init = [&](ShapedClass c, const ShaperClassConfig& cc, bool may_borrow) {
+    ClassState& s = shaper.cls(c);
+    s.rate = TokenBucket(cc.rate_bytes_per_sec, cc.burst_bytes, now_ns);
+    s.ceil = TokenBucket(cc.ceil_bytes_per_sec, cc.burst_bytes, now_ns);
+    s.queue = PacketQueue(cc.queue_packets, cc.queue_bytes());
+    s.may_borrow = may_borrow;
+  };
+  init(ShapedClass::kMigration, config.migration, config.migration_borrows_from_chaff);
+  init(ShapedClass::kChaff, config.chaff, config.chaff_borrows_from_migration);
+  shaper.max_frame_bytes_ = config.max_frame_bytes;
+  shaper.default_counts_against_root_ = config.default_counts_against_root;
+  return shaper;
+}
+
+bool Shaper::Enqueue(ShapedClass c, uint64_t handle, uint32_t bytes, uint64_t now_ns) {
+  ClassState& s = cls(c);
+  // A frame no bucket can hold would block its queue forever.
+  const bool oversize = bytes > max_frame_bytes_;
+  if (oversize || !s.queue.Push({handle, now_ns, bytes})) {
+    ++s.counters.dropped_packets;
+    s.counters.dropped_bytes += bytes;
+    if (oversize) ++s.counters.oversize_packets;
+    return false;
+  }
+  ++s.counters.enqueued_packets;
+  s.counters.enqueued_bytes += bytes;
+  return true;
+}
+
+void Shaper::Refill(uint64_t now_ns) {
+  root_.Refill(now_ns);
+  for (ClassState& s : classes_) {
+    s.rate.Refill(now_ns);
+    s.ceil.Refill(now_ns);
+  }
+}
+
+Shaper::SendResult Shaper::TrySend(ClassState& self, ClassState& other, uint32_t bytes) {
+  const int64_t need = BytesToTokenUnits(bytes);
+  if (!self.ceil.Has(need)) return SendResult::kWaitOwn;
+  int64_t from_lender = 0;
+  if (!self.rate.Has(need)) {
+    // Only the tokens of a class with nothing queued are unused; a backlogged
+    // class keeps them for its own head packet.
+    if (!self.may_borrow || !other.queue.empty()) return SendResult::kWaitOwn;
+    from_lender = need - std::max<int64_t>(self.rate.tokens(), 0);
+    if (!other.rate.Has(from_lender)) return SendResult::kWaitOwn;
+  }
+  // Checked last so that "waiting for root" means the class could go otherwise.
+  if (!root_.Has(need)) return SendResult::kWaitRoot;
+  self.rate.Take(need - from_lender);
+  if (from_lender > 0) {
+    other.rate.Take(from_lender);
+    self.counters.borrowed_bytes +=
+        static_cast<uint64_t>((from_lender + kTokenUnitsPerByte - 1) / kTokenUnitsPerByte);
+  }
+  self.ceil.Take(need);
+  root_.Take(need);
+  return SendResult::kSent;
+}
+
+size_t Shaper::Dequeue(uint64_t now_ns, uint64_t* out, size_t max_packets) {
+  Refill(now_ns);
+  size_t n = 0;
+  ClassState& migration = cls(ShapedClass::kMigration);
+  ClassState& chaff = cls(ShapedClass::kChaff);
+  ClassState* order[2][2] = {{&migration, &chaff}, {&chaff, &migration}};
+  for (auto& [self, other] : order) {
+    SendResult result = SendResult::kSent;
+    while (n < max_packets && !self->queue.empty()) {
+      const PacketQueue::Entry& e = self->queue.Front();
+      result = TrySend(*self, *other, e.bytes);
+      if (result != SendResult::kSent) break;
+      out[n++] = e.handle;
+      ShaperClassCounters& k = self->counters;
+      ++k.sent_packets;
+      k.sent_bytes += e.bytes;
+      const uint64_t sojourn = now_ns > e.enqueue_ns ? now_ns - e.enqueue_ns : 0;
+      k.sojourn_ns_total += sojourn;
+      k.sojourn_ns_max = std::max(k.sojourn_ns_max, sojourn);
+      self->queue.Pop();
+    }
+    // Strict priority at the root: lower classes must not take the root
+    // tokens a higher class's head is waiting for.
+    if (result == SendResult::kWaitRoot) break;
+  }
+  return n;
+}
+
+ShaperClassCounters Shaper::counters(ShapedClass c) const {
+  const ClassState& s = cls(c);
+  ShaperClassCounters k = s.counters;
+  k.backlog_packets = s.queue.size();
+  k.backlog_bytes = s.queue.bytes();
+  return k;
+}
+
+}  // namespace shroud

@@ -71,7 +71,8 @@ veth_offloads_off() {
         die "ethtool -K $2 (in $1) failed"
 }
 
-# wan_setup NS_A IP_A NS_B IP_B IF_A IF_B : one veth pair, /24, MTU 1500.
+# wan_setup NS_A IP_A NS_B IP_B IF_A IF_B : one veth pair, /24, MTU 1500
+# (no capacity limit; see wan_shape).
 wan_setup() {
     local nsa=$1 ipa=$2 nsb=$3 ipb=$4 ifa=$5 ifb=$6
     ip netns add "$nsa"
@@ -96,6 +97,48 @@ wan_setup() {
         sleep 0.1
     done
     die "veth $ifa/$ifb did not come up"
+}
+
+# wan_shape NS IF MBIT BUFFER_MS : make IF (in NS) a MBIT Mbit/s link on its
+# egress with a token bucket (tc tbf): burst = 1 ms at the link rate but at
+# least 4 full frames (4 x 1514 B), queue limit = BUFFER_MS of the link rate
+# (a router-like FIFO, tail drop) but at least 10 frames. Prints
+# "burst=BYTES limit=BYTES" for the report. No netem on this kernel; tbf works
+# inside a namespace. AF_PACKET taps (tcpdump) see egress packets after the
+# qdisc, i.e. at their wire times.
+wan_shape() {
+    local ns=$1 ifc=$2 mbit=$3 buf_ms=$4 bps burst limit
+    bps=$((mbit * 1000000 / 8))
+    burst=$((bps / 1000))
+    ((burst >= 4 * 1514)) || burst=$((4 * 1514))
+    limit=$((bps * buf_ms / 1000))
+    ((limit >= 10 * 1514)) || limit=$((10 * 1514))
+    ip netns exec "$ns" tc qdisc replace dev "$ifc" root tbf rate "${mbit}mbit" \
+        burst "$burst" limit "$limit" >/dev/null ||
+        die "tc tbf on $ifc (in $ns) failed (sch_tbf missing?)"
+    printf 'burst=%s limit=%s\n' "$burst" "$limit"
+}
+
+# wan_qdisc_stats NS IF -> "sent_bytes sent_packets dropped overlimits"
+# of IF's root qdisc ("0 0 0 0" if there is none or tc fails).
+wan_qdisc_stats() {
+    ip netns exec "$1" tc -s qdisc show dev "$2" 2>/dev/null | awk '
+        / Sent / && !done { for (i = 1; i < NF; i++) {
+              if ($i == "Sent") b = $(i + 1)
+              if ($i == "bytes") p = $(i + 1)
+              if ($i == "(dropped") { d = $(i + 1); sub(",", "", d) }
+              if ($i == "overlimits") o = $(i + 1) }
+          done = 1 }
+        END { printf "%d %d %d %d\n", b, p, d, o }'
+}
+
+# wan_set_cc NS CC : TCP congestion control inside NS (per-namespace sysctl;
+# new namespaces inherit the host's default, which is bbr on some hosts). A
+# namespace may only choose one of the host's
+# net.ipv4.tcp_allowed_congestion_control (the host setting is left alone).
+wan_set_cc() {
+    ip netns exec "$1" sysctl -q -w "net.ipv4.tcp_congestion_control=$2" >/dev/null 2>&1 ||
+        die "cannot set tcp_congestion_control=$2 in $1 (a namespace may use: $(cat /proc/sys/net/ipv4/tcp_allowed_congestion_control 2>/dev/null))"
 }
 
 # check_testnet IP... : refuse anything outside TEST-NET-1/2/3.

@@ -1,0 +1,154 @@
+// The gateway's configuration file (TOML, parsed with toml11), as one struct
+// with a default for every field.
+//
+// Units are in the key names. Rates are in MB/s = 10^6 bytes per second, the
+// paper's unit (it reports 4 and 8 MB/s migrations) and what `tc`'s "mbps"
+// suffix means (iproute2 reads "mbps" as megaBYTES, 8 * 10^6 bit/s). Mind the
+// trap for network engineers: "_mbps" here is NOT megabits; a 1 Gbit/s link is
+// link_rate_mbps = 125.
+//
+// Loading never throws and never half-applies: the result is a complete,
+// validated GatewayConfig or an error naming the file, line, key (dotted path,
+// e.g. "rate_variation.min_rate_mbps" or "classify.rule[1].dst") and the
+// problem. Unknown keys are errors so a typo never silently falls back to a
+// default.
+#ifndef SHROUD_DATAPLANE_CORE_GATEWAY_CONFIG_H_
+#define SHROUD_DATAPLANE_CORE_GATEWAY_CONFIG_H_
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "dataplane/core/classifier.h"
+#include "shroud/feature_config.h"
+
+namespace shroud {
+
+enum class DataplaneMode : uint8_t { kGateway, kTap };
+// What happens to frames the parser reports as malformed (always counted).
+enum class MalformedPolicy : uint8_t { kForward, kDrop };
+
+std::string_view DataplaneModeName(DataplaneMode m);
+std::string_view MalformedPolicyName(MalformedPolicy p);
+
+// [dataplane]
+struct DataplaneSection {
+  DataplaneMode mode = DataplaneMode::kGateway;
+  // RSS queues (= workers) per port.
+  uint32_t rx_queues = 1;
+  // Ring sizes per queue. 1024 is what most PMDs default to and absorbs a
+  // ~70 us stall at 14.88 Mpps.
+  uint32_t rx_descriptors = 1024;
+  uint32_t tx_descriptors = 1024;
+  // 2^n - 1 is the size rte_mempool uses best. 16383 mbufs of 2 KiB data room
+  // are ~36 MB: covers both ports' rx rings (2 x 1024) several times over plus
+  // the shaper's queues, and fits --no-huge test runs.
+  uint32_t mempool_mbufs = 16383;
+  // Packets per rx/tx burst; 32 is DPDK's customary burst.
+  uint32_t burst_size = 32;
+  // Forwarding malformed frames keeps a bump-in-the-wire transparent (the
+  // endpoints decide what is garbage); dropping is the stricter choice.
+  MalformedPolicy malformed = MalformedPolicy::kForward;
+};
+
+// [flows]
+struct FlowsSection {
+  // Flow table entries (rte_hash). A gateway sees the flows of the migration
+  // hosts; 65536 leaves room for a busy host and its chaff.
+  uint32_t max_flows = 65536;
+  // A flow idle this long is evicted (counted). 30 s outlasts TCP's idle
+  // migration phases (QEMU's 100 ms pacing slices, stop-and-copy) by far.
+  uint32_t idle_timeout_ms = 30'000;
+};
+
+// [shaper]: the Dynamic Hierarchy Token Bucket (paper Section V-A).
+struct ShaperSection {
+  // Root bucket: the egress link's capacity. 125 MB/s = 1 Gbit/s.
+  double link_rate_mbps = 125.0;
+  // Queue depths in milliseconds of traffic at the class's top rate
+  // (migration: rate_variation.max_rate_mbps; chaff: chaff_rate_mbps), tail
+  // drop beyond (counted). 100 ms holds one of QEMU's 100 ms pacing slices at
+  // maxR, so a slice is smoothed rather than dropped.
+  uint32_t migration_queue_ms = 100;
+  // Chaff is made on demand, so a short queue suffices.
+  uint32_t chaff_queue_ms = 20;
+  // Hard cap on packets per class queue (it holds mbufs), whatever the ms say.
+  uint32_t queue_packets = 4096;
+  // Whether the migration class may borrow the chaff class's unused tokens.
+  // Off by default: borrowing makes the migration rate depend on chaff load,
+  // i.e. stray from the rate Algorithm 3 chose.
+  bool migration_borrows_chaff = false;
+  // Token rate of the chaff class. The paper treats chaffing as optional (for
+  // lightly loaded networks), so 0 = no chaff.
+  double chaff_rate_mbps = 0.0;
+};
+
+// [rate_variation]: Algorithm 3, RateVariation(minR, maxR, int, win, r, d, c,
+// lC, uC), with the paper's values where the paper gives them.
+struct RateVariationSection {
+  // false: the migration class runs at a constant start_rate_mbps.
+  bool enabled = true;
+  uint32_t interval_ms = 10;  // int: the paper re-draws the rate every 10 ms
+  uint32_t window = 50;       // win: the paper keeps the previous 50 rates
+  // minR/maxR are not given in the paper; its migrations ran at 2-12 MB/s
+  // (mostly 4 and 8). 1 MB/s keeps even the slowest draw making progress;
+  // 16 MB/s is twice the paper's fastest common rate, so the drawn rates
+  // average out near the native rate and a migration is not slowed much
+  // (the paper's latency overhead ratio is 1.1-1.3).
+  double min_rate_mbps = 1.0;
+  double max_rate_mbps = 16.0;
+  // r: 4 MB/s, the geometric middle of [minR, maxR] (Algorithm 3 moves the
+  // rate by factors, so the middle on a log scale is the neutral start) and
+  // the paper's most used migration rate.
+  double start_rate_mbps = 4.0;
+  // d (not given): a drop of the rate window's CoV by more than this in one
+  // interval flips the direction. 0.1 is a fifth of the [lC, uC] band, so
+  // only a real collapse of variability flips it, not draw-to-draw noise.
+  double d = 0.1;
+  // c (not given): chance in percent of a random direction flip per
+  // interval. 10 % flips about every 100 ms on average, often enough that
+  // the rate walk has no period an attacker could lock onto.
+  double c_percent = 10.0;
+  double lower_cov = 0.5;  // lC
+  double upper_cov = 1.0;  // uC
+  // Rate change factor ranges [x, y]; the paper's calibrated values.
+  std::array<double, 2> up_range = {1.0, 1.4};         // [x1, y1]
+  std::array<double, 2> up_fast_range = {1.4, 1.9};    // [x2, y2]
+  std::array<double, 2> down_range = {0.8, 1.0};       // [x3, y3]
+  std::array<double, 2> down_fast_range = {0.1, 0.8};  // [x4, y4]
+  // 0: the dataplane draws a seed from the OS at start (and logs it), so two
+  // gateways never walk the same rates. Set a value to replay a run.
+  uint64_t seed = 0;
+};
+
+// [classify]: rules ([[classify.rule]]), signatures ([[classify.signature]])
+// and the scan limits; see classifier.h.
+using ClassifySection = ClassifierConfig;
+
+struct GatewayConfig {
+  DataplaneSection dataplane;
+  FlowsSection flows;
+  FeatureConfig features;
+  ClassifySection classify;
+  ShaperSection shaper;
+  RateVariationSection rate_variation;
+};
+
+// Checks a config built in code (the parser runs the same checks with key
+// locations). Messages name the dotted key.
+absl::Status ValidateGatewayConfig(const GatewayConfig& config);
+
+// Parses TOML `text`; `origin` (usually the file name) prefixes error
+// messages. Missing keys and sections take their defaults.
+absl::StatusOr<GatewayConfig> ParseGatewayConfig(std::string_view text,
+                                                 std::string_view origin = "config");
+
+// Reads and parses the file at `path`.
+absl::StatusOr<GatewayConfig> LoadGatewayConfig(const std::string& path);
+
+}  // namespace shroud
+
+#endif  // SHROUD_DATAPLANE_CORE_GATEWAY_CONFIG_H_
