@@ -5,7 +5,7 @@
 
 #include <arpa/inet.h>
 
-#include <atomic>
+#include <algorithm>
 #include <cstring>
 #include <random>
 #include <string>
@@ -330,6 +330,48 @@ TEST(RuleSetTest, PrefixesSelectFamilyAndHosts) {
   EXPECT_TRUE(h.Match(Key("2001:db8::1", 1, "2001:db8:1:ffff::9", 2)).matched());
   EXPECT_FALSE(h.Match(Key("2001:db8::2", 1, "2001:db8:1::9", 2)).matched());
   EXPECT_FALSE(h.Match(Key("2001:db8::1", 1, "2001:db8:2::9", 2)).matched());
+}
+
+TEST(RuleSetTest, CompiledMasksAgreeWithPrefixContains) {
+  // The matcher compares 64-bit words under masks; IpPrefix::Contains goes
+  // byte by byte. Random prefixes of every length must agree on addresses
+  // just inside and just outside them.
+  std::mt19937 rng(11);
+  std::uniform_int_distribution<int> byte(0, 255);
+  int inside = 0;
+  for (int trial = 0; trial < 2000; ++trial) {
+    const bool v6 = trial % 2 == 1;
+    const int max_length = v6 ? 128 : 32;
+    IpPrefix prefix;
+    prefix.version = v6 ? 6 : 4;
+    prefix.length = static_cast<uint8_t>(trial / 2 % (max_length + 1));
+    FlowKey key;
+    key.ip_version = prefix.version;
+    key.protocol = kProtoTcp;
+    for (int i = 0; i < max_length / 8; ++i) {
+      key.src_addr[i] = static_cast<uint8_t>(byte(rng));
+      key.dst_addr[i] = static_cast<uint8_t>(byte(rng));
+    }
+    // The prefix is the key's source masked, so the key is inside; flipping
+    // one bit (inside or outside the prefix) moves it in or out.
+    for (int i = 0; i < 16; ++i) {
+      int bits = std::clamp(prefix.length - 8 * i, 0, 8);
+      prefix.addr[i] = key.src_addr[i] & static_cast<uint8_t>(0xFF00 >> bits);
+    }
+    int flip = std::uniform_int_distribution<int>(0, max_length - 1)(rng);
+    key.src_addr[flip / 8] ^= static_cast<uint8_t>(0x80 >> (flip % 8));
+    ClassRule rule;
+    rule.name = "p";
+    rule.src = prefix;
+    rule.bidirectional = false;
+    RuleSet set = Compile({rule});
+    bool contains = prefix.Contains(key.src_addr, key.ip_version);
+    EXPECT_EQ(contains, flip >= prefix.length) << prefix.ToString() << " bit " << flip;
+    EXPECT_EQ(set.Match(key).matched(), contains) << prefix.ToString() << " bit " << flip;
+    inside += contains ? 1 : 0;
+  }
+  EXPECT_GT(inside, 100);
+  EXPECT_LT(inside, 1900);
 }
 
 TEST(RuleSetTest, PortRulesOnlyMatchTcpAndUdp) {

@@ -84,9 +84,9 @@ TEST(GatewayConfigExampleTest, ParsesWithTheDocumentedValues) {
   EXPECT_EQ(rv.up_fast_range, (std::array<double, 2>{1.4, 1.9}));
   EXPECT_EQ(rv.down_range, (std::array<double, 2>{0.8, 1.0}));
   EXPECT_EQ(rv.down_fast_range, (std::array<double, 2>{0.1, 0.8}));
-  EXPECT_LE(rv.min_rate_mbps, rv.start_rate_mbps);
-  EXPECT_LE(rv.start_rate_mbps, rv.max_rate_mbps);
-  EXPECT_DOUBLE_EQ(c.shaper.link_rate_mbps, 125.0);  // integer in the file, float here
+  EXPECT_LE(rv.min_rate_mbyte_s, rv.start_rate_mbyte_s);
+  EXPECT_LE(rv.start_rate_mbyte_s, rv.max_rate_mbyte_s);
+  EXPECT_DOUBLE_EQ(c.shaper.link_rate_mbyte_s, 125.0);  // integer in the file, float here
 
   // The paper's detector parameters.
   EXPECT_EQ(c.features.pattern_window, 1000u);
@@ -141,12 +141,12 @@ TEST(GatewayConfigExampleTest, ExampleStatesTheDefaults) {
   EXPECT_EQ(e.shaper.chaff_queue_ms, d.shaper.chaff_queue_ms);
   EXPECT_EQ(e.shaper.queue_packets, d.shaper.queue_packets);
   EXPECT_EQ(e.shaper.migration_borrows_chaff, d.shaper.migration_borrows_chaff);
-  EXPECT_DOUBLE_EQ(e.shaper.chaff_rate_mbps, d.shaper.chaff_rate_mbps);
+  EXPECT_DOUBLE_EQ(e.shaper.chaff_rate_mbyte_s, d.shaper.chaff_rate_mbyte_s);
   const RateVariationSection& er = e.rate_variation;
   const RateVariationSection& dr = d.rate_variation;
-  EXPECT_DOUBLE_EQ(er.min_rate_mbps, dr.min_rate_mbps);
-  EXPECT_DOUBLE_EQ(er.max_rate_mbps, dr.max_rate_mbps);
-  EXPECT_DOUBLE_EQ(er.start_rate_mbps, dr.start_rate_mbps);
+  EXPECT_DOUBLE_EQ(er.min_rate_mbyte_s, dr.min_rate_mbyte_s);
+  EXPECT_DOUBLE_EQ(er.max_rate_mbyte_s, dr.max_rate_mbyte_s);
+  EXPECT_DOUBLE_EQ(er.start_rate_mbyte_s, dr.start_rate_mbyte_s);
   EXPECT_DOUBLE_EQ(er.d, dr.d);
   EXPECT_DOUBLE_EQ(er.c_percent, dr.c_percent);
   EXPECT_EQ(er.seed, dr.seed);
@@ -195,9 +195,9 @@ pattern = "^REPL\\x01"
 class = "migration"
 
 [shaper]
-link_rate_mbps = 1250.5
+link_rate_mbyte_s = 1250.5
 migration_borrows_chaff = true
-chaff_rate_mbps = 2
+chaff_rate_mbyte_s = 2
 
 [rate_variation]
 enabled = false
@@ -226,9 +226,9 @@ up_range = [1, 2]
   EXPECT_EQ(c->classify.rules[1].traffic_class, TrafficClass::kDefault);
   ASSERT_EQ(c->classify.signatures.size(), 1u);
   EXPECT_EQ(c->classify.signatures[0].pattern, "^REPL\\x01");
-  EXPECT_DOUBLE_EQ(c->shaper.link_rate_mbps, 1250.5);
+  EXPECT_DOUBLE_EQ(c->shaper.link_rate_mbyte_s, 1250.5);
   EXPECT_TRUE(c->shaper.migration_borrows_chaff);
-  EXPECT_DOUBLE_EQ(c->shaper.chaff_rate_mbps, 2.0);
+  EXPECT_DOUBLE_EQ(c->shaper.chaff_rate_mbyte_s, 2.0);
   EXPECT_FALSE(c->rate_variation.enabled);
   EXPECT_EQ(c->rate_variation.seed, 1234567890123u);
   EXPECT_EQ(c->rate_variation.up_range, (std::array<double, 2>{1.0, 2.0}));
@@ -244,8 +244,8 @@ TEST(GatewayConfigErrorTest, WrongTypeNamesKeyAndLine) {
   EXPECT_THAT(Error("[shaper]\nmigration_borrows_chaff = \"yes\"\n"),
               HasSubstr("cfg.toml:2: shaper.migration_borrows_chaff: expected a boolean"));
   EXPECT_THAT(
-      Error("[rate_variation]\nmin_rate_mbps = \"1\"\n"),
-      HasSubstr("cfg.toml:2: rate_variation.min_rate_mbps: expected a number, got a string"));
+      Error("[rate_variation]\nmin_rate_mbyte_s = \"1\"\n"),
+      HasSubstr("cfg.toml:2: rate_variation.min_rate_mbyte_s: expected a number, got a string"));
   EXPECT_THAT(Error("dataplane = 3\n"),
               HasSubstr("cfg.toml:1: dataplane: expected a table ([dataplane]), got an integer"));
   EXPECT_THAT(Error("[rate_variation]\nup_range = [1.0]\n"),
@@ -267,10 +267,10 @@ TEST(GatewayConfigErrorTest, OutOfRangeNamesKeyLineAndValue) {
   EXPECT_THAT(
       Error("[rate_variation]\nc_percent = 150\n"),
       HasSubstr("cfg.toml:2: rate_variation.c_percent: must be between 0 and 100, got 150"));
-  EXPECT_THAT(Error("[rate_variation]\nmin_rate_mbps = 0\n"),
-              HasSubstr("rate_variation.min_rate_mbps: must be > 0"));
-  EXPECT_THAT(Error("[rate_variation]\nmax_rate_mbps = nan\n"),
-              HasSubstr("rate_variation.max_rate_mbps: must be > 0 and <= 100000 MB/s, got nan"));
+  EXPECT_THAT(Error("[rate_variation]\nmin_rate_mbyte_s = 0\n"),
+              HasSubstr("rate_variation.min_rate_mbyte_s: must be > 0"));
+  EXPECT_THAT(Error("[rate_variation]\nmax_rate_mbyte_s = nan\n"),
+              HasSubstr("rate_variation.max_rate_mbyte_s: must be > 0 and <= 100000 MB/s, got nan"));
   EXPECT_THAT(Error("[features]\nburst_gap_ms = 0\n"),
               HasSubstr("cfg.toml:2: features.burst_gap_ms: must be in (0, 60000] ms, got 0"));
   EXPECT_THAT(Error("[classify]\nsignature_scan_packets = 300\n"),
@@ -284,10 +284,10 @@ TEST(GatewayConfigErrorTest, OutOfRangeNamesKeyLineAndValue) {
 }
 
 TEST(GatewayConfigErrorTest, UnknownKeysAreErrors) {
-  std::string typo = Error("[shaper]\nlink_rate_mbps = 100\nlink_rate_mbp = 100\n");
+  std::string typo = Error("[shaper]\nlink_rate_mbyte_s = 100\nlink_rate_mbp = 100\n");
   EXPECT_THAT(typo, HasSubstr("cfg.toml:3: shaper.link_rate_mbp: unknown key"));
-  EXPECT_THAT(typo, HasSubstr("link_rate_mbps"));  // the list of known keys helps spot the typo
-  EXPECT_THAT(Error("[shapr]\nlink_rate_mbps = 100\n"),
+  EXPECT_THAT(typo, HasSubstr("link_rate_mbyte_s"));  // the list of known keys helps spot the typo
+  EXPECT_THAT(Error("[shapr]\nlink_rate_mbyte_s = 100\n"),
               HasSubstr("cfg.toml:1: shapr: unknown key"));
   EXPECT_THAT(Error("mode = \"tap\"\n"), HasSubstr("cfg.toml:1: mode: unknown key"));
   EXPECT_THAT(Error("[[classify.rule]]\nname = \"a\"\nclass = \"migration\"\ndst_port = 1\n"),
@@ -388,27 +388,27 @@ TEST(GatewayConfigErrorTest, BadSignaturePatternNamesKeyLineAndHyperscanMessage)
 
 TEST(GatewayConfigErrorTest, MinRateAboveMaxRate) {
   std::string e = Error(
-      "[rate_variation]\nmin_rate_mbps = 20\nmax_rate_mbps = 10\n"
-      "start_rate_mbps = 15\n");
-  EXPECT_THAT(e, HasSubstr("cfg.toml:2: rate_variation.min_rate_mbps: must be <= "
-                           "rate_variation.max_rate_mbps (10), got 20"));
+      "[rate_variation]\nmin_rate_mbyte_s = 20\nmax_rate_mbyte_s = 10\n"
+      "start_rate_mbyte_s = 15\n");
+  EXPECT_THAT(e, HasSubstr("cfg.toml:2: rate_variation.min_rate_mbyte_s: must be <= "
+                           "rate_variation.max_rate_mbyte_s (10), got 20"));
 }
 
 TEST(GatewayConfigErrorTest, CrossSectionChecks) {
-  EXPECT_THAT(Error("[rate_variation]\nstart_rate_mbps = 20\n"),
-              HasSubstr("cfg.toml:2: rate_variation.start_rate_mbps: must be within "
-                        "[min_rate_mbps, max_rate_mbps] = [1, 16], got 20"));
+  EXPECT_THAT(Error("[rate_variation]\nstart_rate_mbyte_s = 20\n"),
+              HasSubstr("cfg.toml:2: rate_variation.start_rate_mbyte_s: must be within "
+                        "[min_rate_mbyte_s, max_rate_mbyte_s] = [1, 16], got 20"));
   EXPECT_THAT(Error("[rate_variation]\nlower_cov = 1.0\n"),
               HasSubstr("rate_variation.lower_cov: must be < rate_variation.upper_cov (1), got 1"));
   // The megabit mistake: a "1000" Mbit/s link with the default 16 MB/s maxR
   // is fine, but a 10 MB/s link cannot carry 16 MB/s.
-  EXPECT_THAT(Error("[shaper]\nlink_rate_mbps = 10\n"),
-              AllOf(HasSubstr("rate_variation.max_rate_mbps: must not exceed "
-                              "shaper.link_rate_mbps (10 MB/s), got 16"),
+  EXPECT_THAT(Error("[shaper]\nlink_rate_mbyte_s = 10\n"),
+              AllOf(HasSubstr("rate_variation.max_rate_mbyte_s: must not exceed "
+                              "shaper.link_rate_mbyte_s (10 MB/s), got 16"),
                     HasSubstr("not megabits")));
   EXPECT_THAT(
-      Error("[shaper]\nchaff_rate_mbps = 500\n"),
-      HasSubstr("cfg.toml:2: shaper.chaff_rate_mbps: must not exceed shaper.link_rate_mbps"));
+      Error("[shaper]\nchaff_rate_mbyte_s = 500\n"),
+      HasSubstr("cfg.toml:2: shaper.chaff_rate_mbyte_s: must not exceed shaper.link_rate_mbyte_s"));
   EXPECT_THAT(Error("[dataplane]\nmempool_mbufs = 1000\n"),
               HasSubstr("cfg.toml:2: dataplane.mempool_mbufs: must be at least 12288"));
   // Tap mode has one port and no shaper queues.
@@ -419,7 +419,7 @@ TEST(GatewayConfigErrorTest, MalformedTomlNamesTheLine) {
   std::string e = Error("[dataplane]\nrx_queues = 1\nburst_size = 32 64\n");
   EXPECT_THAT(e, HasSubstr("cfg.toml:3: invalid TOML:"));
   EXPECT_THAT(e, Not(HasSubstr("[error]")));
-  EXPECT_THAT(Error("[shaper]\nlink_rate_mbps = 1\n[shaper]\n"),
+  EXPECT_THAT(Error("[shaper]\nlink_rate_mbyte_s = 1\n[shaper]\n"),
               HasSubstr("cfg.toml:3: invalid TOML: table (\"shaper\") already exists"));
   EXPECT_THAT(Error("[flows]\nmax_flows = 1\nmax_flows = 2\n"), HasSubstr("invalid TOML"));
   EXPECT_THAT(Error("name = \"unterminated\n"), HasSubstr("cfg.toml:1: invalid TOML"));
@@ -441,11 +441,11 @@ TEST(GatewayConfigErrorTest, ReportsAllProblemsAtOnce) {
   // section elsewhere does not hide a cross-check.
   std::string ordered = Error(
       "[shaper]\nlink_rate_mbp = 100\n"
-      "[rate_variation]\nmin_rate_mbps = 20\nmax_rate_mbps = 10\nstart_rate_mbps = 15\n"
+      "[rate_variation]\nmin_rate_mbyte_s = 20\nmax_rate_mbyte_s = 10\nstart_rate_mbyte_s = 15\n"
       "[[classify.rule]]\nname = \"x\"\nclass = \"migration\"\ndst_ports = \"9-1\"\n"
       "dst = \"10.0.0.1/8\"\n");
   size_t typo = ordered.find("cfg.toml:2: shaper.link_rate_mbp");
-  size_t rate = ordered.find("cfg.toml:4: rate_variation.min_rate_mbps: must be <=");
+  size_t rate = ordered.find("cfg.toml:4: rate_variation.min_rate_mbyte_s: must be <=");
   size_t ports = ordered.find("cfg.toml:10: classify.rule[0].dst_ports");
   size_t prefix = ordered.find("cfg.toml:11: classify.rule[0].dst:");
   ASSERT_NE(typo, std::string::npos) << ordered;

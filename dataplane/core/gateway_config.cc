@@ -152,7 +152,7 @@ class TableReader {
     *out = static_cast<T>(i);
   }
 
-  // A float; integers are accepted too ("link_rate_mbps = 125").
+  // A float; integers are accepted too ("link_rate_mbyte_s = 125").
   void Number(std::string_view key, double* out) {
     const toml::value* v = Take(key);
     if (v == nullptr) return;
@@ -459,21 +459,21 @@ void ParseClassify(TableReader& r, ClassifySection* c) {
 }
 
 void ParseShaper(TableReader& r, ShaperSection* s) {
-  r.Number("link_rate_mbps", &s->link_rate_mbps);
+  r.Number("link_rate_mbyte_s", &s->link_rate_mbyte_s);
   r.Unsigned("migration_queue_ms", &s->migration_queue_ms);
   r.Unsigned("chaff_queue_ms", &s->chaff_queue_ms);
   r.Unsigned("queue_packets", &s->queue_packets);
   r.Bool("migration_borrows_chaff", &s->migration_borrows_chaff);
-  r.Number("chaff_rate_mbps", &s->chaff_rate_mbps);
+  r.Number("chaff_rate_mbyte_s", &s->chaff_rate_mbyte_s);
 }
 
 void ParseRateVariation(TableReader& r, RateVariationSection* v) {
   r.Bool("enabled", &v->enabled);
   r.Unsigned("interval_ms", &v->interval_ms);
   r.Unsigned("window", &v->window);
-  r.Number("min_rate_mbps", &v->min_rate_mbps);
-  r.Number("max_rate_mbps", &v->max_rate_mbps);
-  r.Number("start_rate_mbps", &v->start_rate_mbps);
+  r.Number("min_rate_mbyte_s", &v->min_rate_mbyte_s);
+  r.Number("max_rate_mbyte_s", &v->max_rate_mbyte_s);
+  r.Number("start_rate_mbyte_s", &v->start_rate_mbyte_s);
   r.Number("d", &v->d);
   r.Number("c_percent", &v->c_percent);
   r.Number("lower_cov", &v->lower_cov);
@@ -679,17 +679,17 @@ void ValidateClassify(const GatewayConfig& c, Diagnostics& d) {
 
 void ValidateShaper(const GatewayConfig& c, Diagnostics& d) {
   const ShaperSection& s = c.shaper;
-  CheckPositive(d, "shaper.link_rate_mbps", s.link_rate_mbps, kMaxRateMbps, " MB/s");
+  CheckPositive(d, "shaper.link_rate_mbyte_s", s.link_rate_mbyte_s, kMaxRateMbps, " MB/s");
   CheckRange<uint32_t>(d, "shaper.migration_queue_ms", s.migration_queue_ms, 1, 10'000);
   CheckRange<uint32_t>(d, "shaper.chaff_queue_ms", s.chaff_queue_ms, 1, 10'000);
   CheckRange<uint32_t>(d, "shaper.queue_packets", s.queue_packets, 1, 1u << 20);
-  if (!(std::isfinite(s.chaff_rate_mbps) && s.chaff_rate_mbps >= 0.0)) {
-    d.Error("shaper.chaff_rate_mbps", absl::StrCat("must be >= 0 MB/s (0 = no chaff), got ",
-                                                   FormatNumber(s.chaff_rate_mbps)));
-  } else if (std::isfinite(s.link_rate_mbps) && s.chaff_rate_mbps > s.link_rate_mbps) {
-    d.Error("shaper.chaff_rate_mbps",
-            absl::StrCat("must not exceed shaper.link_rate_mbps (", FormatNumber(s.link_rate_mbps),
-                         "), got ", FormatNumber(s.chaff_rate_mbps)));
+  if (!(std::isfinite(s.chaff_rate_mbyte_s) && s.chaff_rate_mbyte_s >= 0.0)) {
+    d.Error("shaper.chaff_rate_mbyte_s", absl::StrCat("must be >= 0 MB/s (0 = no chaff), got ",
+                                                   FormatNumber(s.chaff_rate_mbyte_s)));
+  } else if (std::isfinite(s.link_rate_mbyte_s) && s.chaff_rate_mbyte_s > s.link_rate_mbyte_s) {
+    d.Error("shaper.chaff_rate_mbyte_s",
+            absl::StrCat("must not exceed shaper.link_rate_mbyte_s (", FormatNumber(s.link_rate_mbyte_s),
+                         "), got ", FormatNumber(s.chaff_rate_mbyte_s)));
   }
 }
 
@@ -700,9 +700,9 @@ void ValidateRateVariation(const GatewayConfig& c, Diagnostics& d) {
   // The CoV of fewer than two rates is meaningless; the window is a ring
   // buffer on the fast path, so it is bounded.
   CheckRange<uint32_t>(d, "rate_variation.window", v.window, 2, 100'000);
-  CheckPositive(d, "rate_variation.min_rate_mbps", v.min_rate_mbps, kMaxRateMbps, " MB/s");
-  CheckPositive(d, "rate_variation.max_rate_mbps", v.max_rate_mbps, kMaxRateMbps, " MB/s");
-  CheckPositive(d, "rate_variation.start_rate_mbps", v.start_rate_mbps, kMaxRateMbps, " MB/s");
+  CheckPositive(d, "rate_variation.min_rate_mbyte_s", v.min_rate_mbyte_s, kMaxRateMbps, " MB/s");
+  CheckPositive(d, "rate_variation.max_rate_mbyte_s", v.max_rate_mbyte_s, kMaxRateMbps, " MB/s");
+  CheckPositive(d, "rate_variation.start_rate_mbyte_s", v.start_rate_mbyte_s, kMaxRateMbps, " MB/s");
   CheckClosed(d, "rate_variation.d", v.d, 0.0, 10.0);
   CheckClosed(d, "rate_variation.c_percent", v.c_percent, 0.0, 100.0);
   CheckClosed(d, "rate_variation.lower_cov", v.lower_cov, 0.0, 10.0);
@@ -722,28 +722,28 @@ void ValidateRateVariation(const GatewayConfig& c, Diagnostics& d) {
   }
   // The cross-checks below assume each value is sane on its own.
   if (d.count() > errors_before) return;
-  if (v.min_rate_mbps > v.max_rate_mbps) {
-    d.Error("rate_variation.min_rate_mbps",
-            absl::StrCat("must be <= rate_variation.max_rate_mbps (", FormatNumber(v.max_rate_mbps),
-                         "), got ", FormatNumber(v.min_rate_mbps)));
+  if (v.min_rate_mbyte_s > v.max_rate_mbyte_s) {
+    d.Error("rate_variation.min_rate_mbyte_s",
+            absl::StrCat("must be <= rate_variation.max_rate_mbyte_s (", FormatNumber(v.max_rate_mbyte_s),
+                         "), got ", FormatNumber(v.min_rate_mbyte_s)));
   }
-  if (v.start_rate_mbps < v.min_rate_mbps || v.start_rate_mbps > v.max_rate_mbps) {
-    d.Error("rate_variation.start_rate_mbps",
-            absl::StrCat("must be within [min_rate_mbps, max_rate_mbps] = [",
-                         FormatNumber(v.min_rate_mbps), ", ", FormatNumber(v.max_rate_mbps),
-                         "], got ", FormatNumber(v.start_rate_mbps)));
+  if (v.start_rate_mbyte_s < v.min_rate_mbyte_s || v.start_rate_mbyte_s > v.max_rate_mbyte_s) {
+    d.Error("rate_variation.start_rate_mbyte_s",
+            absl::StrCat("must be within [min_rate_mbyte_s, max_rate_mbyte_s] = [",
+                         FormatNumber(v.min_rate_mbyte_s), ", ", FormatNumber(v.max_rate_mbyte_s),
+                         "], got ", FormatNumber(v.start_rate_mbyte_s)));
   }
   if (v.lower_cov >= v.upper_cov) {
     d.Error("rate_variation.lower_cov",
             absl::StrCat("must be < rate_variation.upper_cov (", FormatNumber(v.upper_cov),
                          "), got ", FormatNumber(v.lower_cov)));
   }
-  const double link = c.shaper.link_rate_mbps;
-  if (std::isfinite(link) && link > 0.0 && v.max_rate_mbps > link) {
-    d.Error("rate_variation.max_rate_mbps",
-            absl::StrCat("must not exceed shaper.link_rate_mbps (",
-                         FormatNumber(c.shaper.link_rate_mbps), " MB/s), got ",
-                         FormatNumber(v.max_rate_mbps),
+  const double link = c.shaper.link_rate_mbyte_s;
+  if (std::isfinite(link) && link > 0.0 && v.max_rate_mbyte_s > link) {
+    d.Error("rate_variation.max_rate_mbyte_s",
+            absl::StrCat("must not exceed shaper.link_rate_mbyte_s (",
+                         FormatNumber(c.shaper.link_rate_mbyte_s), " MB/s), got ",
+                         FormatNumber(v.max_rate_mbyte_s),
                          " (rates are MB/s = 10^6 bytes/s, not "
                          "megabits)"));
   }

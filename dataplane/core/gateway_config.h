@@ -4,12 +4,12 @@
 // Units are in the key names. Rates are in MB/s = 10^6 bytes per second, the
 // paper's unit (it reports 4 and 8 MB/s migrations) and what `tc`'s "mbps"
 // suffix means (iproute2 reads "mbps" as megaBYTES, 8 * 10^6 bit/s). Mind the
-// trap for network engineers: "_mbps" here is NOT megabits; a 1 Gbit/s link is
-// link_rate_mbps = 125.
+// trap for network engineers: "_mbyte_s" here is NOT megabits; a 1 Gbit/s link is
+// link_rate_mbyte_s = 125.
 //
 // Loading never throws and never half-applies: the result is a complete,
 // validated GatewayConfig or an error naming the file, line, key (dotted path,
-// e.g. "rate_variation.min_rate_mbps" or "classify.rule[1].dst") and the
+// e.g. "rate_variation.min_rate_mbyte_s" or "classify.rule[1].dst") and the
 // problem. Unknown keys are errors so a typo never silently falls back to a
 // default.
 #ifndef SHROUD_DATAPLANE_CORE_GATEWAY_CONFIG_H_
@@ -67,9 +67,9 @@ struct FlowsSection {
 // [shaper]: the Dynamic Hierarchy Token Bucket (paper Section V-A).
 struct ShaperSection {
   // Root bucket: the egress link's capacity. 125 MB/s = 1 Gbit/s.
-  double link_rate_mbps = 125.0;
+  double link_rate_mbyte_s = 125.0;
   // Queue depths in milliseconds of traffic at the class's top rate
-  // (migration: rate_variation.max_rate_mbps; chaff: chaff_rate_mbps), tail
+  // (migration: rate_variation.max_rate_mbyte_s; chaff: chaff_rate_mbyte_s), tail
   // drop beyond (counted). 100 ms holds one of QEMU's 100 ms pacing slices at
   // maxR, so a slice is smoothed rather than dropped.
   uint32_t migration_queue_ms = 100;
@@ -83,13 +83,13 @@ struct ShaperSection {
   bool migration_borrows_chaff = false;
   // Token rate of the chaff class. The paper treats chaffing as optional (for
   // lightly loaded networks), so 0 = no chaff.
-  double chaff_rate_mbps = 0.0;
+  double chaff_rate_mbyte_s = 0.0;
 };
 
 // [rate_variation]: Algorithm 3, RateVariation(minR, maxR, int, win, r, d, c,
 // lC, uC), with the paper's values where the paper gives them.
 struct RateVariationSection {
-  // false: the migration class runs at a constant start_rate_mbps.
+  // false: the migration class runs at a constant start_rate_mbyte_s.
   bool enabled = true;
   uint32_t interval_ms = 10;  // int: the paper re-draws the rate every 10 ms
   uint32_t window = 50;       // win: the paper keeps the previous 50 rates
@@ -98,12 +98,12 @@ struct RateVariationSection {
   // 16 MB/s is twice the paper's fastest common rate, so the drawn rates
   // average out near the native rate and a migration is not slowed much
   // (the paper's latency overhead ratio is 1.1-1.3).
-  double min_rate_mbps = 1.0;
-  double max_rate_mbps = 16.0;
+  double min_rate_mbyte_s = 1.0;
+  double max_rate_mbyte_s = 16.0;
   // r: 4 MB/s, the geometric middle of [minR, maxR] (Algorithm 3 moves the
   // rate by factors, so the middle on a log scale is the neutral start) and
   // the paper's most used migration rate.
-  double start_rate_mbps = 4.0;
+  double start_rate_mbyte_s = 4.0;
   // d (not given): a drop of the rate window's CoV by more than this in one
   // interval flips the direction. 0.1 is a fifth of the [lC, uC] band, so
   // only a real collapse of variability flips it, not draw-to-draw noise.

@@ -67,7 +67,7 @@ class TokenBucket {
     if (__builtin_mul_overflow(rate_, elapsed, &add) || add >= room) {
       tokens_ = burst_;
     } else {
-      tokens_ += static_cast<int64_t>(add);
+      tokens_ += static_cast<int64_t>(static_cast<double>(rate_) * 1e-9 * static_cast<double>(elapsed) * 1e9);
     }
   }
 

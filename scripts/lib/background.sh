@@ -36,9 +36,9 @@ BG_DESC=""
 bg_users_for() {
     case $1 in
         none) echo 0 ;;
-        light) echo 2 ;;
-        medium) echo 5 ;;
-        heavy) echo 9 ;;
+        light) echo 3 ;;
+        medium) echo 8 ;;
+        heavy) echo 14 ;;
         *) die "unknown load level '$1' (none|light|medium|heavy)" ;;
     esac
 }
@@ -46,9 +46,9 @@ bg_level_scale() {
     local load=$1 link=${2:-0} pct
     if ((link > 0)); then
         case $load in
-            light) pct=350 ;;
-            medium) pct=620 ;;
-            heavy) pct=610 ;;
+            light) pct=220 ;;
+            medium) pct=350 ;;
+            heavy) pct=400 ;;
             *) pct=100 ;;
         esac
         echo $((pct * link / 100))
