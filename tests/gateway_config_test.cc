@@ -397,14 +397,13 @@ TEST(GatewayConfigErrorTest, MinRateAboveMaxRate) {
 TEST(GatewayConfigErrorTest, CrossSectionChecks) {
   EXPECT_THAT(Error("[rate_variation]\nstart_rate_mbyte_s = 20\n"),
               HasSubstr("cfg.toml:2: rate_variation.start_rate_mbyte_s: must be within "
-                        "[min_rate_mbyte_s, max_rate_mbyte_s] = [1, 16], got 20"));
+                        "[min_rate_mbyte_s, max_rate_mbyte_s] = [1, 8], got 20"));
   EXPECT_THAT(Error("[rate_variation]\nlower_cov = 1.0\n"),
               HasSubstr("rate_variation.lower_cov: must be < rate_variation.upper_cov (1), got 1"));
-  // The megabit mistake: a "1000" Mbit/s link with the default 16 MB/s maxR
-  // is fine, but a 10 MB/s link cannot carry 16 MB/s.
-  EXPECT_THAT(Error("[shaper]\nlink_rate_mbyte_s = 10\n"),
+  // The megabit mistake: a 6 MB/s link cannot carry the default 8 MB/s maxR.
+  EXPECT_THAT(Error("[shaper]\nlink_rate_mbyte_s = 6\n"),
               AllOf(HasSubstr("rate_variation.max_rate_mbyte_s: must not exceed "
-                              "shaper.link_rate_mbyte_s (10 MB/s), got 16"),
+                              "shaper.link_rate_mbyte_s (6 MB/s), got 8"),
                     HasSubstr("not megabits")));
   EXPECT_THAT(
       Error("[shaper]\nchaff_rate_mbyte_s = 500\n"),

@@ -67,7 +67,7 @@ class TokenBucket {
     if (__builtin_mul_overflow(rate_, elapsed, &add) || add >= room) {
       tokens_ = burst_;
     } else {
-      tokens_ += static_cast<int64_t>(static_cast<double>(rate_) * 1e-9 * static_cast<double>(elapsed) * 1e9);
+      tokens_ += static_cast<int64_t>(add);
     }
   }
 
@@ -278,16 +278,26 @@ struct DefaultClassCounters {
 // it leaves. With migration lending to chaff, migration + chaff together run
 // at Algorithm 3's rate whether or not a migration is under way.
 //
-// Dequeue serves migration, then chaff, in strict priority. When the head of
-// migration waits for root tokens, chaff waits too (it must not slip smaller
-// packets into the root tokens migration's head is waiting for). Within a
-// class, order is FIFO: a head packet that does not fit waits and nothing
-// behind it overtakes.
+// Dequeue serves migration, then chaff, in strict priority. When migration's
+// head has its class tokens and waits only for root tokens, chaff waits too
+// (it must not slip smaller packets into the root tokens migration's head is
+// waiting for). Within a class, order is FIFO: a head packet that does not fit
+// waits and nothing behind it overtakes.
 //
 // The default class never waits: PassDefault counts the packet and, when
 // default_counts_against_root, takes its bytes from root even into debt (down
 // to -link burst), so the shaped classes hold back until the link has had time
 // to carry it.
+//
+// The worker's loop, in this order so that each rate holds exactly from one
+// step to the next (Dequeue refills at the old rate up to `now`, then the new
+// rate counts from `now`):
+//   for (;;) {
+//     now = tsc_ns();
+//     rx, classify: shaper.Enqueue(c, mbuf, len, now) / shaper.PassDefault(len, now)
+//     n = shaper.Dequeue(now, handles, 32); tx them
+//     if (rv.ShouldStep(now)) shaper.SetRate(kMigration, RateToBytesPerSec(rv.StepAt(now, rng)));
+//   }
 class Shaper {
  public:
   // Validates `config`; all queues are allocated here. Buckets start full.
