@@ -55,6 +55,8 @@ options:
                     0 = guest does not write memory)
   --guest tiny|none tiny multiboot guest that dirties pages (default) or none
                     (VM idles in SeaBIOS, RAM only from the loader file)
+  --warmup S        background runs S seconds before the capture starts
+                    (default 3; not captured)
   --lead S          background-only seconds before the migration (default 4)
   --tail S          seconds recorded after the migration (default 2)
   --bg-only S       no migration: record S seconds of background only
@@ -72,7 +74,7 @@ EOF
 
 rate=4 unit=mib load=medium ram=64 seed=1 snaplen=96 port=49152 dirty=10
 guest=tiny lead=4 tail=2 bg_only=0 bg_scale=100 max_time=300 keep_tmp=0
-link_mbit=100 link_buffer_ms=50 cc=reno
+link_mbit=100 link_buffer_ms=50 cc=reno warmup=3
 out="" report=""
 orig_args=("$@")
 while (($#)); do
@@ -90,6 +92,7 @@ while (($#)); do
         --dirty) dirty=$2; shift 2 ;;
         --guest) guest=$2; shift 2 ;;
         --lead) lead=$2; shift 2 ;;
+        --warmup) warmup=$2; shift 2 ;;
         --tail) tail=$2; shift 2 ;;
         --bg-only) bg_only=$2; shift 2 ;;
         --bg-scale) bg_scale=$2; shift 2 ;;
@@ -104,7 +107,7 @@ done
 
 isint() { [[ $1 =~ ^[0-9]+$ ]]; }
 [[ -n $out ]] || { usage >&2; die "-o OUT.pcap is required"; }
-for v in rate ram seed snaplen port dirty lead tail bg_only bg_scale max_time link_mbit link_buffer_ms; do
+for v in rate ram seed snaplen port dirty lead tail bg_only bg_scale max_time link_mbit link_buffer_ms warmup; do
     isint "${!v}" || die "--${v//_/-} must be a non-negative integer (got '${!v}')"
 done
 ((rate >= 2 && rate <= 12)) || die "--rate must be in 2..12"
@@ -237,6 +240,17 @@ if ((!bg_only)); then
     fi
 fi
 
+# ---------------------------------------------------------------- background
+# Started before the capture and given --warmup seconds, so that the capture
+# begins in the middle of ongoing traffic (as a real one does), not with every
+# user starting at once.
+if ((bg_only)); then bg_dur=$((warmup + bg_only + 5)); else bg_dur=$((warmup + lead + mig_timeout + tail + 5)); fi
+bg_start "$WORK" "$load" "$seed" "$bg_dur" "$NS_SRC" "$SRC_IP" "$NS_DST" "$DST_IP"
+if [[ $load != none ]] && ((warmup > 0)); then
+    log "background warm-up ${warmup}s (not captured)"
+    nap "$warmup"
+fi
+
 # ---------------------------------------------------------------- capture
 rm -f "$out"
 ip netns exec "$NS_SRC" timeout "$max_time" tcpdump -i "$IF_SRC" -s "$snaplen" -B 16384 -n -U \
@@ -248,10 +262,6 @@ for _ in $(seq 1 50); do
 done
 grep -q 'listening on' "$WORK/tcpdump.err" || die "tcpdump did not start: $(cat "$WORK/tcpdump.err")"
 cap_start=$(date +%s.%N)
-
-# ---------------------------------------------------------------- background
-if ((bg_only)); then bg_dur=$bg_only; else bg_dur=$((lead + mig_timeout + tail + 5)); fi
-bg_start "$WORK" "$load" "$seed" "$bg_dur" "$NS_SRC" "$SRC_IP" "$NS_DST" "$DST_IP"
 
 status="background-only"
 if ((bg_only)); then
@@ -273,6 +283,10 @@ else
         "$WORK/migrate.json" 2>/dev/null || echo error)
     log "migration status: $status $(cat "$WORK/migrate.err" 2>/dev/null)"
     nap "$tail"
+    # QEMU sets "completed" a moment before it fills in total-time/downtime
+    # (seen under load: 0 ms in the last poll); ask the source once more.
+    "${PYTHON:-python3}" "$SHROUD_SCRIPTS/qmp.py" "$WORK/src.qmp" exec query-migrate \
+        >"$WORK/migrate-final.json" 2>/dev/null || true
 fi
 bg_stop
 sleep 0.3
@@ -410,9 +424,9 @@ AWK
 ) >"$WORK/analysis.txt"
 
 bg_json=$(bg_summary "$WORK")
-"${PYTHON:-python3}" - "$report" "$WORK/analysis.txt" "$WORK/migrate.json" "$bg_json" <<EOF
+"${PYTHON:-python3}" - "$report" "$WORK/analysis.txt" "$WORK/migrate.json" "$bg_json" "$WORK/migrate-final.json" <<EOF
 import json, sys
-report, analysis, migfile, bg = sys.argv[1:5]
+report, analysis, migfile, bg, finalfile = sys.argv[1:6]
 a = {}
 for line in open(analysis):
     k, _, v = line.strip().partition("=")
@@ -429,6 +443,12 @@ try:
 except (OSError, ValueError):
     pass
 q = m.get("query_migrate", {})
+try:
+    qf = json.load(open(finalfile))
+    if qf.get("status") == "completed" and q.get("status") == "completed" and qf.get("total-time"):
+        q = qf
+except (OSError, ValueError, AttributeError):
+    pass
 ram = q.get("ram", {})
 r = {
     "kind": "background-only" if $bg_only else "migration",
@@ -438,6 +458,7 @@ r = {
     "load": "$load",
     "ram_mib": $ram,
     "seed": $seed,
+    "background_warmup_s": $warmup,
     "snaplen": $snaplen,
     "guest": "$guest",
     "guest_dirty_pct_of_rate": $dirty,

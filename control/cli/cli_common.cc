@@ -32,9 +32,9 @@ DEFINE_string(migration_filter, "tcp dst portrange 49152-49215",
 DEFINE_string(feature_windows, "100,500,1000",
               "The window triple of the maxent features (each must be in --windows); the paper "
               "tried 100,200,300 / 100,500,1000 / 500,1000,2000 / 1000,2000,3000");
-DEFINE_bool(balance_classes, false,
+DEFINE_bool(balance_classes, true,
             "train/eval: weigh migration and background flows equally when fitting the maxent "
-            "model (raises TPR and FPR); off keeps the corpus' own proportions, as OpenNLP does");
+            "model (raises TPR and FPR); off keeps the corpus' own proportions");
 DEFINE_double(l2, 1e-3, "train/eval: L2 regularisation of the maxent weights");
 DEFINE_uint64(max_flows, 50'000'000, "Stop tracking new flows beyond this many per capture");
 

@@ -34,11 +34,12 @@ BG_DESC=""
 # bg_users_for LOAD -> number of users
 # bg_level_scale LOAD LINK_MBIT -> per-user rate scale in percent
 bg_users_for() {
+    local link=${BG_LINK_MBIT:-0}
     case $1 in
         none) echo 0 ;;
-        light) echo 3 ;;
-        medium) echo 8 ;;
-        heavy) echo 14 ;;
+        light) if ((link > 0)); then echo 4; else echo 2; fi ;;
+        medium) if ((link > 0)); then echo 14; else echo 5; fi ;;
+        heavy) if ((link > 0)); then echo 24; else echo 9; fi ;;
         *) die "unknown load level '$1' (none|light|medium|heavy)" ;;
     esac
 }
@@ -46,9 +47,9 @@ bg_level_scale() {
     local load=$1 link=${2:-0} pct
     if ((link > 0)); then
         case $load in
-            light) pct=220 ;;
-            medium) pct=350 ;;
-            heavy) pct=400 ;;
+            light) pct=120 ;;
+            medium) pct=145 ;;
+            heavy) pct=150 ;;
             *) pct=100 ;;
         esac
         echo $((pct * link / 100))
