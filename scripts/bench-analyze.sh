@@ -71,7 +71,7 @@ if ((feature_bench)) && [[ ! -x "$bench" ]]; then
 fi
 [[ -r "$capture" ]] || die "capture $capture not readable (use --capture FILE)"
 for tool in mergecap capinfos tshark python3; do
-  command -v "$tool" >/dev/null || die "$tool not found (apt-get install tshark python3)"
+  command -v "$tool" >/dev/null || die "$tool not found (scripts/setup.sh --with-bench-tools installs it)"
 done
 
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/shroud-bench-analyze.XXXXXX")"

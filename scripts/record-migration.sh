@@ -5,7 +5,7 @@
 # Needs root and these Debian packages (also in SHROUD_CAPTURE_PACKAGES in
 # scripts/lib/netns.sh):
 #   qemu-system-x86 qemu-system-data seabios iproute2 ethtool tcpdump tshark
-#   wireshark-common iperf3 nginx-light curl python3 gcc binutils coreutils
+#   wireshark-common iperf3 nginx-light curl python3 gcc binutils coreutils procps
 #
 # Topology: namespace SRC (198.51.100.1) <-- one veth pair, MTU 1500, all
 # offloads off, a tc tbf "WAN link" of --link-mbit (default 100 Mbit/s) on the

@@ -2,22 +2,25 @@
 # Installs what shroud needs on Debian 12 (as root) and builds it with meson.
 # Idempotent: installs only missing packages, configures the build dir once.
 #
-#   scripts/setup.sh [--build-dir DIR] [--no-build] [--with-capture-tools]
+#   scripts/setup.sh [--build-dir DIR] [--no-build] [--with-capture-tools] [--with-bench-tools]
 #
 # --with-capture-tools also installs what scripts/record-migration.sh needs
-# (QEMU, tcpdump, iperf3, nginx, curl, ...); the tests do not need them.
+# (QEMU, tcpdump, iperf3, nginx, curl, ...); --with-bench-tools what the
+# bench scripts compare against (tshark, hyperfine). The tests need neither.
 set -euo pipefail
 
-usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR>1 && /^#/ {sub(/^# ?/, ""); print; next} NR>1 {exit}' "$0"; }
 
 build_dir=build
 do_build=1
 capture_tools=0
+bench_tools=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --build-dir) build_dir=$2; shift 2 ;;
     --no-build) do_build=0; shift ;;
     --with-capture-tools) capture_tools=1; shift ;;
+    --with-bench-tools) bench_tools=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "setup.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
@@ -34,8 +37,8 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libpcap-dev libboost1.81-dev nlohmann-json3-dev libtoml11-dev
   clang libclang-rt-14-dev
-  tshark
 )
+[ "$bench_tools" = 1 ] && packages+=(tshark hyperfine iproute2)
 if [ "$capture_tools" = 1 ]; then
   # shellcheck disable=SC1091
   . "$here/scripts/lib/netns.sh" 2>/dev/null || true

@@ -20,6 +20,17 @@ done
 
 scripts/setup.sh --build-dir build
 meson test -C build --print-errorlogs --num-processes 2
+# One summary line for people and CI, counted from meson's own log.
+summary=$(python3 - build/meson-logs/testlog.json <<'PY'
+import json, sys
+counts = {"OK": 0, "FAIL": 0, "SKIP": 0}
+for line in open(sys.argv[1]):
+    result = json.loads(line).get("result", "FAIL")
+    key = "OK" if result in ("OK", "EXPECTEDFAIL") else "SKIP" if result == "SKIP" else "FAIL"
+    counts[key] += 1
+print(f"{counts['OK']} passed, {counts['FAIL']} failed, {counts['SKIP']} skipped")
+PY
+)
 
 if [ "$fuzz" = 1 ]; then
   # libFuzzer needs clang; a separate build dir keeps the gcc build untouched.
@@ -37,3 +48,4 @@ if [ "$fuzz" = 1 ]; then
     rm -rf "$work"
   done
 fi
+echo "suites: $summary"

@@ -66,6 +66,7 @@ PY
   # One bad capture among good ones: the good ones are still analysed.
   expect "bad capture does not hide good ones" 1 "2 flows analysed" -- "$shroud" analyze "$tmp/cut.pcap" "$anydesk"
   expect "--min_packets filters flows" 0 "^0 flows analysed" -- "$shroud" analyze --min_packets 5000 "$anydesk"
+  expect "dashed flag names work too" 0 "^1 flows analysed" -- "$shroud" analyze --min-packets 3000 "$anydesk"
 else
   skip "real public captures not found at $traces"
 fi

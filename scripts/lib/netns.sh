@@ -8,7 +8,7 @@
 
 # Debian packages needed by record-migration.sh / record-corpus.sh
 # (the lead adds these to scripts/setup.sh).
-SHROUD_CAPTURE_PACKAGES="qemu-system-x86 qemu-system-data seabios iproute2 ethtool tcpdump tshark wireshark-common iperf3 nginx-light curl python3 gcc binutils coreutils"
+SHROUD_CAPTURE_PACKAGES="qemu-system-x86 qemu-system-data seabios iproute2 ethtool tcpdump tshark wireshark-common iperf3 nginx-light curl python3 gcc binutils coreutils procps"
 export SHROUD_CAPTURE_PACKAGES
 
 SHROUD_NS_PREFIX="shroud-rec-"
