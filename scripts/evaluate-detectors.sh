@@ -19,10 +19,9 @@ while [ $# -gt 0 ]; do
     *) extra+=("$1"); shift ;;
   esac
 done
-shopt -s nullglob
-mig=("$corpus"/mig-*.pcap)
-bg=("$corpus"/bg-*.pcap "$traces"/*.pcap)
-[ ${#mig[@]} -gt 0 ] || { echo "evaluate-detectors.sh: no $corpus/mig-*.pcap" >&2; exit 1; }
+# shellcheck source=scripts/lib/corpus.sh
+. "$here/scripts/lib/corpus.sh"
+collect_corpus "$corpus" "$traces" || exit 1
 start=$(date +%s)
 "$build/shroud" eval --migration "${mig[@]}" --background "${bg[@]}" \
   --csv_dir results/detectors "${extra[@]}"

@@ -19,12 +19,8 @@ while [ $# -gt 0 ]; do
     *) echo "train-default-model.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac
 done
-shopt -s nullglob
-mig=("$corpus"/mig-*.pcap)
-bg=("$corpus"/bg-*.pcap "$traces"/*.pcap)
-if [ ${#mig[@]} -eq 0 ]; then
-  echo "train-default-model.sh: no $corpus/mig-*.pcap; record them with scripts/record-corpus.sh" >&2
-  exit 1
-fi
+# shellcheck source=scripts/lib/corpus.sh
+. "$here/scripts/lib/corpus.sh"
+collect_corpus "$corpus" "$traces" || exit 1
 "$build/shroud" train --migration "${mig[@]}" --background "${bg[@]}" -o "$out" \
   --comment "default model: scripts/train-default-model.sh on ${#mig[@]} recorded migration captures (data/captures) and ${#bg[@]} background captures (data/captures/bg-*, shared/traces/public)"
