@@ -93,6 +93,7 @@ PY
   out=$("$shroud" eval --json --folds 2 --migration "$mig" --background "$bgcap" 2>/dev/null)
   if python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); assert {"table2","table3","detection"} <= d.keys(); assert d["table3"]["df"] >= 1' <<<"$out"; then
     ok "eval --json is one document with the three tables"; else bad "eval --json" "$out"; fi
+  expect "eval when no flow matches the filter" 1 "matched --migration_filter 'tcp dst port 1'" -- "$shroud" eval --migration "$mig" --migration_filter "tcp dst port 1"
   expect "train without -o" 2 "need --migration CAPTURE... and -o MODEL" -- "$shroud" train --migration "$mig"
   expect "train with a bad filter" 1 "flow filter 'port nonsense'" -- "$shroud" train --migration "$mig" --migration_filter "port nonsense" -o "$tmp/x.json"
 else

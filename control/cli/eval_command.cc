@@ -14,6 +14,7 @@
 
 DECLARE_bool(json);
 DECLARE_string(model);
+DECLARE_string(migration_filter);
 DEFINE_int32(folds, 5, "eval: cross-validation folds for the maxent attack (5 = 80/20 splits)");
 DEFINE_uint64(seed, 1, "eval: seed of the cross-validation shuffle");
 DEFINE_uint32(ks_window, 1000, "eval: the KS test compares the groups' per-flow CoV at this window");
@@ -209,7 +210,8 @@ int RunEval(const CommandArgs& args) {
   for (const LabelledFlow& f : r.flows) (f.is_migration ? mig : bg).push_back(&f);
   if (mig.empty()) {
     std::cerr << "shroud eval: no flow of >= " << MinPacketsFromFlags()
-              << " packets matched --migration_filter '" << "' in the --migration captures\n";
+              << " packets matched --migration_filter '" << FLAGS_migration_filter
+              << "' in the --migration captures\n";
     return 1;
   }
   r.comparison = CompareGroups(mig, bg, config, FLAGS_ks_window);
