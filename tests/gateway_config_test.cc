@@ -154,7 +154,8 @@ TEST(GatewayConfigExampleTest, ExampleStatesTheDefaults) {
 }
 
 TEST(GatewayConfigTest, DefaultsAreValid) {
-  EXPECT_TRUE(ValidateGatewayConfig(GatewayConfig{}).ok());
+  absl::Status s = ValidateGatewayConfig(GatewayConfig{});
+  EXPECT_TRUE(s.ok()) << s;
 }
 
 // --- values that parse ------------------------------------------------------
@@ -461,7 +462,7 @@ TEST(GatewayConfigErrorTest, ValidateNamesKeysWithoutAFile) {
   c.rate_variation.window = 1;
   absl::Status s = ValidateGatewayConfig(c);
   ASSERT_FALSE(s.ok());
-  EXPECT_EQ(std::string(s.message()), "rate_variation.window: must be between 2 and 100000, got 1");
+  EXPECT_EQ(std::string(s.message()), "rate_variation.window: must be between 2 and 65536, got 1");
 }
 
 TEST(GatewayConfigLoadTest, MissingFile) {
@@ -482,6 +483,49 @@ TEST(GatewayConfigLoadTest, ErrorsCarryTheFileName) {
   EXPECT_THAT(
       std::string(c.status().message()),
       HasSubstr(path + ":3: rate_variation.interval_ms: must be between 1 and 60000, got 0"));
+}
+
+}  // namespace
+}  // namespace shroud
+
+namespace shroud {
+namespace {
+
+// The config's Algorithm 3 defaults are the core's, in the config's units, and
+// map back onto the core's struct unchanged.
+TEST(GatewayConfigRateVariationTest, DefaultsMapOntoTheCoreConfig) {
+  const RateVariationConfig core;
+  const RateVariationConfig mapped = ToRateVariationConfig(RateVariationSection{});
+  EXPECT_DOUBLE_EQ(mapped.min_rate, core.min_rate);
+  EXPECT_DOUBLE_EQ(mapped.max_rate, core.max_rate);
+  EXPECT_DOUBLE_EQ(mapped.start_rate, core.start_rate);
+  EXPECT_EQ(mapped.interval_ns, core.interval_ns);
+  EXPECT_EQ(mapped.window, core.window);
+  EXPECT_DOUBLE_EQ(mapped.d, core.d);
+  EXPECT_DOUBLE_EQ(mapped.c_percent, core.c_percent);
+  EXPECT_DOUBLE_EQ(mapped.lower_cov, core.lower_cov);
+  EXPECT_DOUBLE_EQ(mapped.upper_cov, core.upper_cov);
+  for (size_t i = 0; i < core.ranges.size(); ++i) {
+    EXPECT_DOUBLE_EQ(mapped.ranges[i].lo, core.ranges[i].lo) << i;
+    EXPECT_DOUBLE_EQ(mapped.ranges[i].hi, core.ranges[i].hi) << i;
+  }
+  EXPECT_TRUE(mapped.Validate().ok());
+}
+
+TEST(GatewayConfigRateVariationTest, ValuesConvertToBytesAndNanoseconds) {
+  RateVariationSection section;
+  section.min_rate_mbyte_s = 2;
+  section.max_rate_mbyte_s = 6;
+  section.start_rate_mbyte_s = 3;
+  section.interval_ms = 20;
+  section.down_fast_range = {0.2, 0.7};
+  const RateVariationConfig mapped = ToRateVariationConfig(section);
+  EXPECT_DOUBLE_EQ(mapped.min_rate, 2e6);
+  EXPECT_DOUBLE_EQ(mapped.max_rate, 6e6);
+  EXPECT_DOUBLE_EQ(mapped.start_rate, 3e6);
+  EXPECT_EQ(mapped.interval_ns, 20'000'000u);
+  EXPECT_DOUBLE_EQ(mapped.ranges[3].lo, 0.2);
+  EXPECT_DOUBLE_EQ(mapped.ranges[3].hi, 0.7);
 }
 
 }  // namespace

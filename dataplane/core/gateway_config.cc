@@ -699,7 +699,7 @@ void ValidateRateVariation(const GatewayConfig& c, Diagnostics& d) {
   CheckRange<uint32_t>(d, "rate_variation.interval_ms", v.interval_ms, 1, 60'000);
   // The CoV of fewer than two rates is meaningless; the window is a ring
   // buffer on the fast path, so it is bounded.
-  CheckRange<uint32_t>(d, "rate_variation.window", v.window, 2, 100'000);
+  CheckRange<uint32_t>(d, "rate_variation.window", v.window, 2, 65'536);
   CheckPositive(d, "rate_variation.min_rate_mbyte_s", v.min_rate_mbyte_s, kMaxRateMbps, " MB/s");
   CheckPositive(d, "rate_variation.max_rate_mbyte_s", v.max_rate_mbyte_s, kMaxRateMbps, " MB/s");
   CheckPositive(d, "rate_variation.start_rate_mbyte_s", v.start_rate_mbyte_s, kMaxRateMbps, " MB/s");
@@ -747,7 +747,33 @@ void ValidateRateVariation(const GatewayConfig& c, Diagnostics& d) {
                          " (rates are MB/s = 10^6 bytes/s, not "
                          "megabits)"));
   }
+  // The core's own checks, so the two can never disagree on what is valid.
+  if (d.count() > errors_before) return;
+  if (absl::Status core = ToRateVariationConfig(v).Validate(); !core.ok()) {
+    d.Error("rate_variation", core.message());
+  }
 }
+
+}  // namespace
+
+RateVariationConfig ToRateVariationConfig(const RateVariationSection& v) {
+  RateVariationConfig config;
+  config.min_rate = v.min_rate_mbyte_s * 1e6;
+  config.max_rate = v.max_rate_mbyte_s * 1e6;
+  config.start_rate = v.start_rate_mbyte_s * 1e6;
+  config.interval_ns = uint64_t{v.interval_ms} * 1'000'000;
+  config.window = v.window;
+  config.d = v.d;
+  config.c_percent = v.c_percent;
+  config.lower_cov = v.lower_cov;
+  config.upper_cov = v.upper_cov;
+  const std::array<std::array<double, 2>, 4> ranges = {v.up_range, v.up_fast_range, v.down_range,
+                                                       v.down_fast_range};
+  for (size_t i = 0; i < ranges.size(); ++i) config.ranges[i] = {ranges[i][0], ranges[i][1]};
+  return config;
+}
+
+namespace {
 
 void ValidateInto(const GatewayConfig& config, Diagnostics& d) {
   ValidateDataplane(config, d);

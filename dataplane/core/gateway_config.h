@@ -22,6 +22,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "dataplane/core/rate_variation.h"
 #include "dataplane/core/classifier.h"
 #include "shroud/feature_config.h"
 
@@ -86,43 +87,40 @@ struct ShaperSection {
   double chaff_rate_mbyte_s = 0.0;
 };
 
+// Algorithm 3's default factor range [x_i, y_i] (i = 0..3) as a config pair.
+inline std::array<double, 2> DefaultFactorRange(size_t i) {
+  const RateFactorRange r = RateVariationConfig{}.ranges[i];
+  return {r.lo, r.hi};
+}
+
 // [rate_variation]: Algorithm 3, RateVariation(minR, maxR, int, win, r, d, c,
-// lC, uC), with the paper's values where the paper gives them.
+// lC, uC). The defaults, and why they are what they are, live in one place:
+// RateVariationConfig (dataplane/core/rate_variation.h); here they are only
+// shown in the config's units (MB/s = 10^6 bytes/s, ms).
 struct RateVariationSection {
   // false: the migration class runs at a constant start_rate_mbyte_s.
   bool enabled = true;
-  uint32_t interval_ms = 10;  // int: the paper re-draws the rate every 10 ms
-  uint32_t window = 50;       // win: the paper keeps the previous 50 rates
-  // minR, maxR, d and c are not given in the paper. The defaults are those of
-  // RateVariationConfig (dataplane/core/rate_variation.h), chosen there by a
-  // sweep in simulated time: [1, 8] MB/s with d = 0.02 keeps the rate
-  // window's CoV inside [lC, uC] 76 % of the time (mean rate ~4 MB/s);
-  // [1, 16] MB/s doubles the mean rate (shorter migrations) but stays in band
-  // only ~68 % of the time. Raise max_rate_mbyte_s when migration time matters
-  // more than stealth.
-  double min_rate_mbyte_s = 1.0;
-  double max_rate_mbyte_s = 8.0;
-  // r: 4 MB/s, the paper's most used migration rate and the middle of
-  // [minR, maxR] on a log scale (Algorithm 3 moves the rate by factors).
-  double start_rate_mbyte_s = 4.0;
-  // d: a drop of the rate window's CoV by more than this in one interval
-  // flips the direction; with c = 10 any d in [0.02, 0.2] gives the same
-  // in-band time, and 0.02 still works when c = 0.
-  double d = 0.02;
-  // c: chance in percent of a random direction flip per interval; 10 % flips
-  // about every 100 ms, so the rate walk has no period to lock onto.
-  double c_percent = 10.0;
-  double lower_cov = 0.5;  // lC
-  double upper_cov = 1.0;  // uC
-  // Rate change factor ranges [x, y]; the paper's calibrated values.
-  std::array<double, 2> up_range = {1.0, 1.4};         // [x1, y1]
-  std::array<double, 2> up_fast_range = {1.4, 1.9};    // [x2, y2]
-  std::array<double, 2> down_range = {0.8, 1.0};       // [x3, y3]
-  std::array<double, 2> down_fast_range = {0.1, 0.8};  // [x4, y4]
+  uint32_t interval_ms = static_cast<uint32_t>(RateVariationConfig{}.interval_ns / 1'000'000);
+  uint32_t window = RateVariationConfig{}.window;
+  double min_rate_mbyte_s = RateVariationConfig{}.min_rate / 1e6;
+  double max_rate_mbyte_s = RateVariationConfig{}.max_rate / 1e6;
+  double start_rate_mbyte_s = RateVariationConfig{}.start_rate / 1e6;
+  double d = RateVariationConfig{}.d;
+  double c_percent = RateVariationConfig{}.c_percent;
+  double lower_cov = RateVariationConfig{}.lower_cov;  // lC
+  double upper_cov = RateVariationConfig{}.upper_cov;  // uC
+  // Rate change factor ranges [x, y]: [x1, y1] .. [x4, y4].
+  std::array<double, 2> up_range = DefaultFactorRange(0);
+  std::array<double, 2> up_fast_range = DefaultFactorRange(1);
+  std::array<double, 2> down_range = DefaultFactorRange(2);
+  std::array<double, 2> down_fast_range = DefaultFactorRange(3);
   // 0: the dataplane draws a seed from the OS at start (and logs it), so two
   // gateways never walk the same rates. Set a value to replay a run.
   uint64_t seed = 0;
 };
+
+// The core's configuration for this section (rates in bytes/s, times in ns).
+RateVariationConfig ToRateVariationConfig(const RateVariationSection& section);
 
 // [classify]: rules ([[classify.rule]]), signatures ([[classify.signature]])
 // and the scan limits; see classifier.h.
