@@ -528,5 +528,69 @@ TEST(GatewayConfigRateVariationTest, ValuesConvertToBytesAndNanoseconds) {
   EXPECT_DOUBLE_EQ(mapped.ranges[3].hi, 0.7);
 }
 
+
+// --- the shaper hierarchy the config describes ---------------------------------
+
+TEST(GatewayConfigTest, ShaperMappingUsesRateVariationBoundsAndQueueDepths) {
+  absl::StatusOr<GatewayConfig> c = Parse(R"(
+[shaper]
+link_rate_mbyte_s = 125
+migration_queue_ms = 80
+chaff_queue_ms = 30
+queue_packets = 2000
+chaff_rate_mbyte_s = 2.5
+migration_borrows_chaff = true
+
+[rate_variation]
+min_rate_mbyte_s = 1
+max_rate_mbyte_s = 6
+start_rate_mbyte_s = 3
+)");
+  ASSERT_TRUE(c.ok()) << c.status();
+  const ShaperConfig s = ToShaperConfig(*c);
+  EXPECT_EQ(s.link_rate_bytes_per_sec, 125'000'000u);
+  EXPECT_EQ(s.migration.rate_bytes_per_sec, 3'000'000u);
+  EXPECT_EQ(s.migration.ceil_bytes_per_sec, 6'000'000u);  // maxR
+  EXPECT_EQ(s.migration.queue_depth_ms, 80u);
+  EXPECT_EQ(s.migration.queue_bytes(), 480'000u);  // 80 ms at maxR
+  EXPECT_EQ(s.migration.queue_packets, 2000u);
+  EXPECT_EQ(s.chaff.rate_bytes_per_sec, 2'500'000u);
+  EXPECT_EQ(s.chaff.ceil_bytes_per_sec, 6'000'000u);  // the migration envelope
+  EXPECT_EQ(s.chaff.queue_depth_ms, 30u);
+  EXPECT_TRUE(s.chaff_borrows_from_migration);
+  EXPECT_TRUE(s.migration_borrows_from_chaff);
+  EXPECT_TRUE(s.Validate().ok()) << s.Validate();
+}
+
+TEST(GatewayConfigTest, ShaperMappingWithoutRateVariationCapsAtTheStartRate) {
+  GatewayConfig c;
+  c.rate_variation.enabled = false;
+  c.rate_variation.start_rate_mbyte_s = 2;
+  const ShaperConfig s = ToShaperConfig(c);
+  EXPECT_EQ(s.migration.rate_bytes_per_sec, 2'000'000u);
+  EXPECT_EQ(s.migration.ceil_bytes_per_sec, 2'000'000u);
+  EXPECT_FALSE(s.migration_borrows_from_chaff);
+  EXPECT_TRUE(ValidateGatewayConfig(c).ok());
+}
+
+TEST(GatewayConfigTest, ShaperProblemsOfTheMappedHierarchyAreReported) {
+  // 1 ms of queue at 1 MB/s is 1000 bytes: no room for one 9018-byte frame.
+  std::string e = Error(R"(
+[shaper]
+migration_queue_ms = 1
+[rate_variation]
+min_rate_mbyte_s = 1
+max_rate_mbyte_s = 1
+start_rate_mbyte_s = 1
+)");
+  EXPECT_THAT(e, HasSubstr("shaper: "));
+  EXPECT_THAT(e, HasSubstr("queue"));
+}
+
+TEST(GatewayConfigTest, GatewayModeRunsOneQueue) {
+  EXPECT_THAT(Error("[dataplane]\nmode = \"gateway\"\nrx_queues = 2\nmempool_mbufs = 100000\n"),
+              HasSubstr("cfg.toml:3: dataplane.rx_queues: must be 1 in gateway mode"));
+}
+
 }  // namespace
 }  // namespace shroud

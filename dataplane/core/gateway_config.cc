@@ -546,6 +546,15 @@ constexpr double kMaxRateMbps = 100'000.0;
 void ValidateDataplane(const GatewayConfig& c, Diagnostics& d) {
   const DataplaneSection& dp = c.dataplane;
   CheckRange<uint32_t>(d, "dataplane.rx_queues", dp.rx_queues, 1, 128);
+  // One shaper holds the migration class's rate; splitting it over RSS
+  // workers would need them to share a bucket (a migration is one TCP flow,
+  // so it would land on one worker anyway). Tap mode scales with queues.
+  if (dp.mode == DataplaneMode::kGateway && dp.rx_queues != 1) {
+    d.Error("dataplane.rx_queues",
+            absl::StrCat("must be 1 in gateway mode (one worker owns the shaper; use more queues "
+                         "in tap mode), got ",
+                         dp.rx_queues));
+  }
   // Powers of two satisfy every PMD's alignment rule (ixgbe: multiple of 8,
   // i40e: 32, mlx5 rounds up to a power of two), so the port never fails to
   // start over a ring size.
@@ -773,6 +782,30 @@ RateVariationConfig ToRateVariationConfig(const RateVariationSection& v) {
   return config;
 }
 
+ShaperConfig ToShaperConfig(const GatewayConfig& config) {
+  const ShaperSection& s = config.shaper;
+  const RateVariationSection& v = config.rate_variation;
+  auto bytes_per_sec = [](double mbyte_s) {
+    return static_cast<uint64_t>(std::llround(mbyte_s * 1e6));
+  };
+  ShaperConfig shaper;
+  shaper.link_rate_bytes_per_sec = bytes_per_sec(s.link_rate_mbyte_s);
+  const uint64_t start = bytes_per_sec(v.start_rate_mbyte_s);
+  const uint64_t migration_ceil = v.enabled ? bytes_per_sec(v.max_rate_mbyte_s) : start;
+  shaper.migration.rate_bytes_per_sec = start;
+  shaper.migration.ceil_bytes_per_sec = migration_ceil;
+  shaper.migration.queue_depth_ms = s.migration_queue_ms;
+  shaper.migration.queue_packets = s.queue_packets;
+  const uint64_t chaff_rate = bytes_per_sec(s.chaff_rate_mbyte_s);
+  shaper.chaff.rate_bytes_per_sec = chaff_rate;
+  shaper.chaff.ceil_bytes_per_sec = std::max(chaff_rate, migration_ceil);
+  shaper.chaff.queue_depth_ms = s.chaff_queue_ms;
+  shaper.chaff.queue_packets = s.queue_packets;
+  shaper.chaff_borrows_from_migration = true;
+  shaper.migration_borrows_from_chaff = s.migration_borrows_chaff;
+  return shaper;
+}
+
 namespace {
 
 void ValidateInto(const GatewayConfig& config, Diagnostics& d) {
@@ -780,8 +813,17 @@ void ValidateInto(const GatewayConfig& config, Diagnostics& d) {
   ValidateFlows(config, d);
   ValidateFeatures(config, d);
   ValidateClassify(config, d);
+  const size_t before_shaping = d.count();
   ValidateShaper(config, d);
   ValidateRateVariation(config, d);
+  // The shaper's own checks on the hierarchy these sections build (a queue
+  // too short for one frame, say), once each value is sane on its own.
+  if (d.count() == before_shaping) {
+    if (absl::Status s = ToShaperConfig(config).Validate(); !s.ok()) {
+      d.Error("shaper", absl::StrCat(s.message(), " (from the [shaper] and [rate_variation] "
+                                     "settings; see ToShaperConfig in gateway_config.h)"));
+    }
+  }
 }
 
 // toml11's messages start with "[error] toml::function_name: "; the function

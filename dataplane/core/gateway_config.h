@@ -24,6 +24,7 @@
 #include "absl/status/statusor.h"
 #include "dataplane/core/rate_variation.h"
 #include "dataplane/core/classifier.h"
+#include "dataplane/core/token_bucket.h"
 #include "shroud/feature_config.h"
 
 namespace shroud {
@@ -134,6 +135,21 @@ struct GatewayConfig {
   ShaperSection shaper;
   RateVariationSection rate_variation;
 };
+
+// The shaper hierarchy this config describes (rates in bytes/s):
+//  - root: shaper.link_rate_mbyte_s;
+//  - migration: assured rate = rate_variation.start_rate_mbyte_s (Algorithm 3
+//    re-draws it from the first step on), ceil = rate_variation.max_rate_mbyte_s
+//    (or the start rate when rate variation is off), queue
+//    shaper.migration_queue_ms at that ceil;
+//  - chaff: rate = shaper.chaff_rate_mbyte_s, ceil = the larger of that and the
+//    migration ceil (chaff may fill migration's unused tokens up to the same
+//    envelope), queue shaper.chaff_queue_ms at that ceil;
+//  - borrowing: chaff from migration always, migration from chaff per
+//    shaper.migration_borrows_chaff.
+// `config` must be valid (ValidateGatewayConfig); the result then passes
+// ShaperConfig::Validate (the validator checks exactly that).
+ShaperConfig ToShaperConfig(const GatewayConfig& config);
 
 // Checks a config built in code (the parser runs the same checks with key
 // locations). Messages name the dotted key.

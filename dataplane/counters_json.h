@@ -1,0 +1,53 @@
+// The gateway's final counters as log lines and as JSON (--counters_json),
+// the form tests and scripts read. No DPDK types.
+#ifndef SHROUD_DATAPLANE_COUNTERS_JSON_H_
+#define SHROUD_DATAPLANE_COUNTERS_JSON_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "dataplane/gateway_worker.h"
+#include "nlohmann/json.hpp"
+
+namespace shroud {
+
+// rte_eth_stats of one port, as the PMD reports them.
+struct PortCounters {
+  uint16_t port = 0;
+  std::string name;
+  uint64_t rx_packets = 0, rx_bytes = 0, tx_packets = 0, tx_bytes = 0;
+  uint64_t rx_missed = 0, rx_errors = 0, tx_errors = 0, rx_nombuf = 0;
+};
+
+// Schema (version 1):
+//   {"version": 1, "seed": N, "elapsed_s": x,
+//    "ports": [{"port", "name", "rx_packets", "rx_bytes", "tx_packets", "tx_bytes",
+//               "rx_missed", "rx_errors", "tx_errors", "rx_nombuf"}],
+//    "inside_to_outside"/"outside_to_inside": {"rx_packets", "rx_bytes",
+//        "forwarded_packets", "forwarded_bytes", "shaped_packets", "tx_packets",
+//        "tx_bytes", "tx_dropped"},
+//    "parse": {"<status>": n, ...}, "malformed_dropped": n,
+//    "flows": {"active", "created", "evicted_idle", "table_full"},
+//    "classified": {"rule", "signature", "no_match"}, "scanner_errors": n,
+//    "shaper": {"migration"/"chaff": {"enqueued_packets", "enqueued_bytes",
+//        "sent_packets", "sent_bytes", "dropped_packets", "dropped_bytes",
+//        "oversize_packets", "borrowed_bytes", "backlog_packets",
+//        "sojourn_ns_max", "sojourn_ns_mean"}, "default": {"packets", "bytes"},
+//        "discarded_at_exit": n},
+//    "rate_variation": {"steps", "rate_bytes_per_sec", "min_applied_bytes_per_sec",
+//        "max_applied_bytes_per_sec", "window_cov"}}
+nlohmann::json CountersToJson(const GatewayCounters& c, const std::vector<PortCounters>& ports,
+                              uint64_t seed);
+
+absl::Status WriteCountersJson(const std::string& path, const GatewayCounters& c,
+                               const std::vector<PortCounters>& ports, uint64_t seed);
+
+// A few lines for the log at exit.
+std::vector<std::string> FormatCounters(const GatewayCounters& c,
+                                        const std::vector<PortCounters>& ports);
+
+}  // namespace shroud
+
+#endif  // SHROUD_DATAPLANE_COUNTERS_JSON_H_

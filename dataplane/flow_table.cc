@@ -1,0 +1,87 @@
+#include "dataplane/flow_table.h"
+
+#include <rte_errno.h>
+#include <rte_hash.h>
+#include <rte_hash_crc.h>
+
+#include "absl/strings/str_cat.h"
+
+namespace shroud {
+
+absl::StatusOr<std::unique_ptr<FlowTable>> FlowTable::Create(const std::string& name,
+                                                             uint32_t max_flows, int socket_id) {
+  if (max_flows < 8) {
+    return absl::InvalidArgumentError(absl::StrCat("flow table needs at least 8 entries, got ",
+                                                   max_flows));
+  }
+  rte_hash_parameters params = {};
+  params.name = name.c_str();
+  params.entries = max_flows;
+  params.key_len = sizeof(FlowKey);
+  params.hash_func = rte_hash_crc;
+  params.hash_func_init_val = 0;
+  params.socket_id = socket_id;
+  // Without the extendable bucket table a cuckoo table can refuse a key well
+  // before it holds max_flows; with it, the configured limit is the real one.
+  params.extra_flag = RTE_HASH_EXTRA_FLAGS_EXT_TABLE;
+  std::unique_ptr<FlowTable> table(new FlowTable());
+  table->hash_ = rte_hash_create(&params);
+  if (table->hash_ == nullptr) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("rte_hash_create(", name, ", ", max_flows, " entries) failed: ",
+                     rte_strerror(rte_errno),
+                     " (with --no-huge, give EAL more memory with -m MB or lower flows.max_flows)"));
+  }
+  table->entries_ = std::make_unique<FlowEntry[]>(max_flows);
+  table->capacity_ = max_flows;
+  return table;
+}
+
+FlowTable::~FlowTable() {
+  if (hash_ != nullptr) rte_hash_free(hash_);
+}
+
+FlowEntry* FlowTable::Find(const FlowKey& key) {
+  const int32_t pos = rte_hash_lookup(hash_, &key);
+  return pos < 0 ? nullptr : &entries_[pos];
+}
+
+FlowEntry* FlowTable::FindOrAdd(const FlowKey& key, uint64_t now_ns, bool* created) {
+  *created = false;
+  const hash_sig_t sig = rte_hash_hash(hash_, &key);
+  int32_t pos = rte_hash_lookup_with_hash(hash_, &key, sig);
+  if (pos >= 0) return &entries_[pos];
+  pos = rte_hash_add_key_with_hash(hash_, &key, sig);
+  if (pos < 0 || static_cast<uint32_t>(pos) >= capacity_) {
+    if (pos >= 0) rte_hash_del_key_with_hash(hash_, &key, sig);  // never expected
+    ++counters_.table_full;
+    return nullptr;
+  }
+  FlowEntry& e = entries_[pos];
+  e = FlowEntry{};
+  e.key = key;
+  e.in_use = true;
+  e.last_seen_ns = now_ns;
+  ++size_;
+  ++counters_.created;
+  *created = true;
+  return &e;
+}
+
+uint32_t FlowTable::SweepIdle(uint64_t now_ns, uint64_t idle_ns, uint32_t max_slots) {
+  uint32_t evicted = 0;
+  for (uint32_t i = 0; i < max_slots && size_ > 0; ++i) {
+    FlowEntry& e = entries_[sweep_cursor_];
+    if (e.in_use && now_ns > e.last_seen_ns && now_ns - e.last_seen_ns >= idle_ns) {
+      rte_hash_del_key(hash_, &e.key);
+      e.in_use = false;
+      --size_;
+      ++counters_.evicted_idle;
+      ++evicted;
+    }
+    if (++sweep_cursor_ == capacity_) sweep_cursor_ = 0;
+  }
+  return evicted;
+}
+
+}  // namespace shroud

@@ -1,0 +1,75 @@
+// Per-worker flow table: an rte_hash from FlowKey to a slot in a flat array of
+// FlowEntry (features, class, timestamps). One writer, one reader: the worker
+// that owns it, so no locks and no RCU. Memory is bounded by max_flows, all
+// allocated at creation; idle flows are evicted by an incremental sweep that
+// costs a few slots per poll-loop iteration.
+#ifndef SHROUD_DATAPLANE_FLOW_TABLE_H_
+#define SHROUD_DATAPLANE_FLOW_TABLE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "dataplane/core/classifier.h"
+#include "dataplane/core/flow_features.h"
+#include "shroud/flow_key.h"
+
+struct rte_hash;
+
+namespace shroud {
+
+struct FlowEntry {
+  FlowFeatures features;  // the same code as `shroud analyze`
+  FlowKey key;
+  FlowClass cls;
+  uint64_t last_seen_ns = 0;
+  bool in_use = false;
+};
+
+struct FlowTableCounters {
+  uint64_t created = 0;
+  uint64_t evicted_idle = 0;
+  // Packets whose flow could not be added because the table was full. They
+  // are still classified (by rules, statelessly) and forwarded.
+  uint64_t table_full = 0;
+};
+
+class FlowTable {
+ public:
+  // `name` must be unique in the process (rte_hash names are global).
+  static absl::StatusOr<std::unique_ptr<FlowTable>> Create(const std::string& name,
+                                                           uint32_t max_flows, int socket_id);
+  ~FlowTable();
+  FlowTable(const FlowTable&) = delete;
+  FlowTable& operator=(const FlowTable&) = delete;
+
+  // The entry of `key`, added (zeroed, class kNew) when absent; null when the
+  // table is full. `*created` says whether it was added now.
+  FlowEntry* FindOrAdd(const FlowKey& key, uint64_t now_ns, bool* created);
+  FlowEntry* Find(const FlowKey& key);
+
+  // Looks at the next `max_slots` slots (round robin) and evicts those idle
+  // for at least `idle_ns`. Returns how many were evicted.
+  uint32_t SweepIdle(uint64_t now_ns, uint64_t idle_ns, uint32_t max_slots);
+
+  uint32_t size() const { return size_; }
+  uint32_t capacity() const { return capacity_; }
+  const FlowTableCounters& counters() const { return counters_; }
+  // Slot access for exporters (in_use tells whether a slot holds a flow).
+  const FlowEntry& slot(uint32_t i) const { return entries_[i]; }
+
+ private:
+  FlowTable() = default;
+
+  rte_hash* hash_ = nullptr;
+  std::unique_ptr<FlowEntry[]> entries_;
+  uint32_t capacity_ = 0;
+  uint32_t size_ = 0;
+  uint32_t sweep_cursor_ = 0;
+  FlowTableCounters counters_;
+};
+
+}  // namespace shroud
+
+#endif  // SHROUD_DATAPLANE_FLOW_TABLE_H_

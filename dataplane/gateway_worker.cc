@@ -1,0 +1,340 @@
+#include "dataplane/gateway_worker.h"
+
+#include <rte_branch_prediction.h>
+#include <rte_cycles.h>
+#include <rte_ethdev.h>
+#include <rte_mbuf.h>
+#include <rte_mbuf_dyn.h>
+#include <rte_prefetch.h>
+
+#include <algorithm>
+#include <span>
+
+#include "absl/strings/str_format.h"
+#include "glog/logging.h"
+
+namespace shroud {
+namespace {
+
+// Slots of the flow table looked at per loop iteration: a 64k table is swept
+// every few milliseconds when idle, every few tens when busy.
+constexpr uint32_t kSweepSlotsPerLoop = 16;
+// Chores (deadlines, idle exit, stats) are checked once per this many loops.
+constexpr uint64_t kChoreLoopMask = 1023;
+
+ShapedClass ToShaped(TrafficClass c) {
+  return c == TrafficClass::kChaff ? ShapedClass::kChaff : ShapedClass::kMigration;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<GatewayWorker>> GatewayWorker::Create(
+    const GatewayWorkerOptions& options, const Classifier& classifier,
+    std::unique_ptr<FlowTable> flows) {
+  if (options.burst == 0 || options.burst > kMaxBurst) {
+    return absl::InvalidArgumentError(absl::StrFormat("burst must be in [1, %d]", kMaxBurst));
+  }
+  absl::StatusOr<SignatureScanner> scanner = classifier.NewScanner();
+  if (!scanner.ok()) return scanner.status();
+  const uint64_t tsc_now = rte_get_tsc_cycles();
+  // The shaper's clock starts at 0 with the worker's.
+  absl::StatusOr<Shaper> shaper = Shaper::Create(options.shaper, 0);
+  if (!shaper.ok()) return shaper.status();
+  if (absl::Status s = options.rate_variation_config.Validate(); !s.ok()) return s;
+  std::unique_ptr<GatewayWorker> w(new GatewayWorker(options, classifier, *std::move(scanner),
+                                                     std::move(flows), *std::move(shaper)));
+  w->tsc_start_ = tsc_now;
+  const uint64_t hz = rte_get_tsc_hz();
+  if (hz == 0) return absl::InternalError("rte_get_tsc_hz() returned 0");
+  w->tsc_to_ns_mult_ = static_cast<uint64_t>((static_cast<unsigned __int128>(1'000'000'000) << 32) / hz);
+  return w;
+}
+
+GatewayWorker::GatewayWorker(const GatewayWorkerOptions& options, const Classifier& classifier,
+                             SignatureScanner scanner, std::unique_ptr<FlowTable> flows,
+                             Shaper shaper)
+    : options_(options),
+      classifier_(classifier),
+      scanner_(std::move(scanner)),
+      flows_(std::move(flows)),
+      shaper_(std::move(shaper)),
+      stream_(options.features),
+      rate_variation_(options.rate_variation_config),
+      rng_(options.seed) {
+  counters_.rate_bytes_per_sec = options.shaper.migration.rate_bytes_per_sec;
+  counters_.rate_min_applied = counters_.rate_max_applied = counters_.rate_bytes_per_sec;
+}
+
+GatewayWorker::~GatewayWorker() {
+  for (Staging& s : staging_) {
+    for (uint16_t i = s.head; i < s.count; ++i) rte_pktmbuf_free(s.pkts[i]);
+    s.head = s.count = 0;
+  }
+  for (TxBuffer& t : tx_) {
+    for (uint16_t i = 0; i < t.count; ++i) rte_pktmbuf_free(t.pkts[i]);
+    t.count = 0;
+  }
+}
+
+uint64_t GatewayWorker::NowNs() const {
+  const uint64_t cycles = rte_get_tsc_cycles() - tsc_start_;
+  return static_cast<uint64_t>((static_cast<unsigned __int128>(cycles) * tsc_to_ns_mult_) >> 32);
+}
+
+uint16_t GatewayWorker::Receive(Direction dir, uint64_t now, rte_mbuf** out) {
+  const uint16_t port = dir == kInsideToOutside ? options_.inside_port : options_.outside_port;
+  if (options_.replay_speed <= 0.0) return rte_eth_rx_burst(port, 0, out, options_.burst);
+
+  // Replay pacing: hold the burst until each packet is due.
+  Staging& s = staging_[dir];
+  if (s.head == s.count) {
+    s.head = 0;
+    s.count = rte_eth_rx_burst(port, 0, s.pkts.data(), options_.burst);
+    if (s.count == 0) return 0;
+  }
+  uint16_t n = 0;
+  while (s.head < s.count) {
+    rte_mbuf* m = s.pkts[s.head];
+    if (options_.timestamp_offset >= 0 && (m->ol_flags & options_.timestamp_flag) != 0) {
+      const uint64_t ts =
+          *RTE_MBUF_DYNFIELD(m, options_.timestamp_offset, rte_mbuf_timestamp_t*);
+      if (!replay_started_) {
+        replay_started_ = true;
+        replay_base_ts_ = ts;
+        replay_base_ns_ = now;
+      }
+      if (ts > replay_base_ts_) {
+        // net_pcap stores the pcap record time in microseconds.
+        const double offset_ns = static_cast<double>(ts - replay_base_ts_) * 1000.0 /
+                                 options_.replay_speed;
+        if (replay_base_ns_ + static_cast<uint64_t>(offset_ns) > now) break;
+      }
+    }
+    out[n++] = m;
+    ++s.head;
+  }
+  return n;
+}
+
+void GatewayWorker::Forward(Direction dir, rte_mbuf* m, uint32_t wire_bytes, uint64_t now) {
+  DirectionCounters& c = counters_.direction[dir];
+  ++c.forwarded_packets;
+  c.forwarded_bytes += wire_bytes;
+  // Default traffic leaving through the outside link uses the link the shaper
+  // accounts for.
+  if (dir == kInsideToOutside) shaper_.PassDefault(wire_bytes, now);
+  TxBuffer& t = tx_[dir];
+  t.pkts[t.count++] = m;
+}
+
+void GatewayWorker::Process(Direction dir, rte_mbuf* m, uint64_t now) {
+  const uint8_t* data = rte_pktmbuf_mtod(m, const uint8_t*);
+  const uint32_t captured = rte_pktmbuf_data_len(m);  // first segment: the headers
+  const uint32_t wire = rte_pktmbuf_pkt_len(m);
+  DirectionCounters& dc = counters_.direction[dir];
+  ++dc.rx_packets;
+  dc.rx_bytes += wire;
+
+  ParsedPacket p;
+  const ParseStatus status = ParsePacket(data, captured, wire, LinkType::kEthernet, &p);
+  ++counters_.parse_status[static_cast<size_t>(status)];
+  if (unlikely(status != ParseStatus::kOk)) {
+    if (IsMalformed(status) && options_.malformed == MalformedPolicy::kDrop) {
+      ++counters_.malformed_dropped;
+      rte_pktmbuf_free(m);
+      return;
+    }
+    Forward(dir, m, wire, now);  // ARP, LLDP, ... and tolerated malformed frames
+    return;
+  }
+
+  stream_.Advance();
+  std::span<const uint8_t> payload;
+  if (p.payload_offset > 0 && p.payload_offset < captured) {
+    payload = {data + p.payload_offset,
+               std::min<size_t>(captured - p.payload_offset, p.payload_length)};
+  }
+  bool created = false;
+  FlowEntry* e = flows_->FindOrAdd(p.key, now, &created);
+  FlowClass cls;
+  if (likely(e != nullptr)) {
+    e->last_seen_ns = now;
+    e->features.Observe({now, wire}, stream_, options_.features);
+    const FlowClass before = e->cls;
+    cls = before.decided() ? before : classifier_.Decide(before, p.key, payload, scanner_);
+    if (!before.decided() && cls.decided()) {
+      e->cls = cls;
+      switch (cls.source) {
+        case ClassSource::kRule: ++counters_.classified_rule; break;
+        case ClassSource::kSignature: {
+          ++counters_.classified_signature;
+          // The return direction (ACKs) belongs to the same flow; rules see
+          // both directions themselves, signatures only the one they matched.
+          bool reverse_created = false;
+          FlowEntry* r = flows_->FindOrAdd(p.key.Reversed(), now, &reverse_created);
+          if (r != nullptr && r->cls.source != ClassSource::kRule && !cls.reverse) {
+            r->cls = ReverseFlowClass(cls);
+          }
+          break;
+        }
+        default: ++counters_.classified_no_match; break;
+      }
+    } else {
+      e->cls = cls;
+    }
+  } else {
+    // Table full: no per-flow state, but a rule still names the class, so a
+    // migration is shaped whatever else the table holds.
+    const RuleMatch r = classifier_.rules().Match(p.key);
+    if (r.matched()) {
+      cls.traffic_class = r.traffic_class;
+      cls.source = ClassSource::kRule;
+      cls.reverse = r.reverse;
+      cls.index = static_cast<uint16_t>(r.rule);
+    }
+  }
+
+  const TrafficClass q = QueueClass(cls);
+  if (dir == kInsideToOutside && q != TrafficClass::kDefault) {
+    ++dc.shaped_packets;
+    if (!shaper_.Enqueue(ToShaped(q), reinterpret_cast<uintptr_t>(m), wire, now)) {
+      rte_pktmbuf_free(m);  // tail drop, counted by the shaper
+    }
+    return;
+  }
+  Forward(dir, m, wire, now);
+}
+
+void GatewayWorker::Flush(Direction dir) {
+  TxBuffer& t = tx_[dir];
+  if (t.count == 0) return;
+  const uint16_t port = dir == kInsideToOutside ? options_.outside_port : options_.inside_port;
+  // Bytes are read before the mbufs are handed over (a NIC may recycle them
+  // at once), then the refused ones are taken back out.
+  uint64_t bytes = 0;
+  for (uint16_t i = 0; i < t.count; ++i) bytes += rte_pktmbuf_pkt_len(t.pkts[i]);
+  uint16_t sent = rte_eth_tx_burst(port, 0, t.pkts.data(), t.count);
+  // One retry: af_packet refuses a burst when the socket's ring is full for a
+  // moment; a second attempt usually finds room.
+  if (unlikely(sent < t.count)) sent += rte_eth_tx_burst(port, 0, t.pkts.data() + sent, t.count - sent);
+  DirectionCounters& c = counters_.direction[dir];
+  for (uint16_t i = sent; i < t.count; ++i) {
+    ++c.tx_dropped;
+    bytes -= rte_pktmbuf_pkt_len(t.pkts[i]);
+    rte_pktmbuf_free(t.pkts[i]);
+  }
+  c.tx_packets += sent;
+  c.tx_bytes += bytes;
+  t.count = 0;
+}
+
+void GatewayWorker::StepRate(uint64_t now) {
+  const uint64_t rate = RateToBytesPerSec(rate_variation_.StepAt(now, rng_));
+  shaper_.SetRate(ShapedClass::kMigration, rate);
+  ++counters_.rate_steps;
+  counters_.rate_bytes_per_sec = rate;
+  counters_.rate_min_applied = std::min(counters_.rate_min_applied, rate);
+  counters_.rate_max_applied = std::max(counters_.rate_max_applied, rate);
+}
+
+void GatewayWorker::DiscardQueued() {
+  // Drain the shaper's queues by granting them all the time in the world is
+  // not possible without sending; instead pop via a dequeue at a far future
+  // time in batches and free what comes out.
+  std::array<uint64_t, kMaxBurst> handles;
+  uint64_t far = NowNs();
+  for (int guard = 0; guard < 1'000'000; ++guard) {
+    far += 10'000'000'000ull;  // tokens for ten more seconds each round
+    const size_t n = shaper_.Dequeue(far, handles.data(), handles.size());
+    if (n == 0) break;
+    for (size_t i = 0; i < n; ++i) rte_pktmbuf_free(reinterpret_cast<rte_mbuf*>(handles[i]));
+    counters_.discarded_at_exit += n;
+  }
+}
+
+void GatewayWorker::LogStats(uint64_t now) const {
+  const ShaperClassCounters mig = shaper_.counters(ShapedClass::kMigration);
+  const DirectionCounters& in = counters_.direction[kInsideToOutside];
+  const DirectionCounters& out = counters_.direction[kOutsideToInside];
+  LOG(INFO) << absl::StrFormat(
+      "t=%.1fs in->out rx=%u fwd=%u shaped=%u | out->in rx=%u fwd=%u | migration sent=%u "
+      "dropped=%u backlog=%u rate=%.3f MB/s (steps %u) | flows=%u created=%u evicted=%u full=%u",
+      static_cast<double>(now) * 1e-9, in.rx_packets, in.forwarded_packets, in.shaped_packets,
+      out.rx_packets, out.forwarded_packets, mig.sent_packets, mig.dropped_packets,
+      mig.backlog_packets, static_cast<double>(counters_.rate_bytes_per_sec) * 1e-6,
+      counters_.rate_steps, flows_->size(), flows_->counters().created,
+      flows_->counters().evicted_idle, flows_->counters().table_full);
+}
+
+void GatewayWorker::Run(const std::atomic<bool>& stop) {
+  std::array<rte_mbuf*, kMaxBurst> rx;
+  std::array<uint64_t, kMaxBurst> handles;
+  uint64_t next_stats = options_.stats_interval_ns;
+  uint64_t now = NowNs();
+  last_rx_ns_ = now;
+  if (options_.rate_variation) StepRate(now);  // line 2 onwards: the first rate at once
+
+  for (uint64_t loop = 0;; ++loop) {
+    now = NowNs();
+    for (Direction dir : {kInsideToOutside, kOutsideToInside}) {
+      const uint16_t n = Receive(dir, now, rx.data());
+      if (n == 0) continue;
+      last_rx_ns_ = now;
+      for (uint16_t i = 0; i < n; ++i) {
+        if (i + 1 < n) rte_prefetch0(rte_pktmbuf_mtod(rx[i + 1], void*));
+        Process(dir, rx[i], now);
+      }
+      Flush(dir);
+    }
+    // The shaper refills at `now` and releases what its buckets allow.
+    for (;;) {
+      const size_t n = shaper_.Dequeue(now, handles.data(), options_.burst);
+      if (n == 0) break;
+      TxBuffer& t = tx_[kInsideToOutside];
+      for (size_t i = 0; i < n; ++i) t.pkts[t.count++] = reinterpret_cast<rte_mbuf*>(handles[i]);
+      Flush(kInsideToOutside);
+      if (n < options_.burst) break;
+    }
+    // After the dequeue, so the old rate held exactly up to `now`.
+    if (options_.rate_variation && rate_variation_.ShouldStep(now)) StepRate(now);
+    flows_->SweepIdle(now, options_.idle_timeout_ns, kSweepSlotsPerLoop);
+
+    if ((loop & kChoreLoopMask) != 0) continue;
+    counters_.loops = loop;
+    if (stop.load(std::memory_order_relaxed)) break;
+    if (options_.duration_ns > 0 && now >= options_.duration_ns) {
+      LOG(INFO) << "duration reached, stopping";
+      break;
+    }
+    if (options_.exit_when_idle_ns > 0 && now - last_rx_ns_ >= options_.exit_when_idle_ns) {
+      const bool staged = staging_[0].head < staging_[0].count || staging_[1].head < staging_[1].count;
+      const ShaperClassCounters mig = shaper_.counters(ShapedClass::kMigration);
+      const ShaperClassCounters chaff = shaper_.counters(ShapedClass::kChaff);
+      if (!staged && mig.backlog_packets == 0 && chaff.backlog_packets == 0) {
+        LOG(INFO) << "no packet for " << options_.exit_when_idle_ns / 1'000'000
+                  << " ms and nothing queued, stopping";
+        break;
+      }
+    }
+    if (options_.stats_interval_ns > 0 && now >= next_stats) {
+      LogStats(now);
+      next_stats = now + options_.stats_interval_ns;
+    }
+  }
+  counters_.elapsed_ns = NowNs();
+  DiscardQueued();
+}
+
+GatewayCounters GatewayWorker::counters() const {
+  GatewayCounters c = counters_;
+  c.flows = flows_->counters();
+  c.flows_active = flows_->size();
+  c.scanner_errors = scanner_.errors();
+  c.migration = shaper_.counters(ShapedClass::kMigration);
+  c.chaff = shaper_.counters(ShapedClass::kChaff);
+  c.default_class = shaper_.default_counters();
+  c.rate_window_cov = rate_variation_.WindowCov();
+  return c;
+}
+
+}  // namespace shroud
