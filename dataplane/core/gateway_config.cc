@@ -549,7 +549,7 @@ void ValidateDataplane(const GatewayConfig& c, Diagnostics& d) {
   // One shaper holds the migration class's rate; splitting it over RSS
   // workers would need them to share a bucket (a migration is one TCP flow,
   // so it would land on one worker anyway). Tap mode scales with queues.
-  if (dp.mode == DataplaneMode::kGateway && dp.rx_queues != 1) {
+  if (dp.mode == DataplaneMode::kGateway && dp.rx_queues > 1) {
     d.Error("dataplane.rx_queues",
             absl::StrCat("must be 1 in gateway mode (one worker owns the shaper; use more queues "
                          "in tap mode), got ",
