@@ -7,6 +7,7 @@
 # --with-capture-tools also installs what scripts/record-migration.sh needs
 # (QEMU, tcpdump, iperf3, nginx, curl, ...); --with-bench-tools what the
 # bench scripts compare against (tshark, hyperfine). The tests need neither.
+# The base set includes iperf3, ethtool and jq for the dataplane's netns test.
 set -euo pipefail
 
 usage() { awk 'NR>1 && /^#/ {sub(/^# ?/, ""); print; next} NR>1 {exit}' "$0"; }
@@ -37,6 +38,8 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libpcap-dev libboost1.81-dev nlohmann-json3-dev libtoml11-dev
   clang libclang-rt-14-dev
+  # end-to-end tests of the dataplane: real kernel TCP across namespaces
+  iproute2 ethtool iperf3 jq
 )
 [ "$bench_tools" = 1 ] && packages+=(tshark hyperfine iproute2)
 if [ "$capture_tools" = 1 ]; then
