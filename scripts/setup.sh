@@ -36,7 +36,7 @@ packages=(
   libdpdk-dev dpdk libhyperscan-dev
   libabsl-dev libgflags-dev libgoogle-glog-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  libpcap-dev libboost1.81-dev nlohmann-json3-dev libtoml11-dev
+  libpcap-dev libboost1.81-dev nlohmann-json3-dev libtoml11-dev libsodium-dev
   clang libclang-rt-14-dev
   # end-to-end tests of the dataplane: real kernel TCP across namespaces
   iproute2 ethtool iperf3 jq
