@@ -238,17 +238,14 @@ void GatewayWorker::StepRate(uint64_t now) {
 }
 
 void GatewayWorker::DiscardQueued() {
-  // Drain the shaper's queues by granting them all the time in the world is
-  // not possible without sending; instead pop via a dequeue at a far future
-  // time in batches and free what comes out.
   std::array<uint64_t, kMaxBurst> handles;
-  uint64_t far = NowNs();
-  for (int guard = 0; guard < 1'000'000; ++guard) {
-    far += 10'000'000'000ull;  // tokens for ten more seconds each round
-    const size_t n = shaper_.Dequeue(far, handles.data(), handles.size());
-    if (n == 0) break;
-    for (size_t i = 0; i < n; ++i) rte_pktmbuf_free(reinterpret_cast<rte_mbuf*>(handles[i]));
-    counters_.discarded_at_exit += n;
+  for (ShapedClass c : {ShapedClass::kMigration, ShapedClass::kChaff}) {
+    for (;;) {
+      const size_t n = shaper_.Discard(c, handles.data(), handles.size());
+      if (n == 0) break;
+      for (size_t i = 0; i < n; ++i) rte_pktmbuf_free(reinterpret_cast<rte_mbuf*>(handles[i]));
+      counters_.discarded_at_exit += n;
+    }
   }
 }
 

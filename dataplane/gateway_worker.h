@@ -90,7 +90,9 @@ struct GatewayCounters {
   ShaperClassCounters migration;
   ShaperClassCounters chaff;
   DefaultClassCounters default_class;
-  uint64_t discarded_at_exit = 0;  // still queued in the shaper when the worker stopped
+  // Still queued in the shaper when the worker stopped; freed, and counted
+  // in their class's dropped_packets too (never as sent).
+  uint64_t discarded_at_exit = 0;
   // Algorithm 3.
   uint64_t rate_steps = 0;
   uint64_t rate_bytes_per_sec = 0;  // current migration rate

@@ -9,6 +9,8 @@
 #include <rte_mbuf_dyn.h>
 
 #include <atomic>
+#include <chrono>
+#include <thread>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -151,23 +153,26 @@ int Run(int argc, char** argv) {
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
 
-  const int eal_args = rte_eal_init(argc, argv);
-  if (eal_args < 0) {
-    LOG(ERROR) << "EAL initialisation failed: " << rte_strerror(rte_errno)
-               << " (on a machine without hugepages add --no-huge -m 512; run parallel instances "
-                  "with --no-shconf or distinct --file-prefix)";
-    return 1;
+  // EAL options come before "--", ours after. Ours (and the config) are
+  // checked before EAL starts: EAL probes the devices, and net_pcap creates
+  // its tx_pcap files then, so a bad config found later would already have
+  // truncated the user's output captures.
+  int split = argc;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--") == 0) {
+      split = i;
+      break;
+    }
   }
-  // What follows "--" belongs to us; gflags wants a program name first.
-  int app_argc = argc - eal_args;
-  char** app_argv = argv + eal_args;
-  app_argv[0] = argv[0];
+  std::vector<char*> app_args = {argv[0]};
+  for (int i = split + 1; i < argc; ++i) app_args.push_back(argv[i]);
+  int app_argc = static_cast<int>(app_args.size());
+  char** app_argv = app_args.data();
   gflags::SetUsageMessage("see --help");
   gflags::ParseCommandLineFlags(&app_argc, &app_argv, true);
   if (app_argc > 1) {
     LOG(ERROR) << "unexpected argument '" << app_argv[1] << "' (application flags go after --; "
                << "see --help)";
-    rte_eal_cleanup();
     return 2;
   }
 
@@ -176,7 +181,6 @@ int Run(int argc, char** argv) {
     absl::StatusOr<GatewayConfig> loaded = LoadGatewayConfig(FLAGS_config);
     if (!loaded.ok()) {
       LOG(ERROR) << "bad config, not starting:\n" << loaded.status().message();
-      rte_eal_cleanup();
       return 2;
     }
     config = *std::move(loaded);
@@ -191,24 +195,34 @@ int Run(int argc, char** argv) {
       config.dataplane.mode = DataplaneMode::kTap;
     } else {
       LOG(ERROR) << "--mode: expected \"gateway\" or \"tap\", got \"" << FLAGS_mode << "\"";
-      rte_eal_cleanup();
       return 2;
     }
     if (absl::Status s = ValidateGatewayConfig(config); !s.ok()) {
       LOG(ERROR) << "bad config for --mode=" << FLAGS_mode << ", not starting:\n" << s.message();
-      rte_eal_cleanup();
       return 2;
     }
   }
   if (config.dataplane.mode == DataplaneMode::kTap) {
     LOG(ERROR) << "--mode=tap is not available in this build yet: only the gateway runs";
-    rte_eal_cleanup();
     return 2;
   }
   if (FLAGS_replay_speed < 0 || FLAGS_duration_s < 0 || FLAGS_stats_interval_s < 0) {
     LOG(ERROR) << "--replay_speed, --duration_s and --stats_interval_s must be >= 0";
-    rte_eal_cleanup();
     return 2;
+  }
+  // A classifier that cannot compile would otherwise also only show up after
+  // the devices were probed.
+  absl::StatusOr<Classifier> classifier = Classifier::Create(config.classify);
+  if (!classifier.ok()) {
+    LOG(ERROR) << "classifier: " << classifier.status().message();
+    return 2;
+  }
+
+  if (rte_eal_init(split, argv) < 0) {
+    LOG(ERROR) << "EAL initialisation failed: " << rte_strerror(rte_errno)
+               << " (on a machine without hugepages add --no-huge -m 512; run parallel instances "
+                  "with --no-shconf or distinct --file-prefix)";
+    return 1;
   }
 
   const uint16_t ports = rte_eth_dev_count_avail();
@@ -239,12 +253,6 @@ int Run(int argc, char** argv) {
       }
     }
 
-    absl::StatusOr<Classifier> classifier = Classifier::Create(config.classify);
-    if (!classifier.ok()) {
-      LOG(ERROR) << "classifier: " << classifier.status().message();
-      rte_eal_cleanup();
-      return 2;
-    }
     absl::StatusOr<std::unique_ptr<FlowTable>> flows =
         FlowTable::Create("shroud_flows0", config.flows.max_flows, static_cast<int>(rte_socket_id()));
     if (!flows.ok()) {
@@ -305,12 +313,19 @@ int Run(int argc, char** argv) {
     const unsigned lcore = rte_get_next_lcore(rte_lcore_id(), /*skip_main=*/1, /*wrap=*/0);
     if (lcore < RTE_MAX_LCORE) {
       LOG(INFO) << "worker on lcore " << lcore;
+      static std::atomic<bool> worker_done{false};
       rte_eal_remote_launch(
           [](void* arg) -> int {
             static_cast<GatewayWorker*>(arg)->Run(g_stop);
+            worker_done.store(true, std::memory_order_release);
             return 0;
           },
           w, lcore);
+      // rte_eal_wait_lcore spins; the main lcore sleeps instead, so it does
+      // not compete with the worker for a core.
+      while (!worker_done.load(std::memory_order_acquire)) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
       rte_eal_wait_lcore(lcore);
     } else {
       LOG(INFO) << "worker on the main lcore " << rte_lcore_id();

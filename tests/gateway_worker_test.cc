@@ -108,7 +108,8 @@ class GatewayWorkerTest : public ::testing::Test {
 
   // Runs a worker over whatever the rx rings hold until it has been idle for
   // 30 ms with empty queues.
-  GatewayCounters RunWorker(const GatewayConfig& config) {
+  GatewayCounters RunWorker(const GatewayConfig& config,
+                            uint64_t duration_ns = 20'000'000'000ull) {
     EXPECT_TRUE(ValidateGatewayConfig(config).ok()) << ValidateGatewayConfig(config);
     absl::StatusOr<Classifier> classifier = Classifier::Create(config.classify);
     EXPECT_TRUE(classifier.ok()) << classifier.status();
@@ -127,7 +128,7 @@ class GatewayWorkerTest : public ::testing::Test {
     o.shaper = ToShaperConfig(config);
     o.seed = 7;
     o.exit_when_idle_ns = 30'000'000;
-    o.duration_ns = 20'000'000'000ull;  // a bound, never expected to hit
+    o.duration_ns = duration_ns;  // by default a bound, never expected to hit
     auto worker = GatewayWorker::Create(o, classifier_, *std::move(flows));
     EXPECT_TRUE(worker.ok()) << worker.status();
     std::atomic<bool> stop{false};
@@ -211,6 +212,20 @@ TEST_F(GatewayWorkerTest, TailDropsBeyondTheQueueAndCountsIt) {
   EXPECT_GT(c.migration.dropped_packets, 0u);
   EXPECT_EQ(c.migration.sent_packets + c.migration.dropped_packets, mig.size());
   EXPECT_LT(sent, 60u);  // 20 queued + what the 16 KiB burst let through at once
+}
+
+TEST_F(GatewayWorkerTest, PacketsStillQueuedAtStopAreDiscardedNotCountedAsSent) {
+  std::vector<Frame> mig;
+  for (int i = 0; i < 300; ++i) mig.push_back(Tcp("192.0.2.1", "198.51.100.2", 33000, 49152, 1000));
+  Inject(0, mig);
+  // 1 MB/s: 300 kB need 0.3 s; stop after 50 ms.
+  GatewayCounters c = RunWorker(BaseConfig(), 50'000'000);
+  const size_t sent = Drain(1).size();
+  EXPECT_GT(c.discarded_at_exit, 0u);
+  EXPECT_EQ(c.migration.sent_packets, sent);
+  EXPECT_EQ(c.migration.sent_packets + c.migration.dropped_packets, mig.size());
+  EXPECT_EQ(c.migration.dropped_packets, c.discarded_at_exit);
+  EXPECT_LT(c.migration.sojourn_ns_max, 1'000'000'000u);
 }
 
 std::vector<Frame> MalformedFrames() {

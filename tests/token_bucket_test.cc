@@ -647,6 +647,25 @@ TEST(ShaperTest, TailDropAtThePacketCapIsCounted) {
   EXPECT_FALSE(sim.Offer(kMig, 100));
 }
 
+TEST(ShaperTest, DiscardEmptiesAQueueAsDropsNotSends) {
+  ShaperConfig sc;
+  Sim sim(sc, 0);
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(sim.Offer(kMig, 100));
+  ShaperClassCounters before = sim.shaper().counters(kMig);
+  std::vector<uint64_t> out(3);
+  // In batches, oldest first.
+  EXPECT_EQ(sim.shaper().Discard(kMig, out.data(), out.size()), 3u);
+  EXPECT_EQ(sim.shaper().Discard(kMig, out.data(), out.size()), 2u);
+  EXPECT_EQ(sim.shaper().Discard(kMig, out.data(), out.size()), 0u);
+  const ShaperClassCounters k = sim.shaper().counters(kMig);
+  EXPECT_EQ(k.sent_packets, before.sent_packets);
+  EXPECT_EQ(k.sojourn_ns_max, before.sojourn_ns_max);
+  EXPECT_EQ(k.dropped_packets, before.dropped_packets + 5);
+  EXPECT_EQ(k.dropped_bytes, before.dropped_bytes + 500);
+  EXPECT_EQ(k.backlog_packets, 0u);
+  EXPECT_EQ(k.backlog_bytes, 0u);
+}
+
 TEST(ShaperTest, TailDropAtTheByteCapIsCounted) {
   ShaperConfig sc;
   sc.max_frame_bytes = 1518;

@@ -114,6 +114,19 @@ bool Shaper::Enqueue(ShapedClass c, uint64_t handle, uint32_t bytes, uint64_t no
   return true;
 }
 
+size_t Shaper::Discard(ShapedClass c, uint64_t* out, size_t max_packets) {
+  ClassState& s = cls(c);
+  size_t n = 0;
+  while (n < max_packets && !s.queue.empty()) {
+    const PacketQueue::Entry& e = s.queue.Front();
+    out[n++] = e.handle;
+    ++s.counters.dropped_packets;
+    s.counters.dropped_bytes += e.bytes;
+    s.queue.Pop();
+  }
+  return n;
+}
+
 void Shaper::Refill(uint64_t now_ns) {
   root_.Refill(now_ns);
   for (ClassState& s : classes_) {

@@ -333,6 +333,11 @@ class Shaper {
   // Refills every bucket at `now_ns` (Dequeue does this itself).
   void Refill(uint64_t now_ns);
 
+  // Empties class `c`'s queue without sending: writes up to `max_packets`
+  // handles to `out` (the caller frees them) and counts them as dropped, not
+  // sent. For shutdown, when queued packets can no longer go out.
+  size_t Discard(ShapedClass c, uint64_t* out, size_t max_packets);
+
   // Counters of class `c`, backlog included.
   ShaperClassCounters counters(ShapedClass c) const;
   const DefaultClassCounters& default_counters() const { return default_counters_; }
