@@ -398,7 +398,7 @@ TEST(GatewayConfigErrorTest, MinRateAboveMaxRate) {
 TEST(GatewayConfigErrorTest, CrossSectionChecks) {
   EXPECT_THAT(Error("[rate_variation]\nstart_rate_mbyte_s = 20\n"),
               HasSubstr("cfg.toml:2: rate_variation.start_rate_mbyte_s: must be within "
-                        "[min_rate_mbyte_s, max_rate_mbyte_s] = [1, 8], got 20"));
+                        "[min_rate_mbyte_s, max_rate_mbyte_s] = [0.25, 8], got 20"));
   EXPECT_THAT(Error("[rate_variation]\nlower_cov = 1.0\n"),
               HasSubstr("rate_variation.lower_cov: must be < rate_variation.upper_cov (1), got 1"));
   // The megabit mistake: a 6 MB/s link cannot carry the default 8 MB/s maxR.

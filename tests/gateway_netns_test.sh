@@ -11,7 +11,7 @@
 # passes through it like any other frame. Offloads are off on both ends of
 # every veth (kernel TCP through af_packet otherwise carries partial
 # checksums). iperf3 runs INSIDE -> OUTSIDE, i.e. through the shaped
-# direction, once to a migration port (49152, shaped to [1, 8] MB/s by
+# direction, once to a migration port (49152, shaped to [0.25, 8] MB/s by
 # conf/gateway.example.toml) and once to 5201 (unshaped).
 #
 # Needs root, ip (netns, veth), iperf3, ethtool, jq, timeout; exits 77
@@ -26,7 +26,7 @@ dp=$build/shroud-dataplane
 config=$root/conf/gateway.example.toml
 
 # Example config's shaping bounds (minR, maxR), MB/s = 10^6 bytes/s.
-MIN_R=1 MAX_R=8
+MIN_R=0.25 MAX_R=8  # rate_variation bounds of conf/gateway.example.toml
 SEED=42
 MIG_PORT=49152   # libvirt migration port: shaped
 PLAIN_PORT=5201  # iperf3's default: not a migration port, unshaped

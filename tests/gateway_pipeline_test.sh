@@ -22,7 +22,7 @@
 #   b. everything that is not the shaped migration flow comes out byte-identical
 #      and in order, in both directions; the shaped flow's packets are an
 #      in-order subsequence of its input (tail drops only).
-#   c. counters JSON: shaping happened, Algorithm 3's rates stayed in [1, 8]
+#   c. counters JSON: shaping happened, Algorithm 3's rates stayed in [0.25, 8]
 #      MB/s, the shaped flow's rate in the output never exceeds maxR plus the
 #      16 KiB bucket over any 10/100 ms window.
 #   d. crafted malformed frames (and seeded random mutations) never crash the
@@ -53,12 +53,12 @@ else
   exit 2
 fi
 root=${SHROUD_SOURCE_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
-capture=$root/tests/data/migration-r8-light.pcap
+capture=${SHROUD_PIPELINE_CAPTURE:-$root/tests/data/migration-r8-light.pcap}
 prepare=$root/scripts/pcap-prepare.py
 config=$root/conf/gateway.example.toml
 INSIDE=198.51.100.1  # the migration source host (tests/data/migration-r8-light.json)
 SEED=20240611
-MIN_R=1000000 MAX_R=8000000 BUCKET=16384 MTU_FRAME=1514
+MIN_R=250000 MAX_R=8000000 BUCKET=16384 MTU_FRAME=1514
 QUEUE_MS=100         # [shaper] migration_queue_ms of the example config
 MAX_LATENESS_MS=${SHROUD_PIPELINE_MAX_LATENESS_MS:-25}  # a replay later than this is "disturbed"
 ATTEMPTS=2           # per timing-dependent replay (bounds the runtime)
@@ -380,9 +380,17 @@ inside = bytes([198, 51, 100, 1])
 assert all(src(fr) == inside for _, _, fr in ins if fr[12:14] == b"\x08\x00")
 assert all(src(fr) != inside for _, _, fr in outs if fr[12:14] == b"\x08\x00")
 # Both halves, interleaved by time, are the original frames (padded).
-merged = sorted([(t, 0, i, fr) for i, (t, _, fr) in enumerate(ins)] + [(t, 1, i, fr) for i, (t, _, fr) in enumerate(outs)])
-for (t, _, fr), (t2, _, _, fr2) in zip(orig, merged):
-    assert t == t2 and fr2[:len(fr)] == fr and not any(fr2[len(fr):]), "frames differ from the capture"
+# Records with equal timestamps on both sides may interleave either way, so
+# compare per timestamp.
+from collections import defaultdict
+want, got = defaultdict(list), defaultdict(list)
+for t, w, fr in orig:
+    want[t].append(fr + bytes(w - len(fr)))
+for t, _, fr in ins + outs:
+    got[t].append(fr)
+assert want.keys() == got.keys(), "timestamps differ from the capture"
+for t in want:
+    assert sorted(want[t]) == sorted(got[t]), "frames differ from the capture"
 PY
 then
   ok "pcap-prepare.py splits by source address and pads to wire length ($(tail -1 <<<"$out" | sed 's/.*: //'))"
@@ -646,7 +654,7 @@ if errs:
 print("\n".join(info))
 PY
 ); then
-  ok "counters consistent, rates within [1, 8] MB/s, shaped output never above maxR + bucket"
+  ok "counters consistent, rates within [0.25, 8] MB/s, shaped output never above maxR + bucket"
   note "$out"
 else
   bad "counters / shaped rate" "$out"
