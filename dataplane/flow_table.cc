@@ -7,6 +7,18 @@
 #include "absl/strings/str_cat.h"
 
 namespace shroud {
+namespace {
+
+// rte_hash has specialised compares for some key sizes, not for 40 bytes, so
+// it would call libc memcmp; five 8-byte words compare in a few instructions.
+int FlowKeyCompare(const void* a, const void* b, size_t) {
+  const auto* x = static_cast<const uint64_t*>(a);
+  const auto* y = static_cast<const uint64_t*>(b);
+  static_assert(sizeof(FlowKey) == 5 * sizeof(uint64_t));
+  return ((x[0] ^ y[0]) | (x[1] ^ y[1]) | (x[2] ^ y[2]) | (x[3] ^ y[3]) | (x[4] ^ y[4])) != 0;
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<FlowTable>> FlowTable::Create(const std::string& name,
                                                              uint32_t max_flows, int socket_id) {
@@ -32,6 +44,7 @@ absl::StatusOr<std::unique_ptr<FlowTable>> FlowTable::Create(const std::string& 
                      rte_strerror(rte_errno),
                      " (with --no-huge, give EAL more memory with -m MB or lower flows.max_flows)"));
   }
+  rte_hash_set_cmp_func(table->hash_, FlowKeyCompare);
   table->entries_ = std::make_unique<FlowEntry[]>(max_flows);
   table->capacity_ = max_flows;
   return table;
@@ -44,6 +57,19 @@ FlowTable::~FlowTable() {
 FlowEntry* FlowTable::Find(const FlowKey& key) {
   const int32_t pos = rte_hash_lookup(hash_, &key);
   return pos < 0 ? nullptr : &entries_[pos];
+}
+
+void FlowTable::LookupBulk(const FlowKey* const* keys, uint32_t n, FlowEntry** out) {
+  int32_t positions[RTE_HASH_LOOKUP_BULK_MAX];
+  if (n == 0) return;
+  if (rte_hash_lookup_bulk(hash_, reinterpret_cast<const void**>(const_cast<const FlowKey**>(keys)),
+                           n, positions) != 0) {
+    for (uint32_t i = 0; i < n; ++i) out[i] = Find(*keys[i]);
+    return;
+  }
+  for (uint32_t i = 0; i < n; ++i) {
+    out[i] = positions[i] < 0 ? nullptr : &entries_[positions[i]];
+  }
 }
 
 FlowEntry* FlowTable::FindOrAdd(const FlowKey& key, uint64_t now_ns, bool* created) {

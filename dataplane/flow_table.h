@@ -49,6 +49,10 @@ class FlowTable {
   FlowEntry* FindOrAdd(const FlowKey& key, uint64_t now_ns, bool* created);
   FlowEntry* Find(const FlowKey& key);
 
+  // Looks up `n` (<= 64) keys at once (rte_hash's bulk lookup prefetches the
+  // buckets of all of them); out[i] is the entry or null when absent.
+  void LookupBulk(const FlowKey* const* keys, uint32_t n, FlowEntry** out);
+
   // Looks at the next `max_slots` slots (round robin) and evicts those idle
   // for at least `idle_ns`. Returns how many were evicted.
   uint32_t SweepIdle(uint64_t now_ns, uint64_t idle_ns, uint32_t max_slots);

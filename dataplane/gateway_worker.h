@@ -134,7 +134,11 @@ class GatewayWorker {
 
   uint64_t NowNs() const;
   uint16_t Receive(Direction dir, uint64_t now, rte_mbuf** out);
-  void Process(Direction dir, rte_mbuf* m, uint64_t now);
+  // One rx burst: parse every packet, look their flows up in one bulk call,
+  // then decide per packet in arrival order.
+  void ProcessBurst(Direction dir, rte_mbuf** pkts, uint16_t n, uint64_t now);
+  void Process(Direction dir, rte_mbuf* m, const ParsedPacket& p, ParseStatus status,
+               FlowEntry* looked_up, uint64_t now);
   void Forward(Direction dir, rte_mbuf* m, uint32_t wire_bytes, uint64_t now);
   void Flush(Direction dir);
   void StepRate(uint64_t now);
@@ -159,6 +163,11 @@ class GatewayWorker {
   uint64_t replay_base_ts_ = 0;  // rx timestamp of the first packet (pcap: microseconds)
   uint64_t replay_base_ns_ = 0;
   uint64_t last_rx_ns_ = 0;
+  uint64_t next_sweep_ns_ = 0;
+
+  // Per-burst scratch (no allocation on the fast path).
+  std::array<ParsedPacket, kMaxBurst> parsed_;
+  std::array<ParseStatus, kMaxBurst> status_;
 
   GatewayCounters counters_;
 };

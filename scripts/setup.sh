@@ -41,7 +41,8 @@ packages=(
   # end-to-end tests of the dataplane: real kernel TCP across namespaces
   iproute2 ethtool iperf3 jq
 )
-[ "$bench_tools" = 1 ] && packages+=(tshark hyperfine iproute2)
+# dpdk-dev ships dpdk-testpmd, the baseline of scripts/bench-dataplane.sh.
+[ "$bench_tools" = 1 ] && packages+=(tshark hyperfine iproute2 dpdk-dev)
 if [ "$capture_tools" = 1 ]; then
   # shellcheck disable=SC1091
   . "$here/scripts/lib/netns.sh" 2>/dev/null || true
