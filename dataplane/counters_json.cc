@@ -67,6 +67,25 @@ nlohmann::json CountersToJson(const GatewayCounters& c, const std::vector<PortCo
                  {"chaff", ClassJson(c.chaff)},
                  {"default", {{"packets", c.default_class.packets}, {"bytes", c.default_class.bytes}}},
                  {"discarded_at_exit", c.discarded_at_exit}};
+  const ChaffCounters& ch = c.chaff_traffic;
+  j["chaff"] = {{"enabled", c.chaff_enabled},
+                {"generated_packets", ch.generated_packets},
+                {"generated_bytes", ch.generated_bytes},
+                {"sent_packets", c.chaff.sent_packets},
+                {"sent_bytes", c.chaff.sent_bytes},
+                {"absorbed_peer_packets", ch.absorbed_peer_packets},
+                {"absorbed_answer_packets", ch.absorbed_answer_packets},
+                {"absorbed_bytes", ch.absorbed_bytes},
+                {"answered_packets", ch.answered_packets},
+                {"answered_bytes", ch.answered_bytes},
+                {"unverified_forwarded", ch.unverified_forwarded},
+                {"no_mbuf", ch.no_mbuf},
+                {"connections", ch.connections},
+                {"syn_retransmits", ch.syn_retransmits},
+                {"abandoned", ch.abandoned},
+                {"policy_steps", ch.policy_steps},
+                {"generating", ch.generating},
+                {"class_rate_bytes_per_sec", ch.class_rate_bytes_per_sec}};
   j["rate_variation"] = {{"steps", c.rate_steps},
                          {"rate_bytes_per_sec", c.rate_bytes_per_sec},
                          {"min_applied_bytes_per_sec", c.rate_min_applied},
@@ -136,6 +155,20 @@ std::vector<std::string> FormatCounters(const GatewayCounters& c,
       c.rate_steps, static_cast<double>(c.rate_bytes_per_sec) * 1e-6,
       static_cast<double>(c.rate_min_applied) * 1e-6,
       static_cast<double>(c.rate_max_applied) * 1e-6, c.rate_window_cov));
+  if (c.chaff_enabled) {
+    const ChaffCounters& ch = c.chaff_traffic;
+    lines.push_back(absl::StrFormat(
+        "  chaff: generated %u pkts %u B (sent %u, %u connections, %u abandoned), absorbed %u "
+        "from the peer + %u answers, answered %u, unverified in the pools (forwarded) %u, "
+        "no mbuf %u; last policy rate %.3f MB/s%s",
+        ch.generated_packets, ch.generated_bytes, c.chaff.sent_packets, ch.connections,
+        ch.abandoned, ch.absorbed_peer_packets, ch.absorbed_answer_packets, ch.answered_packets,
+        ch.unverified_forwarded, ch.no_mbuf,
+        static_cast<double>(ch.class_rate_bytes_per_sec) * 1e-6,
+        ch.generating ? "" : " (not generating)"));
+  } else {
+    lines.push_back("  chaff: off (no [chaff] key)");
+  }
   return lines;
 }
 

@@ -36,6 +36,11 @@ struct PortCounters {
 //        "oversize_packets", "borrowed_bytes", "backlog_packets",
 //        "sojourn_ns_max", "sojourn_ns_mean"}, "default": {"packets", "bytes"},
 //        "discarded_at_exit": n},
+//    "chaff": {"enabled", "generated_packets", "generated_bytes", "sent_packets",
+//        "sent_bytes", "absorbed_peer_packets", "absorbed_answer_packets",
+//        "absorbed_bytes", "answered_packets", "answered_bytes",
+//        "unverified_forwarded", "no_mbuf", "connections", "syn_retransmits",
+//        "abandoned", "policy_steps", "generating", "class_rate_bytes_per_sec"},
 //    "rate_variation": {"steps", "rate_bytes_per_sec", "min_applied_bytes_per_sec",
 //        "max_applied_bytes_per_sec", "window_cov"}}
 nlohmann::json CountersToJson(const GatewayCounters& c, const std::vector<PortCounters>& ports,

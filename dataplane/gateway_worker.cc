@@ -25,6 +25,13 @@ constexpr uint64_t kSweepPeriodNs = 20'000;
 // Chores (deadlines, idle exit, stats) are checked once per this many loops.
 constexpr uint64_t kChoreLoopMask = 1023;
 
+// Chaff frames kept queued in the chaff class while the policy generates:
+// enough that the shaper never waits for the generator, few enough that a
+// frame's timestamps are fresh when it leaves and that the queue never
+// overflows (a tail-dropped chaff frame would be a hole in its connection's
+// sequence space that nobody retransmits).
+constexpr uint64_t kChaffBacklogFrames = 2;
+
 ShapedClass ToShaped(TrafficClass c) {
   return c == TrafficClass::kChaff ? ShapedClass::kChaff : ShapedClass::kMigration;
 }
@@ -46,6 +53,29 @@ absl::StatusOr<std::unique_ptr<GatewayWorker>> GatewayWorker::Create(
   if (absl::Status s = options.rate_variation_config.Validate(); !s.ok()) return s;
   std::unique_ptr<GatewayWorker> w(new GatewayWorker(options, classifier, *std::move(scanner),
                                                      std::move(flows), *std::move(shaper)));
+  if (options.chaff_key.has_value()) {
+    if (options.mbuf_pool == nullptr) {
+      return absl::InvalidArgumentError("chaff needs mbuf_pool (its frames and answers)");
+    }
+    const ChaffKeys keys(*options.chaff_key);
+    absl::StatusOr<ChaffGenerator> generator = ChaffGenerator::Create(options.chaff, keys);
+    if (!generator.ok()) return generator.status();
+    const size_t max_frame = MaxChaffFrameBytes(options.chaff.tcp);
+    if (max_frame > RTE_MBUF_DEFAULT_DATAROOM) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "chaff frames of up to %u bytes do not fit an mbuf's %u-byte data room (chaff.mtu)",
+          max_frame, RTE_MBUF_DEFAULT_DATAROOM));
+    }
+    w->chaff_.emplace(Chaff{
+        .verifier = ChaffVerifier(keys, options.chaff.pools),
+        .generator = *std::move(generator),
+        .responder = ChaffResponder(options.chaff.tcp),
+        .policy = ChaffPolicy(options.chaff.policy),
+        .respond = options.chaff.respond,
+        .max_frame_bytes = max_frame,
+        .interval_ns = options.rate_variation_config.interval_ns,
+    });
+  }
   w->tsc_start_ = tsc_now;
   const uint64_t hz = rte_get_tsc_hz();
   if (hz == 0) return absl::InternalError("rte_get_tsc_hz() returned 0");
@@ -63,7 +93,8 @@ GatewayWorker::GatewayWorker(const GatewayWorkerOptions& options, const Classifi
       shaper_(std::move(shaper)),
       stream_(options.features),
       rate_variation_(options.rate_variation_config),
-      rng_(options.seed) {
+      rng_(options.seed),
+      chaff_rng_(options.seed ^ 0x63686166662d7267ull) {
   counters_.rate_bytes_per_sec = options.shaper.migration.rate_bytes_per_sec;
   counters_.rate_min_applied = counters_.rate_max_applied = counters_.rate_bytes_per_sec;
 }
@@ -145,6 +176,15 @@ void GatewayWorker::ProcessBurst(Direction dir, rte_mbuf** pkts, uint16_t n, uin
       ParsedPacket& p = parsed_[i];
       status_[i] = ParsePacket(rte_pktmbuf_mtod(m, const uint8_t*), rte_pktmbuf_data_len(m),
                                rte_pktmbuf_pkt_len(m), LinkType::kEthernet, &p);
+      // The peer's chaff never reaches the flow table, let alone the inside.
+      if (dir == kOutsideToInside && chaff_.has_value() && status_[i] == ParseStatus::kOk &&
+          chaff_->verifier.MaybeChaff(p.key)) {
+        if (AbsorbChaff(m, p, now)) {
+          pkts[base + i] = nullptr;
+          continue;
+        }
+        ++counters_.chaff_traffic.unverified_forwarded;
+      }
       if (status_[i] == ParseStatus::kOk) {
         key_slot[nkeys] = i;
         keys[nkeys++] = &p.key;
@@ -158,6 +198,7 @@ void GatewayWorker::ProcessBurst(Direction dir, rte_mbuf** pkts, uint16_t n, uin
       if (found[k] != nullptr) rte_prefetch0(found[k]);
     }
     for (uint16_t i = 0; i < count; ++i) {
+      if (pkts[base + i] == nullptr) continue;  // absorbed chaff
       Process(dir, pkts[base + i], parsed_[i], status_[i], entry_of[i], now);
     }
   }
@@ -274,6 +315,117 @@ void GatewayWorker::StepRate(uint64_t now) {
   counters_.rate_max_applied = std::max(counters_.rate_max_applied, rate);
 }
 
+bool GatewayWorker::AbsorbChaff(rte_mbuf* m, const ParsedPacket& p, uint64_t now) {
+  // Only the first segment is looked at: a frame split over segments (never
+  // the case for the 1514-byte frames chaff uses) does not verify and is
+  // forwarded.
+  const std::span<const uint8_t> frame(rte_pktmbuf_mtod(m, const uint8_t*),
+                                       rte_pktmbuf_data_len(m));
+  const std::optional<ChaffSegment> seg = chaff_->verifier.Verify(frame, p);
+  if (!seg.has_value()) return false;
+
+  const uint32_t wire = rte_pktmbuf_pkt_len(m);
+  DirectionCounters& dc = counters_.direction[kOutsideToInside];
+  ++dc.rx_packets;
+  dc.rx_bytes += wire;
+  ChaffCounters& cc = counters_.chaff_traffic;
+  const bool from_client = seg->direction == ChaffDirection::kClientToServer;
+  ++(from_client ? cc.absorbed_peer_packets : cc.absorbed_answer_packets);
+  cc.absorbed_bytes += wire;
+
+  // The answer, if the segment gets one, is written into a fresh mbuf while
+  // the segment's frame is still there to copy its link header from.
+  if (!from_client || chaff_->respond) {
+    rte_mbuf* reply = rte_pktmbuf_alloc(options_.mbuf_pool);
+    if (unlikely(reply == nullptr)) {
+      ++cc.no_mbuf;
+    } else {
+      const std::span<uint8_t> out(rte_pktmbuf_mtod(reply, uint8_t*),
+                                   rte_pktmbuf_tailroom(reply));
+      const size_t n = from_client ? chaff_->responder.Respond(*seg, frame, now, out)
+                                   : chaff_->generator.OnServerSegment(*seg, now, out);
+      if (n == 0) {
+        rte_pktmbuf_free(reply);
+      } else {
+        rte_pktmbuf_append(reply, static_cast<uint16_t>(n));
+        ++cc.answered_packets;
+        cc.answered_bytes += n;
+        // Answers are ACK-sized mostly and are never queued behind data (as
+        // ACKs of a migration are not); they use the link like default
+        // traffic does.
+        shaper_.PassDefault(static_cast<uint32_t>(n), now);
+        TxBuffer& t = tx_[kInsideToOutside];
+        t.pkts[t.count++] = reply;
+      }
+    }
+  }
+  rte_pktmbuf_free(m);
+  return true;
+}
+
+void GatewayWorker::SupplyChaff(uint64_t now) {
+  Chaff& ch = *chaff_;
+  if (ch.generator.next_frame_ns() > now) return;  // waiting for the handshake
+  ShaperClassCounters q = shaper_.counters(ShapedClass::kChaff);
+  const uint64_t byte_limit = shaper_.queue_byte_limit(ShapedClass::kChaff);
+  const uint32_t packet_limit = shaper_.queue_packet_limit(ShapedClass::kChaff);
+  // A frame is only crafted when the queue surely takes it: the generator
+  // advances its connection with every frame, and a frame it made that then
+  // got dropped would be a hole in the sequence space.
+  while (q.backlog_packets < kChaffBacklogFrames && q.backlog_packets < packet_limit &&
+         q.backlog_bytes + ch.max_frame_bytes <= byte_limit) {
+    rte_mbuf* m = rte_pktmbuf_alloc(options_.mbuf_pool);
+    if (unlikely(m == nullptr)) {
+      ++counters_.chaff_traffic.no_mbuf;
+      return;
+    }
+    const size_t n = ch.generator.NextFrame(
+        now, chaff_rng_,
+        std::span<uint8_t>(rte_pktmbuf_mtod(m, uint8_t*), rte_pktmbuf_tailroom(m)));
+    if (n == 0) {  // nothing due (the handshake is pending)
+      rte_pktmbuf_free(m);
+      return;
+    }
+    rte_pktmbuf_append(m, static_cast<uint16_t>(n));
+    if (unlikely(!shaper_.Enqueue(ShapedClass::kChaff, reinterpret_cast<uintptr_t>(m),
+                                  static_cast<uint32_t>(n), now))) {
+      rte_pktmbuf_free(m);  // counted by the shaper; not expected after the checks above
+      return;
+    }
+    ++counters_.chaff_traffic.generated_packets;
+    counters_.chaff_traffic.generated_bytes += n;
+    ++q.backlog_packets;
+    q.backlog_bytes += n;
+  }
+}
+
+void GatewayWorker::StepChaff(uint64_t now) {
+  Chaff& ch = *chaff_;
+  // The interval's measured rates: what migration sent and the default
+  // class's outgoing traffic (our answers to the peer's chaff excluded).
+  const uint64_t migration_sent = shaper_.counters(ShapedClass::kMigration).sent_bytes;
+  const uint64_t default_bytes = shaper_.default_counters().bytes;
+  const uint64_t answered = counters_.chaff_traffic.answered_bytes;
+  ChaffLoad load;
+  load.migration_rate_bytes_per_sec = counters_.rate_bytes_per_sec;
+  if (counters_.chaff_traffic.policy_steps > 0 && now > ch.last_step_ns) {
+    const double seconds = static_cast<double>(now - ch.last_step_ns) * 1e-9;
+    auto per_sec = [seconds](uint64_t bytes) {
+      return static_cast<uint64_t>(static_cast<double>(bytes) / seconds);
+    };
+    load.migration_sent_bytes_per_sec = per_sec(migration_sent - ch.last_migration_sent_bytes);
+    load.background_bytes_per_sec =
+        per_sec((default_bytes - ch.last_default_bytes) - (answered - ch.last_answered_bytes));
+  }
+  ch.last_step_ns = now;
+  ch.last_migration_sent_bytes = migration_sent;
+  ch.last_default_bytes = default_bytes;
+  ch.last_answered_bytes = answered;
+  ch.decision = ch.policy.Update(now, load);
+  shaper_.SetRate(ShapedClass::kChaff, ch.decision.class_rate_bytes_per_sec);
+  ++counters_.chaff_traffic.policy_steps;
+}
+
 void GatewayWorker::DiscardQueued() {
   std::array<uint64_t, kMaxBurst> handles;
   for (ShapedClass c : {ShapedClass::kMigration, ShapedClass::kChaff}) {
@@ -298,6 +450,18 @@ void GatewayWorker::LogStats(uint64_t now) const {
       mig.backlog_packets, static_cast<double>(counters_.rate_bytes_per_sec) * 1e-6,
       counters_.rate_steps, flows_->size(), flows_->counters().created,
       flows_->counters().evicted_idle, flows_->counters().table_full);
+  if (chaff_.has_value()) {
+    const ChaffCounters& cc = counters_.chaff_traffic;
+    const ShaperClassCounters q = shaper_.counters(ShapedClass::kChaff);
+    LOG(INFO) << absl::StrFormat(
+        "  chaff: generated=%u sent=%u rate=%.3f MB/s%s | absorbed peer=%u answers=%u | "
+        "answered=%u | unverified forwarded=%u | connections=%u no_mbuf=%u",
+        cc.generated_packets, q.sent_packets,
+        static_cast<double>(chaff_->decision.class_rate_bytes_per_sec) * 1e-6,
+        chaff_->decision.generate ? "" : " (not generating)", cc.absorbed_peer_packets,
+        cc.absorbed_answer_packets, cc.answered_packets, cc.unverified_forwarded,
+        chaff_->generator.counters().connections, cc.no_mbuf);
+  }
 }
 
 void GatewayWorker::Run(const std::atomic<bool>& stop) {
@@ -307,6 +471,10 @@ void GatewayWorker::Run(const std::atomic<bool>& stop) {
   uint64_t now = NowNs();
   last_rx_ns_ = now;
   if (options_.rate_variation) StepRate(now);  // line 2 onwards: the first rate at once
+  if (chaff_.has_value()) {
+    StepChaff(now);
+    chaff_->next_step_ns = now + chaff_->interval_ns;
+  }
 
   for (uint64_t loop = 0;; ++loop) {
     now = NowNs();
@@ -315,8 +483,10 @@ void GatewayWorker::Run(const std::atomic<bool>& stop) {
       if (n == 0) continue;
       last_rx_ns_ = now;
       ProcessBurst(dir, rx.data(), n, now);
-      Flush(dir);
+      Flush(kInsideToOutside);  // chaff answers go out while processing outside -> inside
+      Flush(kOutsideToInside);
     }
+    if (chaff_.has_value() && chaff_->decision.generate) SupplyChaff(now);
     // The shaper refills at `now` and releases what its buckets allow.
     for (;;) {
       const size_t n = shaper_.Dequeue(now, handles.data(), options_.burst);
@@ -327,7 +497,13 @@ void GatewayWorker::Run(const std::atomic<bool>& stop) {
       if (n < options_.burst) break;
     }
     // After the dequeue, so the old rate held exactly up to `now`.
-    if (options_.rate_variation && rate_variation_.ShouldStep(now)) StepRate(now);
+    if (options_.rate_variation && rate_variation_.ShouldStep(now)) {
+      StepRate(now);
+      if (chaff_.has_value()) StepChaff(now);  // on the new r, as the policy expects
+    } else if (!options_.rate_variation && chaff_.has_value() && now >= chaff_->next_step_ns) {
+      StepChaff(now);
+      chaff_->next_step_ns = now + chaff_->interval_ns;
+    }
     // Paced by time, not per loop: a busy loop would otherwise spend more on
     // sweeping than an idle table needs.
     if (now >= next_sweep_ns_) {
@@ -346,7 +522,10 @@ void GatewayWorker::Run(const std::atomic<bool>& stop) {
       const bool staged = staging_[0].head < staging_[0].count || staging_[1].head < staging_[1].count;
       const ShaperClassCounters mig = shaper_.counters(ShapedClass::kMigration);
       const ShaperClassCounters chaff = shaper_.counters(ShapedClass::kChaff);
-      if (!staged && mig.backlog_packets == 0 && chaff.backlog_packets == 0) {
+      // Our own chaff never runs dry while generating; it does not count
+      // as traffic still to deliver.
+      const bool own_chaff = chaff_.has_value() && chaff_->decision.generate;
+      if (!staged && mig.backlog_packets == 0 && (own_chaff || chaff.backlog_packets == 0)) {
         LOG(INFO) << "no packet for " << options_.exit_when_idle_ns / 1'000'000
                   << " ms and nothing queued, stopping";
         break;
@@ -370,6 +549,15 @@ GatewayCounters GatewayWorker::counters() const {
   c.chaff = shaper_.counters(ShapedClass::kChaff);
   c.default_class = shaper_.default_counters();
   c.rate_window_cov = rate_variation_.WindowCov();
+  c.chaff_enabled = chaff_.has_value();
+  if (chaff_.has_value()) {
+    const ChaffGeneratorCounters& g = chaff_->generator.counters();
+    c.chaff_traffic.connections = g.connections;
+    c.chaff_traffic.syn_retransmits = g.syn_retransmits;
+    c.chaff_traffic.abandoned = g.abandoned;
+    c.chaff_traffic.generating = chaff_->decision.generate;
+    c.chaff_traffic.class_rate_bytes_per_sec = chaff_->decision.class_rate_bytes_per_sec;
+  }
   return c;
 }
 

@@ -7,7 +7,16 @@
 //     rx outside -> parse -> flow table (features, class) -> forward inside
 //     shaper dequeue (tokens at `now`)                     -> tx outside
 //     Algorithm 3 step when `int` has passed               -> shaper.SetRate (a store)
+//       and the chaff policy's step                        -> shaper.SetRate(kChaff)
 //     idle-flow sweep (a few slots), chores
+//
+// Chaff (issue 4, dataplane/core/chaff.h), when a pair key is configured:
+//     rx outside: a frame inside the chaff pools whose tags verify is the
+//       peer's chaff (or its answer to ours): dropped, never forwarded inside,
+//       answered out the outside port unshaped; one that does not verify is
+//       ordinary traffic and is forwarded as such
+//     supply: while the policy says generate, keep a frame or two of our
+//       chaff connection queued in the chaff class; the shaper paces them
 //
 // Everything that decides (parsing, features, classification, token buckets,
 // Algorithm 3) is the functional core in dataplane/core; this file only moves
@@ -22,7 +31,10 @@
 #include <memory>
 #include <random>
 
+#include <optional>
+
 #include "absl/status/statusor.h"
+#include "dataplane/core/chaff.h"
 #include "dataplane/core/classifier.h"
 #include "dataplane/core/flow_features.h"
 #include "dataplane/core/gateway_config.h"
@@ -32,6 +44,7 @@
 #include "dataplane/flow_table.h"
 
 struct rte_mbuf;
+struct rte_mempool;
 
 namespace shroud {
 
@@ -63,6 +76,43 @@ struct GatewayWorkerOptions {
   uint64_t duration_ns = 0;
   // Log a counter line this often (0: never).
   uint64_t stats_interval_ns = 0;
+  // Chaff: on when a key is given (recognition and answers; the policy in
+  // `chaff` decides whether we send any). The worker allocates chaff frames
+  // and answers from `mbuf_pool`, which is required then.
+  std::optional<ChaffKey> chaff_key;
+  ChaffConfig chaff;
+  rte_mempool* mbuf_pool = nullptr;
+};
+
+struct ChaffCounters {
+  // Our chaff: frames the generator crafted into the chaff class (what the
+  // shaper then sent or dropped is in GatewayCounters::chaff).
+  uint64_t generated_packets = 0;
+  uint64_t generated_bytes = 0;
+  // Verified chaff from the WAN, dropped: the peer's connections (client
+  // segments) and the peer's answers to ours (server segments).
+  uint64_t absorbed_peer_packets = 0;
+  uint64_t absorbed_answer_packets = 0;
+  uint64_t absorbed_bytes = 0;
+  // Answers we sent out the WAN port, unshaped: the responder's SYN-ACKs,
+  // ACKs and FINs to the peer's chaff, and our generator's replies to its
+  // answers (the first data segment after a SYN-ACK, the last ACK).
+  uint64_t answered_packets = 0;
+  uint64_t answered_bytes = 0;
+  // Frames from the WAN inside the chaff pools whose tags did not verify
+  // (forged, mangled, truncated, or real traffic on those addresses):
+  // forwarded inside as ordinary traffic.
+  uint64_t unverified_forwarded = 0;
+  // Chaff frames or answers skipped because the mempool was empty.
+  uint64_t no_mbuf = 0;
+  // The generator's connections.
+  uint64_t connections = 0;
+  uint64_t syn_retransmits = 0;
+  uint64_t abandoned = 0;
+  // The policy's last decision and how many it made.
+  uint64_t policy_steps = 0;
+  bool generating = false;
+  uint64_t class_rate_bytes_per_sec = 0;
 };
 
 struct DirectionCounters {
@@ -90,6 +140,8 @@ struct GatewayCounters {
   ShaperClassCounters migration;
   ShaperClassCounters chaff;
   DefaultClassCounters default_class;
+  bool chaff_enabled = false;
+  ChaffCounters chaff_traffic;
   // Still queued in the shaper when the worker stopped; freed, and counted
   // in their class's dropped_packets too (never as sent).
   uint64_t discarded_at_exit = 0;
@@ -142,6 +194,10 @@ class GatewayWorker {
   void Forward(Direction dir, rte_mbuf* m, uint32_t wire_bytes, uint64_t now);
   void Flush(Direction dir);
   void StepRate(uint64_t now);
+  // Chaff (only when chaff_ is set).
+  bool AbsorbChaff(rte_mbuf* m, const ParsedPacket& p, uint64_t now);
+  void SupplyChaff(uint64_t now);
+  void StepChaff(uint64_t now);
   void LogStats(uint64_t now) const;
   void DiscardQueued();
 
@@ -168,6 +224,27 @@ class GatewayWorker {
   // Per-burst scratch (no allocation on the fast path).
   std::array<ParsedPacket, kMaxBurst> parsed_;
   std::array<ParseStatus, kMaxBurst> status_;
+
+  // Chaff state, all of it created with the worker; absent when off.
+  struct Chaff {
+    ChaffVerifier verifier;
+    ChaffGenerator generator;
+    ChaffResponder responder;
+    ChaffPolicy policy;
+    bool respond = true;
+    size_t max_frame_bytes = 0;
+    ChaffDecision decision;
+    uint64_t last_step_ns = 0;
+    uint64_t next_step_ns = 0;  // when Algorithm 3 does not step (it is off)
+    uint64_t interval_ns = 0;
+    uint64_t last_migration_sent_bytes = 0;
+    uint64_t last_default_bytes = 0;
+    uint64_t last_answered_bytes = 0;
+  };
+  std::optional<Chaff> chaff_;
+  // Separate from rng_, so Algorithm 3's rates for a seed are the same with
+  // chaff on or off.
+  std::mt19937_64 chaff_rng_;
 
   GatewayCounters counters_;
 };

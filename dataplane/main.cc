@@ -288,6 +288,27 @@ int Run(int argc, char** argv) {
     options.exit_when_idle_ns = FLAGS_exit_when_idle_ms * 1'000'000;
     options.duration_ns = static_cast<uint64_t>(FLAGS_duration_s * 1e9);
     options.stats_interval_ns = static_cast<uint64_t>(FLAGS_stats_interval_s * 1e9);
+    if (config.chaff.enabled()) {
+      options.chaff_key = config.chaff.key;
+      options.chaff = ToChaffConfig(config);
+      options.mbuf_pool = pool;
+      const ChaffConfig& cc = options.chaff;
+      // The key itself is never logged; its id tells whether both gateways
+      // of a pair hold the same one.
+      LOG(INFO) << absl::StrFormat(
+          "chaff: key id %s%s; policy %s; pools local %s, remote %s, client ports %s, server "
+          "ports %s; rotation %s, mean %.1f s; %s the peer's chaff; peer %s",
+          ChaffKeyId(*config.chaff.key),
+          config.chaff.key_file.empty() ? "" : absl::StrCat(" (from ", config.chaff.key_file, ")"),
+          ChaffPolicyKindName(cc.policy.kind), cc.pools.local_prefixes[0].ToString(),
+          cc.pools.remote_prefixes[0].ToString(), cc.pools.client_ports.ToString(),
+          cc.pools.server_ports.ToString(), RotationDistributionName(cc.rotation.distribution),
+          static_cast<double>(cc.rotation.mean_ns) * 1e-9,
+          cc.respond ? "absorbing and answering" : "absorbing (not answering)",
+          cc.tcp.wait_for_syn_ack ? "answers ours" : "does not answer ours");
+    } else {
+      LOG(INFO) << "chaff: off (no chaff.key): none sent, none recognised";
+    }
 
     LOG(INFO) << absl::StrFormat(
         "gateway: %zu rule(s), %zu signature(s); migration %s: start %.3f MB/s, "

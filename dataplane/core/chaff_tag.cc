@@ -81,6 +81,21 @@ absl::StatusOr<ChaffKey> ParseChaffKeyHex(std::string_view hex) {
   return key;
 }
 
+std::string ChaffKeyId(const ChaffKey& key) {
+  if (sodium_init() < 0) std::abort();  // see ChaffKeys
+  static constexpr char kContext[] = "shroud chaff key id v1";
+  uint8_t digest[16];
+  crypto_generichash_state state;
+  crypto_generichash_init(&state, nullptr, 0, sizeof(digest));
+  crypto_generichash_update(&state, reinterpret_cast<const uint8_t*>(kContext),
+                            sizeof(kContext) - 1);
+  crypto_generichash_update(&state, key.bytes.data(), key.bytes.size());
+  crypto_generichash_final(&state, digest, sizeof(digest));
+  char hex[9];
+  sodium_bin2hex(hex, sizeof(hex), digest, 4);
+  return std::string(hex);
+}
+
 ChaffKeys::ChaffKeys(const ChaffKey& key) {
   // Idempotent and thread-safe; picks the fastest implementations for this
   // CPU. It only fails when the OS has no randomness at all, which nothing

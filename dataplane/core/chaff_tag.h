@@ -89,6 +89,7 @@
 #include <limits>
 #include <optional>
 #include <span>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -146,6 +147,11 @@ struct ChaffKey {
 // 64 hex digits (e.g. `openssl rand -hex 32`). An all-zero key is refused: it
 // is always a placeholder left in a config.
 absl::StatusOr<ChaffKey> ParseChaffKeyHex(std::string_view hex);
+
+// A fingerprint of the key for logs and status: 8 hex digits of a keyed-less
+// BLAKE2b hash under its own context. One-way, 32 bits: it tells whether two
+// gateways hold the same key without revealing anything usable about it.
+std::string ChaffKeyId(const ChaffKey& key);
 
 // The subkeys derived from a ChaffKey, one per purpose (see the wire format).
 // Wiped on destruction. Immutable; share one per gateway among workers.

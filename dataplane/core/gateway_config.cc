@@ -11,12 +11,16 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <sys/stat.h>
 #include <toml.hpp>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 
 namespace shroud {
 
@@ -486,6 +490,132 @@ void ParseRateVariation(TableReader& r, RateVariationSection* v) {
   r.Unsigned("seed", &v->seed);
 }
 
+// An array of CIDR strings, e.g. ["192.0.2.0/24", "203.0.113.0/25"].
+void ParsePrefixList(TableReader& r, std::string_view key, std::vector<IpPrefix>* out) {
+  const toml::value* v = r.Take(key);
+  if (v == nullptr) return;
+  if (!v->is_array()) {
+    return r.TypeError(key, *v, "an array of prefixes, e.g. [\"192.0.2.0/24\"]");
+  }
+  const std::string path = r.KeyPath(key);
+  const auto& array = v->as_array();
+  std::vector<IpPrefix> prefixes;
+  for (size_t i = 0; i < array.size(); ++i) {
+    const std::string element = absl::StrCat(path, "[", i, "]");
+    r.diag()->SetLine(element, array[i].location().line());
+    if (!array[i].is_string()) {
+      return r.diag()->Error(element, absl::StrCat("expected a prefix string such as "
+                                                   "\"192.0.2.0/24\", got ",
+                                                   Av(TypeName(array[i]))));
+    }
+    absl::StatusOr<IpPrefix> prefix = ParseIpPrefix(array[i].as_string().str);
+    if (!prefix.ok()) return r.diag()->Error(element, prefix.status().message());
+    prefixes.push_back(*prefix);
+  }
+  *out = std::move(prefixes);
+}
+
+void ParseMac(TableReader& r, std::string_view key, MacAddress* out) {
+  std::string text;
+  if (!r.String(key, &text)) return;
+  absl::StatusOr<MacAddress> mac = ParseMacAddress(text);
+  if (!mac.ok()) return r.diag()->Error(r.KeyPath(key), mac.status().message());
+  *out = *mac;
+}
+
+// The key file: an absolute path to a regular file that only its owner may
+// read or write (as ssh insists for private keys), holding the 64 hex digits
+// (`openssl rand -hex 32 > FILE`; surrounding whitespace is ignored).
+// Messages never quote the file's contents.
+absl::StatusOr<ChaffKey> ReadChaffKeyFile(const std::string& path) {
+  if (path.empty() || path[0] != '/') {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "must be an absolute path (the dataplane's working directory is not the config's), got ",
+        Quoted(path)));
+  }
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    return absl::NotFoundError(absl::StrCat(path, ": ", std::strerror(errno)));
+  }
+  if (!S_ISREG(st.st_mode)) return absl::InvalidArgumentError(absl::StrCat(path, ": not a file"));
+  if ((st.st_mode & 077) != 0) {
+    char mode[8];
+    std::snprintf(mode, sizeof(mode), "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    return absl::PermissionDeniedError(absl::StrCat(
+        path, ": group or others may access it (mode ", mode, "); `chmod 600 ", path, "`"));
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open: ", std::strerror(errno)));
+  // 64 hex digits and a newline; anything much longer is not a key file.
+  std::string text(256, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<size_t>(in.gcount()));
+  const absl::string_view digits = absl::StripAsciiWhitespace(text);
+  absl::StatusOr<ChaffKey> key = ParseChaffKeyHex(std::string_view(digits.data(), digits.size()));
+  std::fill(text.begin(), text.end(), '\0');
+  if (!key.ok()) return absl::InvalidArgumentError(absl::StrCat(path, ": ", key.status().message()));
+  return key;
+}
+
+void ParseChaff(TableReader& r, ChaffSection* c) {
+  std::string hex;
+  std::string file;
+  const bool has_key = r.String("key", &hex);
+  const bool has_file = r.String("key_file", &file);
+  if (has_key && has_file) {
+    r.diag()->Error(r.KeyPath("key_file"), "give either key or key_file, not both");
+  } else if (has_key) {
+    absl::StatusOr<ChaffKey> key = ParseChaffKeyHex(hex);
+    std::fill(hex.begin(), hex.end(), '\0');
+    if (key.ok()) {
+      c->key = *key;
+    } else {
+      r.diag()->Error(r.KeyPath("key"), key.status().message());
+    }
+  } else if (has_file) {
+    c->key_file = file;
+    absl::StatusOr<ChaffKey> key = ReadChaffKeyFile(file);
+    if (key.ok()) {
+      c->key = *key;
+    } else {
+      r.diag()->Error(r.KeyPath("key_file"), key.status().message());
+    }
+  }
+  r.Enum<ChaffPolicyKind>("policy",
+                          {{"off", ChaffPolicyKind::kOff},
+                           {"constant", ChaffPolicyKind::kConstant},
+                           {"fill_to_envelope", ChaffPolicyKind::kFillToEnvelope},
+                           {"low_load", ChaffPolicyKind::kLowLoad}},
+                          &c->policy);
+  r.Number("constant_rate_mbyte_s", &c->constant_rate_mbyte_s);
+  r.Number("envelope_rate_multiple", &c->envelope_rate_multiple);
+  r.Number("envelope_mbyte_s", &c->envelope_mbyte_s);
+  r.Number("low_load_threshold_mbyte_s", &c->low_load_threshold_mbyte_s);
+  r.Number("low_load_hysteresis", &c->low_load_hysteresis);
+  r.Bool("low_load_fills_envelope", &c->low_load_fills_envelope);
+  r.Unsigned("background_time_constant_ms", &c->background_time_constant_ms);
+  ParsePrefixList(r, "local_prefixes", &c->local_prefixes);
+  ParsePrefixList(r, "remote_prefixes", &c->remote_prefixes);
+  ParsePorts(r, "client_ports", &c->client_ports);
+  ParsePorts(r, "server_ports", &c->server_ports);
+  r.Enum<RotationDistribution>("rotation",
+                               {{"exponential", RotationDistribution::kExponential},
+                                {"uniform", RotationDistribution::kUniform},
+                                {"lognormal", RotationDistribution::kLogNormal},
+                                {"pareto", RotationDistribution::kPareto}},
+                               &c->rotation);
+  r.Unsigned("rotation_mean_ms", &c->rotation_mean_ms);
+  r.Number("rotation_uniform_spread", &c->rotation_uniform_spread);
+  r.Number("rotation_lognormal_sigma", &c->rotation_lognormal_sigma);
+  r.Number("rotation_pareto_shape", &c->rotation_pareto_shape);
+  r.Bool("respond", &c->respond);
+  r.Bool("peer_responds", &c->peer_responds);
+  ParseMac(r, "src_mac", &c->src_mac);
+  ParseMac(r, "dst_mac", &c->dst_mac);
+  r.Unsigned("mtu", &c->mtu);
+  r.Unsigned("ttl", &c->ttl);
+}
+
 void ParseRoot(const toml::value& root, GatewayConfig* config, Diagnostics* diag) {
   TableReader top(&root, "", diag);
   struct Section {
@@ -500,6 +630,7 @@ void ParseRoot(const toml::value& root, GatewayConfig* config, Diagnostics* diag
       {"shaper", [](TableReader& r, GatewayConfig* c) { ParseShaper(r, &c->shaper); }},
       {"rate_variation",
        [](TableReader& r, GatewayConfig* c) { ParseRateVariation(r, &c->rate_variation); }},
+      {"chaff", [](TableReader& r, GatewayConfig* c) { ParseChaff(r, &c->chaff); }},
   };
   for (const Section& section : kSections) {
     // Absent sections are parsed too (as empty), so defaults go through the
@@ -763,7 +894,154 @@ void ValidateRateVariation(const GatewayConfig& c, Diagnostics& d) {
   }
 }
 
+void ValidateChaff(const GatewayConfig& c, Diagnostics& d) {
+  const size_t errors_before = d.count();
+  const ChaffSection& ch = c.chaff;
+  const std::string policy(ChaffPolicyKindName(ch.policy));
+  if (ch.policy != ChaffPolicyKind::kOff && !ch.enabled()) {
+    d.Error("chaff.policy", absl::StrCat(Quoted(policy), " needs the pair's key: set chaff.key "
+                                         "or chaff.key_file (the same on both gateways)"));
+  }
+  if (ch.policy != ChaffPolicyKind::kOff && c.shaper.chaff_rate_mbyte_s != 0.0) {
+    d.Error("shaper.chaff_rate_mbyte_s",
+            absl::StrCat("must be 0 with chaff.policy = ", Quoted(policy),
+                         ": the policy sets the chaff class's rate every interval, got ",
+                         FormatNumber(c.shaper.chaff_rate_mbyte_s)));
+  }
+  CheckPositive(d, "chaff.constant_rate_mbyte_s", ch.constant_rate_mbyte_s, kMaxRateMbps, " MB/s");
+  CheckPositive(d, "chaff.envelope_mbyte_s", ch.envelope_mbyte_s, kMaxRateMbps, " MB/s");
+  if (!(ch.envelope_rate_multiple == 0.0 ||
+        (ch.envelope_rate_multiple >= 1.0 && ch.envelope_rate_multiple <= 100.0))) {
+    d.Error("chaff.envelope_rate_multiple",
+            absl::StrCat("must be 0 (a constant envelope of chaff.envelope_mbyte_s) or between 1 "
+                         "and 100 (times Algorithm 3's rate), got ",
+                         FormatNumber(ch.envelope_rate_multiple)));
+  }
+  CheckPositive(d, "chaff.low_load_threshold_mbyte_s", ch.low_load_threshold_mbyte_s,
+                kMaxRateMbps, " MB/s");
+  if (!(ch.low_load_hysteresis >= 0.0 && ch.low_load_hysteresis < 1.0)) {
+    d.Error("chaff.low_load_hysteresis",
+            absl::StrCat("must be in [0, 1), got ", FormatNumber(ch.low_load_hysteresis)));
+  }
+  CheckRange<uint32_t>(d, "chaff.background_time_constant_ms", ch.background_time_constant_ms, 0,
+                       3'600'000);
+  // The pools' own checks (IPv4, disjoint sides, disjoint port ranges); the
+  // core names its fields "pools.<key>", which are our keys under [chaff].
+  ChaffPoolConfig pools;
+  pools.local_prefixes = ch.local_prefixes;
+  pools.remote_prefixes = ch.remote_prefixes;
+  pools.client_ports = ch.client_ports;
+  pools.server_ports = ch.server_ports;
+  if (absl::Status s = pools.Validate(); !s.ok()) {
+    const std::pair<std::string, std::string> field_problem =
+        absl::StrSplit(s.message(), absl::MaxSplits(": ", 1));
+    std::string field = field_problem.first;
+    if (absl::StartsWith(field, "pools.")) field.erase(0, 6);
+    // Errors about a list element go to the element's line when known.
+    const std::string key = absl::StrCat("chaff.", field);
+    d.Error(key, field_problem.second.empty() ? s.message() : field_problem.second);
+  }
+  CheckRange<uint32_t>(d, "chaff.rotation_mean_ms", ch.rotation_mean_ms, 1,
+                       std::numeric_limits<uint32_t>::max(), " ms");
+  if (!(ch.rotation_uniform_spread > 0.0 && ch.rotation_uniform_spread <= 1.0)) {
+    d.Error("chaff.rotation_uniform_spread",
+            absl::StrCat("must be in (0, 1], got ", FormatNumber(ch.rotation_uniform_spread)));
+  }
+  if (!(ch.rotation_lognormal_sigma > 0.0 && ch.rotation_lognormal_sigma <= 5.0)) {
+    d.Error("chaff.rotation_lognormal_sigma",
+            absl::StrCat("must be in (0, 5], got ", FormatNumber(ch.rotation_lognormal_sigma)));
+  }
+  if (!(ch.rotation_pareto_shape > 1.0 && ch.rotation_pareto_shape <= 100.0)) {
+    d.Error("chaff.rotation_pareto_shape",
+            absl::StrCat("must be in (1, 100] (the mean is infinite at 1), got ",
+                         FormatNumber(ch.rotation_pareto_shape)));
+  }
+  // A chaff frame is written into one mbuf of 2 KiB data room.
+  CheckRange<uint32_t>(d, "chaff.mtu", ch.mtu, 576, 1500);
+  CheckRange<uint32_t>(d, "chaff.ttl", ch.ttl, 1, 255);
+  if (d.count() > errors_before) return;
+  // Whatever else the core checks, so the two never disagree.
+  if (absl::Status s = ToChaffConfig(c).Validate(); !s.ok()) d.Error("chaff", s.message());
+}
+
 }  // namespace
+
+absl::StatusOr<MacAddress> ParseMacAddress(std::string_view text) {
+  const std::vector<std::string> parts =
+      absl::StrSplit(Av(text), absl::ByAnyChar(":-"));
+  MacAddress mac{};
+  bool ok = parts.size() == mac.size();
+  for (size_t i = 0; ok && i < parts.size(); ++i) {
+    ok = parts[i].size() == 2 && absl::ascii_isxdigit(parts[i][0]) &&
+         absl::ascii_isxdigit(parts[i][1]);
+    if (ok) mac[i] = static_cast<uint8_t>(std::stoul(parts[i], nullptr, 16));
+  }
+  if (!ok) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "expected a MAC address such as \"02:00:5e:10:00:01\", got ", Quoted(text)));
+  }
+  if ((mac[0] & 1) != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(Quoted(text), " is a multicast/broadcast address; give a unicast MAC"));
+  }
+  return mac;
+}
+
+uint64_t ChaffTopRateBytesPerSec(const GatewayConfig& config) {
+  const ChaffSection& ch = config.chaff;
+  const RateVariationSection& v = config.rate_variation;
+  // The highest migration rate r Algorithm 3 can set; chaff borrows up to it.
+  const double top_r = (v.enabled ? v.max_rate_mbyte_s : v.start_rate_mbyte_s) * 1e6;
+  const double envelope = ch.envelope_rate_multiple > 0.0 ? ch.envelope_rate_multiple * top_r
+                                                          : ch.envelope_mbyte_s * 1e6;
+  const double constant = ch.constant_rate_mbyte_s * 1e6 + top_r;
+  double top = 0.0;
+  switch (ch.policy) {
+    case ChaffPolicyKind::kOff: return 0;
+    case ChaffPolicyKind::kConstant: top = constant; break;
+    case ChaffPolicyKind::kFillToEnvelope: top = std::max(envelope, top_r); break;
+    case ChaffPolicyKind::kLowLoad:
+      top = ch.low_load_fills_envelope ? std::max(envelope, top_r) : constant;
+      break;
+  }
+  if (!(top < static_cast<double>(kMaxRateBytesPerSec))) return kMaxRateBytesPerSec;
+  return static_cast<uint64_t>(std::llround(top));
+}
+
+ChaffConfig ToChaffConfig(const GatewayConfig& config) {
+  const ChaffSection& ch = config.chaff;
+  auto bytes_per_sec = [](double mbyte_s) {
+    if (!(mbyte_s * 1e6 < static_cast<double>(kMaxRateBytesPerSec))) return kMaxRateBytesPerSec;
+    return static_cast<uint64_t>(std::llround(mbyte_s * 1e6));
+  };
+  ChaffConfig c;
+  c.policy.kind = ch.policy;
+  c.policy.constant_rate_bytes_per_sec = bytes_per_sec(ch.constant_rate_mbyte_s);
+  c.policy.envelope_rate_multiple = ch.envelope_rate_multiple;
+  c.policy.envelope_bytes_per_sec = bytes_per_sec(ch.envelope_mbyte_s);
+  // ToShaperConfig always lets chaff borrow migration's unused tokens.
+  c.policy.chaff_borrows_from_migration = true;
+  c.policy.low_load_threshold_bytes_per_sec = bytes_per_sec(ch.low_load_threshold_mbyte_s);
+  c.policy.low_load_hysteresis = ch.low_load_hysteresis;
+  c.policy.low_load_fills_envelope = ch.low_load_fills_envelope;
+  c.policy.background_time_constant_ns = uint64_t{ch.background_time_constant_ms} * 1'000'000;
+  c.pools.local_prefixes = ch.local_prefixes;
+  c.pools.remote_prefixes = ch.remote_prefixes;
+  c.pools.client_ports = ch.client_ports;
+  c.pools.server_ports = ch.server_ports;
+  c.rotation.distribution = ch.rotation;
+  c.rotation.mean_ns = uint64_t{ch.rotation_mean_ms} * 1'000'000;
+  c.rotation.uniform_spread = ch.rotation_uniform_spread;
+  c.rotation.lognormal_sigma = ch.rotation_lognormal_sigma;
+  c.rotation.pareto_shape = ch.rotation_pareto_shape;
+  c.tcp.src_mac = ch.src_mac;
+  c.tcp.dst_mac = ch.dst_mac;
+  c.tcp.mtu = static_cast<uint16_t>(std::min<uint32_t>(ch.mtu, 0xFFFF));
+  c.tcp.ttl = static_cast<uint8_t>(std::min<uint32_t>(ch.ttl, 255));
+  c.tcp.wait_for_syn_ack = ch.peer_responds;
+  c.respond = ch.respond;
+  return c;
+}
 
 RateVariationConfig ToRateVariationConfig(const RateVariationSection& v) {
   RateVariationConfig config;
@@ -798,7 +1076,8 @@ ShaperConfig ToShaperConfig(const GatewayConfig& config) {
   shaper.migration.queue_packets = s.queue_packets;
   const uint64_t chaff_rate = bytes_per_sec(s.chaff_rate_mbyte_s);
   shaper.chaff.rate_bytes_per_sec = chaff_rate;
-  shaper.chaff.ceil_bytes_per_sec = std::max(chaff_rate, migration_ceil);
+  shaper.chaff.ceil_bytes_per_sec =
+      std::max({chaff_rate, migration_ceil, ChaffTopRateBytesPerSec(config)});
   shaper.chaff.queue_depth_ms = s.chaff_queue_ms;
   shaper.chaff.queue_packets = s.queue_packets;
   shaper.chaff_borrows_from_migration = true;
@@ -816,6 +1095,7 @@ void ValidateInto(const GatewayConfig& config, Diagnostics& d) {
   const size_t before_shaping = d.count();
   ValidateShaper(config, d);
   ValidateRateVariation(config, d);
+  ValidateChaff(config, d);
   // The shaper's own checks on the hierarchy these sections build (a queue
   // too short for one frame, say), once each value is sane on its own.
   if (d.count() == before_shaping) {

@@ -17,11 +17,14 @@
 
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "dataplane/core/chaff.h"
 #include "dataplane/core/rate_variation.h"
 #include "dataplane/core/classifier.h"
 #include "dataplane/core/token_bucket.h"
@@ -127,6 +130,66 @@ RateVariationConfig ToRateVariationConfig(const RateVariationSection& section);
 // and the scan limits; see classifier.h.
 using ClassifySection = ClassifierConfig;
 
+using MacAddress = std::array<uint8_t, 6>;
+
+// [chaff] (issue 4): dummy TCP connections this gateway sends to its peer
+// across the WAN, and the peer's that it absorbs (dataplane/core/chaff.h).
+// The defaults come from the core's ChaffConfig, shown here in the config's
+// units (MB/s, ms).
+//
+// Two switches: the pair key turns recognition on (the peer's chaff is
+// verified, dropped before it reaches an inside host, and answered), the
+// policy turns sending on. Without a key nothing chaff happens at all: the
+// peer's chaff would be forwarded inside like any traffic, so a gateway whose
+// peer sends chaff needs the key even with policy "off".
+struct ChaffSection {
+  // The pair's pre-shared key, from `key` (64 hex digits) or `key_file` (a
+  // file holding them, readable by its owner only). Never logged; the log
+  // shows ChaffKeyId instead, so two gateways can be checked to match.
+  std::optional<ChaffKey> key;
+  std::string key_file;  // as configured, for messages ("" when `key` was given)
+
+  ChaffPolicyKind policy = ChaffPolicyConfig{}.kind;
+  double constant_rate_mbyte_s = ChaffPolicyConfig{}.constant_rate_bytes_per_sec / 1e6;
+  double envelope_rate_multiple = ChaffPolicyConfig{}.envelope_rate_multiple;
+  double envelope_mbyte_s = ChaffPolicyConfig{}.envelope_bytes_per_sec / 1e6;
+  double low_load_threshold_mbyte_s = ChaffPolicyConfig{}.low_load_threshold_bytes_per_sec / 1e6;
+  double low_load_hysteresis = ChaffPolicyConfig{}.low_load_hysteresis;
+  bool low_load_fills_envelope = ChaffPolicyConfig{}.low_load_fills_envelope;
+  uint32_t background_time_constant_ms =
+      static_cast<uint32_t>(ChaffPolicyConfig{}.background_time_constant_ns / 1'000'000);
+
+  // Pools: our side of the WAN (chaff we send comes from here) and the
+  // peer's (it goes there); the peer configures them the other way round.
+  std::vector<IpPrefix> local_prefixes = ChaffPoolConfig{}.local_prefixes;
+  std::vector<IpPrefix> remote_prefixes = ChaffPoolConfig{}.remote_prefixes;
+  PortRange client_ports = ChaffPoolConfig{}.client_ports;
+  PortRange server_ports = ChaffPoolConfig{}.server_ports;
+
+  RotationDistribution rotation = ChaffRotationConfig{}.distribution;
+  uint32_t rotation_mean_ms = static_cast<uint32_t>(ChaffRotationConfig{}.mean_ns / 1'000'000);
+  double rotation_uniform_spread = ChaffRotationConfig{}.uniform_spread;
+  double rotation_lognormal_sigma = ChaffRotationConfig{}.lognormal_sigma;
+  double rotation_pareto_shape = ChaffRotationConfig{}.pareto_shape;
+
+  // Answer the peer's chaff (SYN-ACKs, delayed ACKs, FINs).
+  bool respond = ChaffConfig{}.respond;
+  // Whether the peer answers ours (its `respond`): our connections then wait
+  // for the SYN-ACK as TCP does; if not, they assume one after 20 ms.
+  bool peer_responds = ChaffTcpConfig{}.wait_for_syn_ack;
+  // Link layer of the chaff we send: the WAN port's MAC and the next hop's.
+  MacAddress src_mac = ChaffTcpConfig{}.src_mac;
+  MacAddress dst_mac = ChaffTcpConfig{}.dst_mac;
+  uint32_t mtu = ChaffTcpConfig{}.mtu;
+  uint32_t ttl = ChaffTcpConfig{}.ttl;
+
+  // True when this gateway recognises (and so absorbs) the peer's chaff.
+  bool enabled() const { return key.has_value(); }
+};
+
+// "02:00:5e:10:00:01" (also with '-'); InvalidArgument otherwise.
+absl::StatusOr<MacAddress> ParseMacAddress(std::string_view text);
+
 struct GatewayConfig {
   DataplaneSection dataplane;
   FlowsSection flows;
@@ -134,7 +197,17 @@ struct GatewayConfig {
   ClassifySection classify;
   ShaperSection shaper;
   RateVariationSection rate_variation;
+  ChaffSection chaff;
 };
+
+// The core's chaff configuration for this config (rates in bytes/s, times in
+// ns). The policy's borrowing mirrors the shaper's (chaff always borrows from
+// migration, see ToShaperConfig). `config` must be valid.
+ChaffConfig ToChaffConfig(const GatewayConfig& config);
+
+// The highest rate the chaff policy can ask for (its own rate plus what it
+// borrows), bytes/s: what the chaff class's ceil must allow.
+uint64_t ChaffTopRateBytesPerSec(const GatewayConfig& config);
 
 // The shaper hierarchy this config describes (rates in bytes/s):
 //  - root: shaper.link_rate_mbyte_s;
@@ -142,9 +215,11 @@ struct GatewayConfig {
 //    re-draws it from the first step on), ceil = rate_variation.max_rate_mbyte_s
 //    (or the start rate when rate variation is off), queue
 //    shaper.migration_queue_ms at that ceil;
-//  - chaff: rate = shaper.chaff_rate_mbyte_s, ceil = the larger of that and the
+//  - chaff: rate = shaper.chaff_rate_mbyte_s (with a [chaff] policy: 0 until
+//    the policy's first step sets it), ceil = the largest of that, the
 //    migration ceil (chaff may fill migration's unused tokens up to the same
-//    envelope), queue shaper.chaff_queue_ms at that ceil;
+//    envelope) and the policy's top rate (ChaffTopRateBytesPerSec), queue
+//    shaper.chaff_queue_ms at that ceil;
 //  - borrowing: chaff from migration always, migration from chaff per
 //    shaper.migration_borrows_chaff.
 // `config` must be valid (ValidateGatewayConfig); the result then passes
