@@ -2,9 +2,13 @@
 // kind of mistake is reported with file, line, dotted key and the problem.
 #include "dataplane/core/gateway_config.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <fstream>
+#include <random>
 #include <string>
+#include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -590,6 +594,316 @@ start_rate_mbyte_s = 1
 TEST(GatewayConfigTest, GatewayModeRunsOneQueue) {
   EXPECT_THAT(Error("[dataplane]\nmode = \"gateway\"\nrx_queues = 2\nmempool_mbufs = 100000\n"),
               HasSubstr("cfg.toml:3: dataplane.rx_queues: must be 1 in gateway mode"));
+}
+
+// --- [chaff] ------------------------------------------------------------------
+
+constexpr char kKeyHex[] = "8f1c2a9b3e4d5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8";
+
+std::string PairPath(char side) {
+  return testing::SourceRoot() + "/conf/gateway-pair-" + side + ".toml";
+}
+
+bool InTestNet(const IpPrefix& p) {
+  for (const char* net : {"192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"}) {
+    const IpPrefix n = *ParseIpPrefix(net);
+    if (p.version == 4 && p.length >= n.length && n.Contains(p.addr, 4)) return true;
+  }
+  return false;
+}
+
+TEST(GatewayConfigChaffTest, OffByDefaultAndInTheShippedExample) {
+  absl::StatusOr<GatewayConfig> empty = Parse("");
+  ASSERT_TRUE(empty.ok()) << empty.status();
+  EXPECT_FALSE(empty->chaff.enabled());
+  EXPECT_EQ(empty->chaff.policy, ChaffPolicyKind::kOff);
+  EXPECT_TRUE(ToChaffConfig(*empty).Validate().ok());
+  // The defaults are the core's.
+  const ChaffConfig mapped = ToChaffConfig(*empty);
+  const ChaffConfig core;
+  EXPECT_EQ(mapped.policy.constant_rate_bytes_per_sec, core.policy.constant_rate_bytes_per_sec);
+  EXPECT_EQ(mapped.policy.envelope_bytes_per_sec, core.policy.envelope_bytes_per_sec);
+  EXPECT_EQ(mapped.policy.low_load_threshold_bytes_per_sec,
+            core.policy.low_load_threshold_bytes_per_sec);
+  EXPECT_EQ(mapped.policy.background_time_constant_ns, core.policy.background_time_constant_ns);
+  EXPECT_EQ(mapped.rotation.mean_ns, core.rotation.mean_ns);
+  EXPECT_EQ(mapped.pools.client_ports.first, core.pools.client_ports.first);
+  EXPECT_EQ(mapped.tcp.src_mac, core.tcp.src_mac);
+  EXPECT_EQ(mapped.tcp.wait_for_syn_ack, core.tcp.wait_for_syn_ack);
+  EXPECT_EQ(mapped.respond, core.respond);
+
+  absl::StatusOr<GatewayConfig> example = LoadGatewayConfig(ExamplePath());
+  ASSERT_TRUE(example.ok()) << example.status();
+  EXPECT_FALSE(example->chaff.enabled());
+  EXPECT_EQ(example->chaff.policy, ChaffPolicyKind::kOff);
+}
+
+TEST(GatewayConfigChaffTest, TheCommentedExampleSectionParsesWhenUncommented) {
+  std::ifstream in(ExamplePath());
+  std::string line, text;
+  bool in_chaff = false;
+  while (std::getline(in, line)) {
+    if (line == "# [chaff]") in_chaff = true;
+    if (in_chaff && line.starts_with("# ")) {
+      std::string uncommented = line.substr(2);
+      if (uncommented.starts_with("key_file")) uncommented = std::string("key = \"") + kKeyHex + "\"";
+      text += uncommented + "\n";
+    }
+  }
+  ASSERT_THAT(text, HasSubstr("[chaff]"));
+  absl::StatusOr<GatewayConfig> c = Parse(text);
+  ASSERT_TRUE(c.ok()) << c.status() << "\n" << text;
+  EXPECT_EQ(c->chaff.policy, ChaffPolicyKind::kFillToEnvelope);
+}
+
+TEST(GatewayConfigChaffTest, ThePairConfigsLoadAndMirrorEachOther) {
+  absl::StatusOr<GatewayConfig> a = LoadGatewayConfig(PairPath('a'));
+  absl::StatusOr<GatewayConfig> b = LoadGatewayConfig(PairPath('b'));
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE(b.ok()) << b.status();
+  for (const GatewayConfig* c : {&*a, &*b}) {
+    EXPECT_TRUE(c->chaff.enabled());
+    EXPECT_EQ(c->chaff.policy, ChaffPolicyKind::kFillToEnvelope);
+    EXPECT_TRUE(c->chaff.respond);
+    EXPECT_TRUE(c->chaff.peer_responds);
+    EXPECT_TRUE(ToChaffConfig(*c).Validate().ok());
+    EXPECT_TRUE(ToShaperConfig(*c).Validate().ok());
+    // TEST-NET only.
+    for (const auto* pool : {&c->chaff.local_prefixes, &c->chaff.remote_prefixes}) {
+      for (const IpPrefix& p : *pool) EXPECT_TRUE(InTestNet(p)) << p.ToString();
+    }
+    for (const ClassRule& r : c->classify.rules) {
+      if (r.dst.version != 0) EXPECT_TRUE(InTestNet(r.dst)) << r.name;
+      if (r.src.version != 0) EXPECT_TRUE(InTestNet(r.src)) << r.name;
+      EXPECT_EQ(r.traffic_class, TrafficClass::kMigration);
+    }
+  }
+  EXPECT_EQ(a->chaff.key->bytes, b->chaff.key->bytes);
+  EXPECT_EQ(ChaffKeyId(*a->chaff.key), ChaffKeyId(*b->chaff.key));
+  const auto prefixes = [](const std::vector<IpPrefix>& v) {
+    std::vector<std::string> out;
+    for (const IpPrefix& p : v) out.push_back(p.ToString());
+    return out;
+  };
+  EXPECT_EQ(prefixes(a->chaff.local_prefixes), prefixes(b->chaff.remote_prefixes));
+  EXPECT_EQ(prefixes(a->chaff.remote_prefixes), prefixes(b->chaff.local_prefixes));
+  EXPECT_EQ(a->chaff.client_ports.ToString(), b->chaff.client_ports.ToString());
+  EXPECT_EQ(a->chaff.server_ports.ToString(), b->chaff.server_ports.ToString());
+  EXPECT_EQ(a->chaff.src_mac, b->chaff.dst_mac);
+  EXPECT_EQ(a->chaff.dst_mac, b->chaff.src_mac);
+  // Each side's migration rules point at the other side's hosts, never at a
+  // chaff pool.
+  for (const GatewayConfig* c : {&*a, &*b}) {
+    const ChaffPools pools(ToChaffConfig(*c).pools);
+    for (const ClassRule& r : c->classify.rules) {
+      const uint32_t network = uint32_t{r.dst.addr[0]} << 24 | uint32_t{r.dst.addr[1]} << 16 |
+                               uint32_t{r.dst.addr[2]} << 8 | r.dst.addr[3];
+      const uint32_t last = network | (r.dst.length >= 32 ? 0 : 0xFFFFFFFFu >> r.dst.length);
+      EXPECT_FALSE(pools.InRemote(network) || pools.InRemote(last)) << r.name;
+      EXPECT_FALSE(pools.InLocal(network) || pools.InLocal(last)) << r.name;
+    }
+  }
+
+  // The pair works as shipped: every frame of a connection A's generator
+  // opens verifies at B as the peer's chaff, and B's answers verify at A.
+  const ChaffKeys keys(*a->chaff.key);
+  absl::StatusOr<ChaffGenerator> gen_a = ChaffGenerator::Create(ToChaffConfig(*a), keys);
+  ASSERT_TRUE(gen_a.ok()) << gen_a.status();
+  const ChaffVerifier at_b(ChaffKeys(*b->chaff.key), ToChaffConfig(*b).pools);
+  const ChaffVerifier at_a(keys, ToChaffConfig(*a).pools);
+  const ChaffResponder responder_b(ToChaffConfig(*b).tcp);
+  std::mt19937_64 rng(3);
+  std::vector<uint8_t> frame(2048), reply(2048), next(2048);
+  size_t n = gen_a->NextFrame(0, rng, frame);
+  ASSERT_GT(n, 0u);
+  std::optional<ChaffSegment> syn = at_b.Verify({frame.data(), n});
+  ASSERT_TRUE(syn.has_value());
+  EXPECT_EQ(syn->direction, ChaffDirection::kClientToServer);
+  const size_t r = responder_b.Respond(*syn, {frame.data(), n}, 1'000'000, reply);
+  ASSERT_GT(r, 0u);
+  std::optional<ChaffSegment> synack = at_a.Verify({reply.data(), r});
+  ASSERT_TRUE(synack.has_value());
+  EXPECT_EQ(synack->direction, ChaffDirection::kServerToClient);
+  const size_t d = gen_a->OnServerSegment(*synack, 2'000'000, next);
+  ASSERT_GT(d, 0u);
+  std::optional<ChaffSegment> data = at_b.Verify({next.data(), d});
+  ASSERT_TRUE(data.has_value());
+  EXPECT_GT(data->payload_length, 1000u);
+}
+
+TEST(GatewayConfigChaffTest, ParsesEveryKeyAndConvertsUnits) {
+  absl::StatusOr<GatewayConfig> c = Parse(absl::StrCat(R"([chaff]
+key = ")", kKeyHex, R"("
+policy = "low_load"
+constant_rate_mbyte_s = 2.5
+envelope_rate_multiple = 0
+envelope_mbyte_s = 6
+low_load_threshold_mbyte_s = 3
+low_load_hysteresis = 0.3
+low_load_fills_envelope = false
+background_time_constant_ms = 500
+local_prefixes = ["203.0.113.0/26", "192.0.2.64/26"]
+remote_prefixes = ["198.51.100.0/24"]
+client_ports = "40000-40999"
+server_ports = "8443-8444"
+rotation = "pareto"
+rotation_mean_ms = 12000
+rotation_uniform_spread = 0.5
+rotation_lognormal_sigma = 0.7
+rotation_pareto_shape = 3
+respond = false
+peer_responds = false
+src_mac = "02:00:5e:10:00:01"
+dst_mac = "02-00-5E-10-00-02"
+mtu = 1400
+ttl = 60
+)"));
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_TRUE(c->chaff.key.has_value());
+  EXPECT_EQ(c->chaff.key->bytes, ParseChaffKeyHex(kKeyHex)->bytes);
+  const ChaffConfig m = ToChaffConfig(*c);
+  EXPECT_EQ(m.policy.kind, ChaffPolicyKind::kLowLoad);
+  EXPECT_EQ(m.policy.constant_rate_bytes_per_sec, 2'500'000u);
+  EXPECT_EQ(m.policy.envelope_rate_multiple, 0.0);
+  EXPECT_EQ(m.policy.envelope_bytes_per_sec, 6'000'000u);
+  EXPECT_EQ(m.policy.low_load_threshold_bytes_per_sec, 3'000'000u);
+  EXPECT_DOUBLE_EQ(m.policy.low_load_hysteresis, 0.3);
+  EXPECT_FALSE(m.policy.low_load_fills_envelope);
+  EXPECT_TRUE(m.policy.chaff_borrows_from_migration);
+  EXPECT_EQ(m.policy.background_time_constant_ns, 500'000'000u);
+  ASSERT_EQ(m.pools.local_prefixes.size(), 2u);
+  EXPECT_EQ(m.pools.local_prefixes[1].ToString(), "192.0.2.64/26");
+  EXPECT_EQ(m.pools.remote_prefixes[0].ToString(), "198.51.100.0/24");
+  EXPECT_EQ(m.pools.client_ports.first, 40000);
+  EXPECT_EQ(m.pools.client_ports.last, 40999);
+  EXPECT_EQ(m.pools.server_ports.first, 8443);
+  EXPECT_EQ(m.pools.server_ports.last, 8444);
+  EXPECT_EQ(m.rotation.distribution, RotationDistribution::kPareto);
+  EXPECT_EQ(m.rotation.mean_ns, 12'000'000'000u);
+  EXPECT_DOUBLE_EQ(m.rotation.uniform_spread, 0.5);
+  EXPECT_DOUBLE_EQ(m.rotation.lognormal_sigma, 0.7);
+  EXPECT_DOUBLE_EQ(m.rotation.pareto_shape, 3.0);
+  EXPECT_FALSE(m.respond);
+  EXPECT_FALSE(m.tcp.wait_for_syn_ack);
+  EXPECT_EQ(m.tcp.src_mac, (MacAddress{0x02, 0x00, 0x5e, 0x10, 0x00, 0x01}));
+  EXPECT_EQ(m.tcp.dst_mac, (MacAddress{0x02, 0x00, 0x5e, 0x10, 0x00, 0x02}));
+  EXPECT_EQ(m.tcp.mtu, 1400);
+  EXPECT_EQ(m.tcp.ttl, 60);
+  EXPECT_TRUE(m.Validate().ok()) << m.Validate();
+}
+
+TEST(GatewayConfigChaffTest, TheChaffClassCeilLetsThePolicyReachItsTopRate) {
+  GatewayConfig c;
+  c.chaff.key = *ParseChaffKeyHex(kKeyHex);
+  c.chaff.policy = ChaffPolicyKind::kFillToEnvelope;
+  c.chaff.envelope_rate_multiple = 2.0;
+  ASSERT_TRUE(ValidateGatewayConfig(c).ok()) << ValidateGatewayConfig(c);
+  EXPECT_EQ(ToShaperConfig(c).chaff.ceil_bytes_per_sec, 16'000'000u);  // 2 x maxR
+  EXPECT_EQ(ToShaperConfig(c).chaff.rate_bytes_per_sec, 0u);  // the policy sets it
+  c.chaff.policy = ChaffPolicyKind::kConstant;
+  c.chaff.constant_rate_mbyte_s = 10;
+  EXPECT_EQ(ToShaperConfig(c).chaff.ceil_bytes_per_sec, 18'000'000u);  // own + borrowed maxR
+  c.chaff.policy = ChaffPolicyKind::kOff;
+  EXPECT_EQ(ToShaperConfig(c).chaff.ceil_bytes_per_sec, 8'000'000u);  // as before chaff
+}
+
+TEST(GatewayConfigChaffErrorTest, APolicyNeedsTheKey) {
+  EXPECT_THAT(Error("[chaff]\npolicy = \"constant\"\n"),
+              HasSubstr("cfg.toml:2: chaff.policy: \"constant\" needs the pair's key"));
+  EXPECT_THAT(Error("[chaff]\npolicy = \"sometimes\"\n"),
+              HasSubstr("cfg.toml:2: chaff.policy: must be \"off\" or \"constant\" or "
+                        "\"fill_to_envelope\" or \"low_load\", got \"sometimes\""));
+}
+
+TEST(GatewayConfigChaffErrorTest, BadKeysNameTheKeyButNeverShowIt) {
+  const std::string short_key = "8f1c2a9b3e4d5f60";
+  std::string message = Error("[chaff]\nkey = \"" + short_key + "\"\n");
+  EXPECT_THAT(message, HasSubstr("cfg.toml:2: chaff.key: chaff key must be 64 hex digits, got 16"));
+  EXPECT_THAT(message, Not(HasSubstr(short_key)));
+  std::string not_hex(kKeyHex);
+  not_hex[10] = 'x';
+  message = Error("[chaff]\nkey = \"" + not_hex + "\"\n");
+  EXPECT_THAT(message, HasSubstr("chaff.key: chaff key must be hex digits only"));
+  EXPECT_THAT(message, Not(HasSubstr(not_hex)));
+  EXPECT_THAT(Error("[chaff]\nkey = \"" + std::string(64, '0') + "\"\n"),
+              HasSubstr("chaff.key: chaff key is all zeros"));
+  EXPECT_THAT(Error("[chaff]\nkey = 12\n"), HasSubstr("chaff.key: expected a string, got an integer"));
+  EXPECT_THAT(Error(absl::StrCat("[chaff]\nkey = \"", kKeyHex, "\"\nkey_file = \"/k\"\n")),
+              HasSubstr("cfg.toml:3: chaff.key_file: give either key or key_file, not both"));
+}
+
+TEST(GatewayConfigChaffErrorTest, KeyFileMustBeAbsolutePrivateAndHoldAKey) {
+  const std::string dir = testing::MakeTempDir();
+  const std::string path = dir + "/pair.key";
+  {
+    std::ofstream out(path);
+    out << kKeyHex << "\n";
+  }
+  ASSERT_EQ(::chmod(path.c_str(), 0644), 0);
+  std::string message = Error("[chaff]\nkey_file = \"" + path + "\"\n");
+  EXPECT_THAT(message, HasSubstr("cfg.toml:2: chaff.key_file: " + path +
+                                 ": group or others may access it (mode 0644); `chmod 600"));
+  EXPECT_THAT(message, Not(HasSubstr(kKeyHex)));
+  ASSERT_EQ(::chmod(path.c_str(), 0600), 0);
+  absl::StatusOr<GatewayConfig> c =
+      Parse("[chaff]\nkey_file = \"" + path + "\"\npolicy = \"constant\"\n");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->chaff.key->bytes, ParseChaffKeyHex(kKeyHex)->bytes);
+  EXPECT_EQ(c->chaff.key_file, path);
+
+  EXPECT_THAT(Error("[chaff]\nkey_file = \"pair.key\"\n"),
+              HasSubstr("chaff.key_file: must be an absolute path"));
+  EXPECT_THAT(Error("[chaff]\nkey_file = \"" + dir + "/missing.key\"\n"),
+              HasSubstr("chaff.key_file: " + dir + "/missing.key: No such file"));
+  {
+    std::ofstream out(path, std::ios::trunc);
+    out << "not a key\n";
+  }
+  EXPECT_THAT(Error("[chaff]\nkey_file = \"" + path + "\"\n"),
+              HasSubstr("chaff.key_file: " + path + ": chaff key must be 64 hex digits"));
+}
+
+TEST(GatewayConfigChaffErrorTest, PoolsAndPortsNameTheKeyAndLine) {
+  const std::string key = absl::StrCat("[chaff]\nkey = \"", kKeyHex, "\"\n");
+  EXPECT_THAT(Error(key + "local_prefixes = [\"192.0.2.0/25\",\n  \"192.0.2.300/25\"]\n"),
+              HasSubstr("cfg.toml:4: chaff.local_prefixes[1]: "));
+  EXPECT_THAT(Error(key + "local_prefixes = \"192.0.2.0/25\"\n"),
+              HasSubstr("cfg.toml:3: chaff.local_prefixes: expected an array of prefixes"));
+  EXPECT_THAT(Error(key + "local_prefixes = [\"2001:db8::/32\"]\n"),
+              HasSubstr("cfg.toml:3: chaff.local_prefixes[0]: must be an IPv4 prefix"));
+  EXPECT_THAT(Error(key + "remote_prefixes = [\"192.0.2.0/28\"]\n"),
+              HasSubstr("cfg.toml:3: chaff.remote_prefixes[0]: 192.0.2.0/28 overlaps "
+                        "chaff.local_prefixes[0]"));
+  EXPECT_THAT(Error(key + "client_ports = \"400-500\"\nserver_ports = 443\n"),
+              HasSubstr("cfg.toml:4: chaff.server_ports: 443 overlaps chaff.client_ports 400-500"));
+  EXPECT_THAT(Error(key + "client_ports = \"70000\"\n"), HasSubstr("chaff.client_ports: "));
+}
+
+TEST(GatewayConfigChaffErrorTest, RangesTypesAndUnknownKeys) {
+  const std::string key = absl::StrCat("[chaff]\nkey = \"", kKeyHex, "\"\n");
+  EXPECT_THAT(Error(key + "envelope_rate_multiple = 0.5\n"),
+              HasSubstr("cfg.toml:3: chaff.envelope_rate_multiple: must be 0"));
+  EXPECT_THAT(Error(key + "constant_rate_mbyte_s = 0\n"),
+              HasSubstr("cfg.toml:3: chaff.constant_rate_mbyte_s: must be > 0"));
+  EXPECT_THAT(Error(key + "low_load_hysteresis = 1\n"),
+              HasSubstr("cfg.toml:3: chaff.low_load_hysteresis: must be in [0, 1)"));
+  EXPECT_THAT(Error(key + "rotation = \"weibull\"\n"),
+              HasSubstr("cfg.toml:3: chaff.rotation: must be \"exponential\""));
+  EXPECT_THAT(Error(key + "rotation_mean_ms = 0\n"),
+              HasSubstr("cfg.toml:3: chaff.rotation_mean_ms: must be between 1 and"));
+  EXPECT_THAT(Error(key + "rotation_pareto_shape = 1\n"),
+              HasSubstr("cfg.toml:3: chaff.rotation_pareto_shape: must be in (1, 100]"));
+  EXPECT_THAT(Error(key + "mtu = 9000\n"), HasSubstr("cfg.toml:3: chaff.mtu: must be between 576 and 1500"));
+  EXPECT_THAT(Error(key + "dst_mac = \"02:00:00:00:00\"\n"),
+              HasSubstr("cfg.toml:3: chaff.dst_mac: expected a MAC address"));
+  EXPECT_THAT(Error(key + "dst_mac = \"ff:ff:ff:ff:ff:ff\"\n"),
+              HasSubstr("chaff.dst_mac: \"ff:ff:ff:ff:ff:ff\" is a multicast/broadcast address"));
+  EXPECT_THAT(Error(key + "respond = \"yes\"\n"),
+              HasSubstr("cfg.toml:3: chaff.respond: expected a boolean"));
+  EXPECT_THAT(Error(key + "polcy = \"off\"\n"),
+              HasSubstr("cfg.toml:3: chaff.polcy: unknown key; known keys here: "));
+  EXPECT_THAT(Error(key + "policy = \"constant\"\n[shaper]\nchaff_rate_mbyte_s = 2\n"),
+              HasSubstr("cfg.toml:5: shaper.chaff_rate_mbyte_s: must be 0 with chaff.policy"));
 }
 
 }  // namespace

@@ -20,6 +20,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 
 namespace shroud {
@@ -939,7 +940,10 @@ void ValidateChaff(const GatewayConfig& c, Diagnostics& d) {
     if (absl::StartsWith(field, "pools.")) field.erase(0, 6);
     // Errors about a list element go to the element's line when known.
     const std::string key = absl::StrCat("chaff.", field);
-    d.Error(key, field_problem.second.empty() ? s.message() : field_problem.second);
+    std::string problem = field_problem.second.empty() ? std::string(s.message())
+                                                       : field_problem.second;
+    problem = absl::StrReplaceAll(problem, {{"pools.", "chaff."}});
+    d.Error(key, problem);
   }
   CheckRange<uint32_t>(d, "chaff.rotation_mean_ms", ch.rotation_mean_ms, 1,
                        std::numeric_limits<uint32_t>::max(), " ms");
