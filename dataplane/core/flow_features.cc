@@ -8,35 +8,44 @@ namespace shroud {
 StreamPosition::StreamPosition(const FeatureConfig& config)
     // Starts "before" packet 0 so that the first Advance() lands on index 0.
     : index_(~uint64_t{0}), window_count_(config.byte_window_count) {
-  for (size_t i = 0; i < window_count_; ++i) window_size_[i] = config.byte_windows[i];
+  for (size_t i = 0; i < window_count_; ++i) {
+    window_size_[i] = config.byte_windows[i];
+    next_boundary_ = std::min<uint64_t>(next_boundary_, window_size_[i]);
+  }
 }
 
 namespace {
 
 void AddInterPacketTime(std::array<IptCategoryCount, kIptTopK>& sketch, uint64_t gap_ns) {
   uint64_t us = gap_ns / 1000;
-  uint32_t category = us > UINT32_MAX ? UINT32_MAX : static_cast<uint32_t>(us);
-  IptCategoryCount* empty = nullptr;
-  IptCategoryCount* smallest = &sketch[0];
-  for (auto& e : sketch) {
-    if (e.count != 0 && e.category_us == category) {
-      ++e.count;
-      return;
-    }
-    if (e.count == 0) {
-      if (empty == nullptr) empty = &e;
-    } else if (e.count < smallest->count || smallest->count == 0) {
-      smallest = &e;
-    }
+  const uint32_t category = us > UINT32_MAX ? UINT32_MAX : static_cast<uint32_t>(us);
+  // One branch-free pass (the per-entry branches of a plain scan mispredict
+  // on every packet whose gap is new): the matching entry, the first empty
+  // one, and the first of the smallest counts. Walking backwards with "<="
+  // leaves the first of equals. Non-empty categories are unique.
+  int match = -1;
+  int empty = -1;
+  int smallest = 0;
+  uint32_t smallest_count = UINT32_MAX;
+  for (int i = static_cast<int>(kIptTopK) - 1; i >= 0; --i) {
+    const IptCategoryCount e = sketch[i];
+    const bool used = e.count != 0;
+    match = (used && e.category_us == category) ? i : match;
+    empty = used ? empty : i;
+    const bool le = used && e.count <= smallest_count;
+    smallest = le ? i : smallest;
+    smallest_count = le ? e.count : smallest_count;
   }
-  if (empty != nullptr) {
-    *empty = {category, 1};
-    return;
+  if (match >= 0) {
+    ++sketch[match].count;
+  } else if (empty >= 0) {
+    sketch[empty] = {category, 1};
+  } else {
+    // Space-Saving: the newcomer inherits the evicted count, so counts are
+    // upper bounds and a category that keeps coming back climbs into the top.
+    sketch[smallest].category_us = category;
+    ++sketch[smallest].count;
   }
-  // Space-Saving: the newcomer inherits the evicted count, so counts are upper
-  // bounds and a category that keeps coming back climbs into the top.
-  smallest->category_us = category;
-  ++smallest->count;
 }
 
 }  // namespace

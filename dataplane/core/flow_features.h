@@ -7,6 +7,7 @@
 #ifndef SHROUD_DATAPLANE_CORE_FLOW_FEATURES_H_
 #define SHROUD_DATAPLANE_CORE_FLOW_FEATURES_H_
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <limits>
@@ -28,8 +29,12 @@ class StreamPosition {
   // observing it.
   void Advance() {
     ++index_;
+    // Most packets cross no window boundary; only the nearest one is checked.
+    if (index_ < next_boundary_) return;
+    next_boundary_ = UINT64_MAX;
     for (size_t i = 0; i < window_count_; ++i) {
       if (index_ - window_start_[i] >= window_size_[i]) window_start_[i] += window_size_[i];
+      next_boundary_ = std::min(next_boundary_, window_start_[i] + window_size_[i]);
     }
   }
   // Index of the current packet (0-based); packets() = how many so far.
@@ -39,6 +44,7 @@ class StreamPosition {
 
  private:
   uint64_t index_;
+  uint64_t next_boundary_ = UINT64_MAX;  // smallest window_start_ + window_size_
   size_t window_count_;
   std::array<uint64_t, kMaxByteWindows> window_size_{};
   std::array<uint64_t, kMaxByteWindows> window_start_{};
