@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Gateway dataplane benchmarks with ratios: (a) packets/s per core of
 # shroud-dataplane against dpdk-testpmd io forwarding on the same virtual
-# devices, (b) the cost of one rate change against `tc class change` (calls
+# devices, with chaff off and on, and chaff frames generated per second per
+# core, (b) the cost of one rate change against `tc class change` (calls
 # scripts/bench-rate-change.sh). Builds nothing.
 set -euo pipefail
 
@@ -45,6 +46,23 @@ usage: scripts/bench-dataplane.sh [options] [BUILD_DIR]
       ip-bidir      ip-default in both directions: port 1 is net_pcap too,
                     replaying the return direction of the same flows (the
                     outside->inside path, 2 x FLOWS flow-table entries).
+      ip-bidir-chaff
+                    ip-bidir with chaff on: a [chaff] section (a bench key,
+                    policy fill_to_envelope, pools 192.0.2.0/25 and
+                    192.0.2.128/25, apart from the traffic's addresses as in
+                    a deployment, no answering peer). The gateway checks
+                    every outside->inside frame against the pools and sends
+                    its own chaff at Algorithm 3's rate; compare with
+                    ip-bidir of the same invocation for chaff on vs off.
+      chaff-gen     chaff generation alone: net_null0 and net_null1 with
+                    no-rx=1 (nothing received), policy constant at
+                    CHAFF_RATE MB/s (default 1000, above what one core can
+                    craft), so the worker does nothing but craft chaff
+                    frames (1514 bytes: ChaCha20 payload, two SipHashes,
+                    checksums), queue them in the chaff class and transmit
+                    them. Reports chaff frames generated per second on the
+                    one core. No testpmd counterpart (nothing comparable
+                    crafts packets).
 
     Why net_pcap + net_null: net_null cannot carry content, and net_ring
     ports need a producer outside testpmd. net_pcap with infinite_rx=1 loads
@@ -101,7 +119,8 @@ options:
   --duration S          forwarding seconds per run (default 3)
   --runs N              runs per program and mix (default 3; median shown)
   --mixes LIST          comma-separated subset of null,ip-default,
-                        ip-migration,ip-bidir (default: all four)
+                        ip-migration,ip-bidir,ip-bidir-chaff,chaff-gen
+                        (default: all six)
   --flows N             flows in the generated pcaps (default 1024)
   --migration-percent P share of migration-class flows in ip-migration
                         (default 10)
@@ -113,6 +132,8 @@ options:
   --config FILE         gateway config (default SOURCE/conf/gateway.example.toml)
   --link-rate MBPS      shaper.link_rate_mbyte_s for the runs (default 1250;
                         0 keeps the config's value)
+  --chaff-rate MBPS     chaff.constant_rate_mbyte_s of chaff-gen (default
+                        1000; must not exceed the link rate)
   --testpmd PATH        testpmd binary (default: dpdk-testpmd from PATH)
   --count N             rate changes per tc measurement in (b) (default 1000)
   --no-rate-change      skip (b)
@@ -133,7 +154,8 @@ orig_args=("$@")
 build_dir=""
 duration=3
 runs=3
-mixes="null,ip-default,ip-migration,ip-bidir"
+mixes="null,ip-default,ip-migration,ip-bidir,ip-bidir-chaff,chaff-gen"
+chaff_rate=1000
 flows=1024
 migration_percent=10
 lcores="0-1"
@@ -167,6 +189,8 @@ while (($#)); do
     --config=*) config="${1#*=}"; shift ;;
     --link-rate) need $# "$1"; link_rate="$2"; shift 2 ;;
     --link-rate=*) link_rate="${1#*=}"; shift ;;
+    --chaff-rate) need $# "$1"; chaff_rate="$2"; shift 2 ;;
+    --chaff-rate=*) chaff_rate="${1#*=}"; shift ;;
     --testpmd) need $# "$1"; testpmd="$2"; shift 2 ;;
     --testpmd=*) testpmd="${1#*=}"; shift ;;
     --count) need $# "$1"; count="$2"; shift 2 ;;
@@ -187,6 +211,7 @@ if ! [[ "$flows" =~ ^[1-9][0-9]*$ ]] || ((flows > 32768)); then
 fi
 [[ "$migration_percent" =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "--migration-percent must be a number in [0, 100]"
 [[ "$link_rate" =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "--link-rate must be a number (MB/s)"
+[[ "$chaff_rate" =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "--chaff-rate must be a number (MB/s)"
 [[ "$count" =~ ^[1-9][0-9]*$ ]] || die "--count must be a positive integer, got '$count'"
 [[ "$lcores" =~ ^[0-9]+([,-][0-9]+)*$ ]] || die "--lcores takes an EAL core list like 0-1, got '$lcores'"
 gateway_lcores="${gateway_lcores:-${lcores##*[-,]}}"
@@ -195,7 +220,10 @@ gateway_lcores="${gateway_lcores:-${lcores##*[-,]}}"
 IFS=, read -r -a mix_list <<<"$mixes"
 ((${#mix_list[@]})) || die "--mixes is empty"
 for m in "${mix_list[@]}"; do
-  case "$m" in null|ip-default|ip-migration|ip-bidir) ;; *) die "unknown mix '$m' (null, ip-default, ip-migration, ip-bidir)" ;; esac
+  case "$m" in
+    null|ip-default|ip-migration|ip-bidir|ip-bidir-chaff|chaff-gen) ;;
+    *) die "unknown mix '$m' (null, ip-default, ip-migration, ip-bidir, ip-bidir-chaff, chaff-gen)" ;;
+  esac
 done
 
 dataplane="${build_dir}/shroud-dataplane"
@@ -258,11 +286,12 @@ echo
 echo "=== (a) packets/s per core: shroud-dataplane vs dpdk-testpmd --forward-mode=io ==="
 echo "duration ${duration}s x ${runs} runs per program and mix; EAL -l: testpmd ${lcores} (--nb-cores=1), gateway ${gateway_lcores}; ${mbufs} mbufs, 1024/1024 descriptors, burst 32"
 if ! python3 - "$tmp" "$testpmd" "$dataplane" "$config" "$duration" "$runs" "$mixes" "$lcores" \
-  "$mbufs" "$link_rate" "$flows" "$migration_percent" "$gateway_lcores" <<'PYEOF'
+  "$mbufs" "$link_rate" "$flows" "$migration_percent" "$gateway_lcores" "$chaff_rate" <<'PYEOF'
 import json, os, queue, re, resource, signal, statistics, subprocess, sys, threading, time
 
 (tmp, testpmd, dataplane, config, duration, runs, mixes, lcores, mbufs, link_rate, flows,
- mig_pct, gateway_lcores) = sys.argv[1:]
+ mig_pct, gateway_lcores, chaff_rate) = sys.argv[1:]
+chaff_rate = float(chaff_rate)
 duration, runs, mbufs, flows = float(duration), int(runs), int(mbufs), int(flows)
 link_rate, mig_pct = float(link_rate), float(mig_pct)
 mixes = mixes.split(",")
@@ -298,13 +327,31 @@ if link_rate > 0:
 bench_config = os.path.join(tmp, "gateway-bench.toml")
 open(bench_config, "w").write(text)
 
+# Chaff on: a bench key (never a real one), pools apart from the generated
+# traffic's addresses (198.51.100.0/24 and 203.0.113.0/24), no peer answers.
+chaff_text = text
+for key, value in (("key", '"5e1f0c3a9d8b7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f"'),
+                   ("policy", '"fill_to_envelope"'),
+                   ("local_prefixes", '["192.0.2.0/25"]'), ("remote_prefixes", '["192.0.2.128/25"]'),
+                   ("peer_responds", "false")):
+    chaff_text = set_key(chaff_text, "chaff", key, value)
+chaff_config = os.path.join(tmp, "gateway-bench-chaff.toml")
+open(chaff_config, "w").write(chaff_text)
+gen_text = set_key(set_key(chaff_text, "chaff", "policy", '"constant"'), "chaff",
+                   "constant_rate_mbyte_s", f"{chaff_rate:g}")
+chaff_gen_config = os.path.join(tmp, "gateway-bench-chaff-gen.toml")
+open(chaff_gen_config, "w").write(gen_text)
+CONFIGS = {"ip-bidir-chaff": chaff_config, "chaff-gen": chaff_gen_config}
+
 # ---- devices ----
 def vdevs(mix):
     if mix == "null":
         return ["--vdev=net_null0", "--vdev=net_null1"]
+    if mix == "chaff-gen":
+        return ["--vdev=net_null0,no-rx=1", "--vdev=net_null1,no-rx=1"]
     fwd = os.path.join(tmp, "mig.pcap" if mix == "ip-migration" else "fwd.pcap")
     port0 = f"--vdev=net_pcap0,rx_pcap={fwd},infinite_rx=1"
-    if mix == "ip-bidir":
+    if mix in ("ip-bidir", "ip-bidir-chaff"):
         return [port0, f"--vdev=net_pcap1,rx_pcap={os.path.join(tmp, 'rev.pcap')},infinite_rx=1"]
     return [port0, "--vdev=net_null1,no-rx=1"]
 
@@ -420,7 +467,8 @@ def run_testpmd(mix):
 def run_gateway(mix):
     args = eal(mix, gateway_lcores)
     counters = os.path.join(tmp, f"run{run_no[0]}-counters.json")
-    cmd = [dataplane, *args, "--", f"--config={bench_config}", f"--duration_s={duration:g}",
+    cmd = [dataplane, *args, "--", f"--config={CONFIGS.get(mix, bench_config)}",
+           f"--duration_s={duration:g}",
            "--stats_interval_s=0", "--seed=1", f"--counters_json={counters}"]
     log = open(log_path("gateway"), "w")
     log.write(" ".join(cmd) + "\n")
@@ -440,7 +488,12 @@ def run_gateway(mix):
     c = json.load(open(counters))
     d = [c["inside_to_outside"], c["outside_to_inside"]]
     mig = c["shaper"]["migration"]
+    chaff = c.get("chaff", {})
     return dict(seconds=c["elapsed_s"], rx=d[0]["rx_packets"] + d[1]["rx_packets"],
+                chaff_generated=chaff.get("generated_packets", 0),
+                chaff_sent=chaff.get("sent_packets", 0),
+                chaff_sent_bytes=chaff.get("sent_bytes", 0),
+                chaff_unverified=chaff.get("unverified_forwarded", 0),
                 tx=d[0]["tx_packets"] + d[1]["tx_packets"],
                 dropped=d[0]["tx_dropped"] + d[1]["tx_dropped"],
                 port_rx=[p["rx_packets"] for p in c["ports"]],
@@ -460,6 +513,8 @@ for mix in mixes:
         order = (("testpmd", run_testpmd, tp_runs), ("gateway", run_gateway, gw_runs))
         if i % 2:
             order = order[::-1]
+        if mix == "chaff-gen":
+            order = (("gateway", run_gateway, gw_runs),)
         for name, fn, acc in order:
             try:
                 r = fn(mix)
@@ -473,8 +528,17 @@ for mix in mixes:
                 if mix == "ip-migration":
                     extra += (f", shaped {r['shaped']} ({100 * r['shaped'] / max(1, r['rx']):.1f} %),"
                               f" tail-dropped {r['tail_dropped']}, shaper sent {r['shaper_sent']}")
-                if mix != "null":
+                if mix not in ("null", "chaff-gen"):
                     extra += f", flows {r['flows']}"
+                if mix in ("ip-bidir-chaff", "chaff-gen"):
+                    extra += (f", chaff generated {r['chaff_generated'] / r['seconds']:,.0f}/s, sent"
+                              f" {r['chaff_sent_bytes'] / r['seconds'] / 1e6:.2f} MB/s")
+            if mix == "chaff-gen":
+                print(f"  run {i + 1} {name:8s}: {r['chaff_generated']:>11d} chaff frames / "
+                      f"{r['seconds']:6.3f} s = {r['chaff_generated'] / r['seconds']:,.0f} per s, sent "
+                      f"{r['chaff_sent_bytes'] / r['seconds'] / 1e6:.1f} MB/s (cores: own "
+                      f"{r['own']:.2f}, other {r['other']:.2f})", flush=True)
+                continue
             print(f"  run {i + 1} {name:8s}: {r['rx']:>11d} pkts / {r['seconds']:6.3f} s = "
                   f"{mpps(r):6.2f} Mpps  (port rx {'/'.join(map(str, r['port_rx']))};"
                   f" cores: own {r['own']:.2f}, other {r['other']:.2f}){extra}", flush=True)
@@ -486,6 +550,17 @@ for mix in mixes:
                     print(f"    note: {r['parse_ok']} frames parsed as IP on net_null?")
                 if mix != "null" and r["not_ip"]:
                     print(f"    note: {r['not_ip']} non-IP frames in an IP mix?")
+    if mix == "chaff-gen":
+        if not gw_runs:
+            results[mix] = None
+            continue
+        per_s = statistics.median(r["chaff_generated"] / r["seconds"] for r in gw_runs)
+        mbyte_s = statistics.median(r["chaff_sent_bytes"] / r["seconds"] / 1e6 for r in gw_runs)
+        results[mix] = dict(chaff_frames_per_s=per_s, chaff_mbyte_s=mbyte_s,
+                            other_load=statistics.mean(r["other"] for r in gw_runs))
+        print(f"  median: {per_s:,.0f} chaff frames generated per second on one core "
+              f"({1e9 / per_s:,.0f} ns each, {mbyte_s:.1f} MB/s sent)", flush=True)
+        continue
     if not tp_runs or not gw_runs:
         results[mix] = None
         continue
@@ -543,13 +618,16 @@ else:
     print(f"  {'mix':34s} {'testpmd':>8s} {'gateway':>8s} {'ratio':>6s}  {'>=50%':5s}  {'>=14.88':7s}  other load")
 labels = {"null": "null (non-IP, cheapest)", "ip-default": "ip-default (IP, default class)",
           "ip-migration": f"ip-migration ({a.get('migration_percent', 0):g} % migration)",
-          "ip-bidir": "ip-bidir (IP, both directions)"}
+          "ip-bidir": "ip-bidir (IP, both directions)",
+          "ip-bidir-chaff": "ip-bidir-chaff (same, chaff on)", "chaff-gen": "chaff-gen"}
 for mix, r in a["results"].items():
     if r is None:
         print(f"  {labels[mix]:34s} {'failed':>8s}")
         continue
+    if mix == "chaff-gen":
+        continue
     half = "yes" if r["ratio"] >= 0.5 else "NO"
-    if mix in ("ip-default", "ip-bidir"):
+    if mix in ("ip-default", "ip-bidir", "ip-bidir-chaff"):
         line = "yes" if r["gateway_mpps"] >= LINE_RATE else "NO"
     else:
         line = "n/a"
@@ -559,6 +637,16 @@ if a["results"]:
     print("  ratio = gateway / testpmd packets/s; '>=14.88' = 10GbE line rate at 64 B on one core, "
           "for default-class IP traffic only; 'other load' = cores busy with other processes "
           "during the runs (mean)")
+off, on = a["results"].get("ip-bidir"), a["results"].get("ip-bidir-chaff")
+if off and on:
+    print(f"  chaff on vs off (ip-bidir): gateway {on['gateway_mpps']:.2f} vs {off['gateway_mpps']:.2f} "
+          f"Mpps = {on['gateway_mpps'] / off['gateway_mpps']:.2f}")
+gen = a["results"].get("chaff-gen")
+if gen:
+    print(f"  chaff generated per second on one core: {gen['chaff_frames_per_s']:,.0f} frames "
+          f"({gen['chaff_mbyte_s']:.1f} MB/s of 1514-byte frames; other load {gen['other_load']:.2f} cores)")
+elif "chaff-gen" in a["results"]:
+    print("  chaff-gen: failed")
 print("(b) one rate change:")
 m_proc = re.search(r"tc class change, one process each\s*:\s*([\d.]+) ns", b)
 m_batch = re.search(r"tc -batch, one netlink socket\s*:\s*([\d.]+) ns", b)
