@@ -306,6 +306,11 @@ int Run(int argc, char** argv) {
           static_cast<double>(cc.rotation.mean_ns) * 1e-9,
           cc.respond ? "absorbing and answering" : "absorbing (not answering)",
           cc.tcp.wait_for_syn_ack ? "answers ours" : "does not answer ours");
+      if (ChaffKeyId(*config.chaff.key) == kShippedPairKeyId) {
+        LOG(WARNING) << "chaff: this is the TEST key shipped in conf/gateway-pair-*.toml; anyone "
+                        "with the repository can recognise and forge this pair's chaff. Generate "
+                        "a key per pair: openssl rand -hex 32";
+      }
     } else {
       LOG(INFO) << "chaff: off (no chaff.key): none sent, none recognised";
     }

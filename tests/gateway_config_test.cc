@@ -673,13 +673,19 @@ TEST(GatewayConfigChaffTest, ThePairConfigsLoadAndMirrorEachOther) {
       for (const IpPrefix& p : *pool) EXPECT_TRUE(InTestNet(p)) << p.ToString();
     }
     for (const ClassRule& r : c->classify.rules) {
-      if (r.dst.version != 0) EXPECT_TRUE(InTestNet(r.dst)) << r.name;
-      if (r.src.version != 0) EXPECT_TRUE(InTestNet(r.src)) << r.name;
+      if (r.dst.version != 0) {
+        EXPECT_TRUE(InTestNet(r.dst)) << r.name;
+      }
+      if (r.src.version != 0) {
+        EXPECT_TRUE(InTestNet(r.src)) << r.name;
+      }
       EXPECT_EQ(r.traffic_class, TrafficClass::kMigration);
     }
   }
   EXPECT_EQ(a->chaff.key->bytes, b->chaff.key->bytes);
   EXPECT_EQ(ChaffKeyId(*a->chaff.key), ChaffKeyId(*b->chaff.key));
+  EXPECT_EQ(ChaffKeyId(*a->chaff.key), kShippedPairKeyId) << "the dataplane warns about this key";
+  EXPECT_NE(ChaffKeyId(*ParseChaffKeyHex(kKeyHex)), kShippedPairKeyId);
   const auto prefixes = [](const std::vector<IpPrefix>& v) {
     std::vector<std::string> out;
     for (const IpPrefix& p : v) out.push_back(p.ToString());

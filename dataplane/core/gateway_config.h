@@ -187,6 +187,11 @@ struct ChaffSection {
   bool enabled() const { return key.has_value(); }
 };
 
+// ChaffKeyId of the TEST key in conf/gateway-pair-{a,b}.toml. Anyone with
+// this repository can recognise and forge chaff under it, so the dataplane
+// warns when it runs with it.
+inline constexpr std::string_view kShippedPairKeyId = "1e6d8c27";
+
 // "02:00:5e:10:00:01" (also with '-'); InvalidArgument otherwise.
 absl::StatusOr<MacAddress> ParseMacAddress(std::string_view text);
 
