@@ -16,6 +16,9 @@
 // every non-chaff packet does, byte for byte; dummy responses never reach
 // inside A; a forged chaff packet (wrong key, mangled tag, truncated) is
 // forwarded as ordinary traffic; a replayed valid chaff packet is absorbed.
+// Also: without the key the peer's chaff is ordinary traffic, and the
+// low_load policy turns chaff off under load and back on, as the worker
+// measures the load.
 #include <rte_eal.h>
 #include <rte_eth_ring.h>
 #include <rte_ethdev.h>
@@ -25,6 +28,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <iostream>
 #include <map>
@@ -492,6 +496,63 @@ TEST_F(GatewayPairTest, WithoutTheKeyThePeersChaffIsOrdinaryTraffic) {
   EXPECT_THAT(Drain(g_env.inside_tx[kB]), ElementsAreArray(wan));
   EXPECT_FALSE(b.counters().chaff_enabled);
   EXPECT_TRUE(Drain(g_env.wan[kB]).empty());
+}
+
+TEST_F(GatewayPairTest, LowLoadPolicyTurnsChaffOffUnderLoadAndBackOn) {
+  // Gateway A alone with policy low_load: chaff while the outgoing
+  // background is below 0.5 MB/s (smoothed over 200 ms), none while the
+  // hosts send 2 MB/s, chaff again once they stop. The test thread is the
+  // only producer of A's inside ring and the only consumer of the WAN ring
+  // while A runs.
+  GatewayConfig config = PairConfig(kA);
+  config.chaff.policy = ChaffPolicyKind::kLowLoad;
+  config.chaff.low_load_threshold_mbyte_s = 0.5;
+  config.chaff.low_load_hysteresis = 0.2;
+  config.chaff.background_time_constant_ms = 200;
+  config.chaff.peer_responds = false;  // no B here
+  const ChaffVerifier at_b = VerifierOf(PairConfig(kB));
+  constexpr int kPhaseMs = 1000;
+  Gateway a(kA, config, 3 * kPhaseMs * kMs);
+  ASSERT_TRUE(a.ok());
+  std::thread worker([&a] { a.Run(); });
+  const auto start = std::chrono::steady_clock::now();
+  auto elapsed_ms = [&start] {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                 start)
+        .count();
+  };
+  // Chaff frames seen on the WAN, by 100 ms slot of their arrival there.
+  std::vector<size_t> chaff_per_slot(3 * kPhaseMs / 100 + 10, 0);
+  const Frame background = Udp("192.0.2.10", "198.51.100.20", 5000, 53, 958);  // 1000 bytes
+  for (long t = 0; (t = elapsed_ms()) < 3 * kPhaseMs + 100;) {
+    if (t >= kPhaseMs && t < 2 * kPhaseMs) {
+      Inject(g_env.inside_rx[kA], std::vector<Frame>(10, background));  // 10 kB per 5 ms
+    }
+    for (const Frame& f : Drain(g_env.wan[kA])) {
+      if (at_b.Verify(f).has_value()) ++chaff_per_slot[std::min<size_t>(t / 100, chaff_per_slot.size() - 1)];
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  worker.join();
+  const GatewayCounters c = a.counters();
+  auto chaff_between = [&](int from_ms, int to_ms) {
+    size_t n = 0;
+    for (int slot = from_ms / 100; slot < to_ms / 100; ++slot) n += chaff_per_slot[slot];
+    return n;
+  };
+  std::cout << "chaff frames per 100 ms:";
+  for (size_t n : chaff_per_slot) std::cout << " " << n;
+  std::cout << "\n";
+  EXPECT_GT(chaff_between(100, 900), 20u) << "idle: chaff on";
+  // Load from 1.0 s: chaff stops within about 60 ms (the smoothed rate
+  // crosses 0.5 MB/s); from 1.2 s on nothing but the frame or two already
+  // queued may leave.
+  EXPECT_LE(chaff_between(1200, 2000), 2u) << "under load: chaff off";
+  // Load gone at 2.0 s: back on once the smoothed rate falls below 0.4 MB/s
+  // (about 320 ms).
+  EXPECT_GT(chaff_between(2500, 3000), 10u) << "idle again: chaff on";
+  EXPECT_GT(c.chaff_traffic.policy_steps, 250u);
+  EXPECT_GT(c.direction[kInsideToOutside].forwarded_packets, 1000u);
 }
 
 }  // namespace
