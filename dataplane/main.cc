@@ -64,7 +64,9 @@ Port 0 is the inside port (towards the migration hosts), port 1 the outside
 port (towards the WAN), in the order the devices are given. Migration flows
 (config rules, Hyperscan payload signatures) leaving through the outside port
 are shaped by a token bucket whose rate Algorithm 3 re-draws every 10 ms;
-everything else is forwarded unchanged.
+everything else is forwarded unchanged. With a [chaff] key the gateway also
+absorbs (and answers) its peer gateway's chaff and, per chaff.policy, sends
+chaff of its own (a commented pair: conf/gateway-pair-a.toml, -b.toml).
 
 Examples:
   # between two kernel interfaces (veths), as root:
