@@ -58,8 +58,16 @@ absl::StatusOr<std::unique_ptr<GatewayWorker>> GatewayWorker::Create(
       return absl::InvalidArgumentError("chaff needs mbuf_pool (its frames and answers)");
     }
     const ChaffKeys keys(*options.chaff_key);
-    absl::StatusOr<ChaffGenerator> generator = ChaffGenerator::Create(options.chaff, keys);
-    if (!generator.ok()) return generator.status();
+    if (options.chaff_connections == 0 || options.chaff_connections > kMaxChaffConnections) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("chaff connections must be in [1, %u]", kMaxChaffConnections));
+    }
+    std::vector<ChaffGenerator> generators;
+    for (uint32_t i = 0; i < options.chaff_connections; ++i) {
+      absl::StatusOr<ChaffGenerator> generator = ChaffGenerator::Create(options.chaff, keys);
+      if (!generator.ok()) return generator.status();
+      generators.push_back(*std::move(generator));
+    }
     const size_t max_frame = MaxChaffFrameBytes(options.chaff.tcp);
     if (max_frame > RTE_MBUF_DEFAULT_DATAROOM) {
       return absl::InvalidArgumentError(absl::StrFormat(
@@ -68,7 +76,7 @@ absl::StatusOr<std::unique_ptr<GatewayWorker>> GatewayWorker::Create(
     }
     w->chaff_.emplace(Chaff{
         .verifier = ChaffVerifier(keys, options.chaff.pools),
-        .generator = *std::move(generator),
+        .generators = std::move(generators),
         .responder = ChaffResponder(options.chaff.tcp),
         .policy = ChaffPolicy(options.chaff.policy),
         .respond = options.chaff.respond,
@@ -343,7 +351,7 @@ bool GatewayWorker::AbsorbChaff(rte_mbuf* m, const ParsedPacket& p, uint64_t now
       const std::span<uint8_t> out(rte_pktmbuf_mtod(reply, uint8_t*),
                                    rte_pktmbuf_tailroom(reply));
       const size_t n = from_client ? chaff_->responder.Respond(*seg, frame, now, out)
-                                   : chaff_->generator.OnServerSegment(*seg, now, out);
+                                   : AnswerToOurs(*seg, now, out);
       if (n == 0) {
         rte_pktmbuf_free(reply);
       } else {
@@ -363,9 +371,17 @@ bool GatewayWorker::AbsorbChaff(rte_mbuf* m, const ParsedPacket& p, uint64_t now
   return true;
 }
 
+size_t GatewayWorker::AnswerToOurs(const ChaffSegment& seg, uint64_t now, std::span<uint8_t> out) {
+  // The generator whose connection it is answers; the others ignore a
+  // segment of another 5-tuple.
+  for (ChaffGenerator& g : chaff_->generators) {
+    if (const size_t n = g.OnServerSegment(seg, now, out); n != 0) return n;
+  }
+  return 0;
+}
+
 void GatewayWorker::SupplyChaff(uint64_t now) {
   Chaff& ch = *chaff_;
-  if (ch.generator.next_frame_ns() > now) return;  // waiting for the handshake
   ShaperClassCounters q = shaper_.counters(ShapedClass::kChaff);
   const uint64_t byte_limit = shaper_.queue_byte_limit(ShapedClass::kChaff);
   const uint32_t packet_limit = shaper_.queue_packet_limit(ShapedClass::kChaff);
@@ -374,15 +390,29 @@ void GatewayWorker::SupplyChaff(uint64_t now) {
   // got dropped would be a hole in the sequence space.
   while (q.backlog_packets < kChaffBacklogFrames && q.backlog_packets < packet_limit &&
          q.backlog_bytes + ch.max_frame_bytes <= byte_limit) {
+    // The next connection in turn that has something to send (one waiting
+    // for its SYN-ACK has not).
+    const size_t count = ch.generators.size();
+    size_t pick = count;
+    for (size_t k = 0; k < count; ++k) {
+      const size_t i = (ch.next_generator + k) % count;
+      if (ch.generators[i].next_frame_ns() <= now) {
+        pick = i;
+        break;
+      }
+    }
+    if (pick == count) return;
+    ChaffGenerator& generator = ch.generators[pick];
+    ch.next_generator = (pick + 1) % count;
     rte_mbuf* m = rte_pktmbuf_alloc(options_.mbuf_pool);
     if (unlikely(m == nullptr)) {
       ++counters_.chaff_traffic.no_mbuf;
       return;
     }
-    const size_t n = ch.generator.NextFrame(
+    const size_t n = generator.NextFrame(
         now, chaff_rng_,
         std::span<uint8_t>(rte_pktmbuf_mtod(m, uint8_t*), rte_pktmbuf_tailroom(m)));
-    if (n == 0) {  // nothing due (the handshake is pending)
+    if (n == 0) {  // not expected: next_frame_ns said it had something
       rte_pktmbuf_free(m);
       return;
     }
@@ -397,6 +427,16 @@ void GatewayWorker::SupplyChaff(uint64_t now) {
     ++q.backlog_packets;
     q.backlog_bytes += n;
   }
+}
+
+ChaffGeneratorCounters GatewayWorker::GeneratorTotals() const {
+  ChaffGeneratorCounters total;
+  for (const ChaffGenerator& g : chaff_->generators) {
+    total.connections += g.counters().connections;
+    total.syn_retransmits += g.counters().syn_retransmits;
+    total.abandoned += g.counters().abandoned;
+  }
+  return total;
 }
 
 void GatewayWorker::StepChaff(uint64_t now) {
@@ -460,7 +500,7 @@ void GatewayWorker::LogStats(uint64_t now) const {
         static_cast<double>(chaff_->decision.class_rate_bytes_per_sec) * 1e-6,
         chaff_->decision.generate ? "" : " (not generating)", cc.absorbed_peer_packets,
         cc.absorbed_answer_packets, cc.answered_packets, cc.unverified_forwarded,
-        chaff_->generator.counters().connections, cc.no_mbuf);
+        GeneratorTotals().connections, cc.no_mbuf);
   }
 }
 
@@ -551,7 +591,7 @@ GatewayCounters GatewayWorker::counters() const {
   c.rate_window_cov = rate_variation_.WindowCov();
   c.chaff_enabled = chaff_.has_value();
   if (chaff_.has_value()) {
-    const ChaffGeneratorCounters& g = chaff_->generator.counters();
+    const ChaffGeneratorCounters g = GeneratorTotals();
     c.chaff_traffic.connections = g.connections;
     c.chaff_traffic.syn_retransmits = g.syn_retransmits;
     c.chaff_traffic.abandoned = g.abandoned;

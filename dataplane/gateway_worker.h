@@ -30,6 +30,8 @@
 #include <cstdint>
 #include <memory>
 #include <random>
+#include <span>
+#include <vector>
 
 #include <optional>
 
@@ -81,6 +83,9 @@ struct GatewayWorkerOptions {
   // and answers from `mbuf_pool`, which is required then.
   std::optional<ChaffKey> chaff_key;
   ChaffConfig chaff;
+  // Chaff connections open at a time, each rotating on its own; the worker
+  // round-robins frames between them.
+  uint32_t chaff_connections = 1;
   rte_mempool* mbuf_pool = nullptr;
 };
 
@@ -197,6 +202,8 @@ class GatewayWorker {
   // Chaff (only when chaff_ is set).
   bool AbsorbChaff(rte_mbuf* m, const ParsedPacket& p, uint64_t now);
   void SupplyChaff(uint64_t now);
+  size_t AnswerToOurs(const ChaffSegment& seg, uint64_t now, std::span<uint8_t> out);
+  ChaffGeneratorCounters GeneratorTotals() const;
   void StepChaff(uint64_t now);
   void LogStats(uint64_t now) const;
   void DiscardQueued();
@@ -228,7 +235,8 @@ class GatewayWorker {
   // Chaff state, all of it created with the worker; absent when off.
   struct Chaff {
     ChaffVerifier verifier;
-    ChaffGenerator generator;
+    std::vector<ChaffGenerator> generators;  // sized at Create, never after
+    size_t next_generator = 0;
     ChaffResponder responder;
     ChaffPolicy policy;
     bool respond = true;

@@ -293,18 +293,20 @@ int Run(int argc, char** argv) {
     if (config.chaff.enabled()) {
       options.chaff_key = config.chaff.key;
       options.chaff = ToChaffConfig(config);
+      options.chaff_connections = config.chaff.connections;
       options.mbuf_pool = pool;
       const ChaffConfig& cc = options.chaff;
       // The key itself is never logged; its id tells whether both gateways
       // of a pair hold the same one.
       LOG(INFO) << absl::StrFormat(
           "chaff: key id %s%s; policy %s; pools local %s, remote %s, client ports %s, server "
-          "ports %s; rotation %s, mean %.1f s; %s the peer's chaff; peer %s",
+          "ports %s; %u connection(s), rotation %s, mean %.1f s; %s the peer's chaff; peer %s",
           ChaffKeyId(*config.chaff.key),
           config.chaff.key_file.empty() ? "" : absl::StrCat(" (from ", config.chaff.key_file, ")"),
           ChaffPolicyKindName(cc.policy.kind), cc.pools.local_prefixes[0].ToString(),
           cc.pools.remote_prefixes[0].ToString(), cc.pools.client_ports.ToString(),
-          cc.pools.server_ports.ToString(), RotationDistributionName(cc.rotation.distribution),
+          cc.pools.server_ports.ToString(), config.chaff.connections,
+          RotationDistributionName(cc.rotation.distribution),
           static_cast<double>(cc.rotation.mean_ns) * 1e-9,
           cc.respond ? "absorbing and answering" : "absorbing (not answering)",
           cc.tcp.wait_for_syn_ack ? "answers ours" : "does not answer ours");

@@ -666,6 +666,7 @@ TEST(GatewayConfigChaffTest, ThePairConfigsLoadAndMirrorEachOther) {
     EXPECT_EQ(c->chaff.policy, ChaffPolicyKind::kFillToEnvelope);
     EXPECT_TRUE(c->chaff.respond);
     EXPECT_TRUE(c->chaff.peer_responds);
+    EXPECT_EQ(c->chaff.connections, 3u);
     EXPECT_TRUE(ToChaffConfig(*c).Validate().ok());
     EXPECT_TRUE(ToShaperConfig(*c).Validate().ok());
     // TEST-NET only.
@@ -752,6 +753,7 @@ local_prefixes = ["203.0.113.0/26", "192.0.2.64/26"]
 remote_prefixes = ["198.51.100.0/24"]
 client_ports = "40000-40999"
 server_ports = "8443-8444"
+connections = 4
 rotation = "pareto"
 rotation_mean_ms = 12000
 rotation_uniform_spread = 0.5
@@ -784,6 +786,7 @@ ttl = 60
   EXPECT_EQ(m.pools.client_ports.last, 40999);
   EXPECT_EQ(m.pools.server_ports.first, 8443);
   EXPECT_EQ(m.pools.server_ports.last, 8444);
+  EXPECT_EQ(c->chaff.connections, 4u);
   EXPECT_EQ(m.rotation.distribution, RotationDistribution::kPareto);
   EXPECT_EQ(m.rotation.mean_ns, 12'000'000'000u);
   EXPECT_DOUBLE_EQ(m.rotation.uniform_spread, 0.5);
@@ -895,6 +898,10 @@ TEST(GatewayConfigChaffErrorTest, RangesTypesAndUnknownKeys) {
               HasSubstr("cfg.toml:3: chaff.low_load_hysteresis: must be in [0, 1)"));
   EXPECT_THAT(Error(key + "rotation = \"weibull\"\n"),
               HasSubstr("cfg.toml:3: chaff.rotation: must be \"exponential\""));
+  EXPECT_THAT(Error(key + "connections = 0\n"),
+              HasSubstr("cfg.toml:3: chaff.connections: must be between 1 and 16, got 0"));
+  EXPECT_THAT(Error(key + "connections = 17\n"),
+              HasSubstr("cfg.toml:3: chaff.connections: must be between 1 and 16, got 17"));
   EXPECT_THAT(Error(key + "rotation_mean_ms = 0\n"),
               HasSubstr("cfg.toml:3: chaff.rotation_mean_ms: must be between 1 and"));
   EXPECT_THAT(Error(key + "rotation_pareto_shape = 1\n"),

@@ -167,6 +167,7 @@ class Gateway {
     if (config.chaff.enabled()) {
       o.chaff_key = config.chaff.key;
       o.chaff = ToChaffConfig(config);
+      o.chaff_connections = config.chaff.connections;
       o.mbuf_pool = g_env.pool;
     }
     auto worker = GatewayWorker::Create(o, classifier_, *std::move(flows));

@@ -599,6 +599,7 @@ void ParseChaff(TableReader& r, ChaffSection* c) {
   ParsePrefixList(r, "remote_prefixes", &c->remote_prefixes);
   ParsePorts(r, "client_ports", &c->client_ports);
   ParsePorts(r, "server_ports", &c->server_ports);
+  r.Unsigned("connections", &c->connections);
   r.Enum<RotationDistribution>("rotation",
                                {{"exponential", RotationDistribution::kExponential},
                                 {"uniform", RotationDistribution::kUniform},
@@ -945,6 +946,7 @@ void ValidateChaff(const GatewayConfig& c, Diagnostics& d) {
     problem = absl::StrReplaceAll(problem, {{"pools.", "chaff."}});
     d.Error(key, problem);
   }
+  CheckRange<uint32_t>(d, "chaff.connections", ch.connections, 1, kMaxChaffConnections);
   CheckRange<uint32_t>(d, "chaff.rotation_mean_ms", ch.rotation_mean_ms, 1,
                        std::numeric_limits<uint32_t>::max(), " ms");
   if (!(ch.rotation_uniform_spread > 0.0 && ch.rotation_uniform_spread <= 1.0)) {

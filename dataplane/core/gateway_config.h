@@ -132,6 +132,9 @@ using ClassifySection = ClassifierConfig;
 
 using MacAddress = std::array<uint8_t, 6>;
 
+// Parallel chaff connections a gateway keeps at most.
+inline constexpr uint32_t kMaxChaffConnections = 16;
+
 // [chaff] (issue 4): dummy TCP connections this gateway sends to its peer
 // across the WAN, and the peer's that it absorbs (dataplane/core/chaff.h).
 // The defaults come from the core's ChaffConfig, shown here in the config's
@@ -165,6 +168,11 @@ struct ChaffSection {
   std::vector<IpPrefix> remote_prefixes = ChaffPoolConfig{}.remote_prefixes;
   PortRange client_ports = ChaffPoolConfig{}.client_ports;
   PortRange server_ports = ChaffPoolConfig{}.server_ports;
+
+  // Chaff connections open at a time, each with its own 5-tuple and
+  // lifetime; the rate is shared between them. Several look more like a busy
+  // host than one long stream does (see chaff_policy.h's measurements).
+  uint32_t connections = 1;
 
   RotationDistribution rotation = ChaffRotationConfig{}.distribution;
   uint32_t rotation_mean_ms = static_cast<uint32_t>(ChaffRotationConfig{}.mean_ns / 1'000'000);
