@@ -160,7 +160,7 @@ std::vector<std::string> FormatCounters(const GatewayCounters& c,
     lines.push_back(absl::StrFormat(
         "  chaff: generated %u pkts %u B (sent %u, %u connections, %u abandoned), absorbed %u "
         "from the peer + %u answers, answered %u, unverified in the pools (forwarded) %u, "
-        "no mbuf %u; last policy rate %.3f MB/s%s",
+        "no mbuf %u; chaff class own rate %.3f MB/s plus what migration leaves unused%s",
         ch.generated_packets, ch.generated_bytes, c.chaff.sent_packets, ch.connections,
         ch.abandoned, ch.absorbed_peer_packets, ch.absorbed_answer_packets, ch.answered_packets,
         ch.unverified_forwarded, ch.no_mbuf,

@@ -494,7 +494,7 @@ void GatewayWorker::LogStats(uint64_t now) const {
     const ChaffCounters& cc = counters_.chaff_traffic;
     const ShaperClassCounters q = shaper_.counters(ShapedClass::kChaff);
     LOG(INFO) << absl::StrFormat(
-        "  chaff: generated=%u sent=%u rate=%.3f MB/s%s | absorbed peer=%u answers=%u | "
+        "  chaff: generated=%u sent=%u own rate=%.3f MB/s + borrowed%s | absorbed peer=%u answers=%u | "
         "answered=%u | unverified forwarded=%u | connections=%u no_mbuf=%u",
         cc.generated_packets, q.sent_packets,
         static_cast<double>(chaff_->decision.class_rate_bytes_per_sec) * 1e-6,
