@@ -390,20 +390,13 @@ void GatewayWorker::SupplyChaff(uint64_t now) {
   // got dropped would be a hole in the sequence space.
   while (q.backlog_packets < kChaffBacklogFrames && q.backlog_packets < packet_limit &&
          q.backlog_bytes + ch.max_frame_bytes <= byte_limit) {
-    // The next connection in turn that has something to send (one waiting
-    // for its SYN-ACK has not).
+    // A connection that has something to send (one waiting for its SYN-ACK
+    // has not), in flights rather than round robin: see ChaffFlightScheduler.
     const size_t count = ch.generators.size();
-    size_t pick = count;
-    for (size_t k = 0; k < count; ++k) {
-      const size_t i = (ch.next_generator + k) % count;
-      if (ch.generators[i].next_frame_ns() <= now) {
-        pick = i;
-        break;
-      }
-    }
+    const size_t pick = ch.scheduler.Next(
+        count, [&](size_t i) { return ch.generators[i].next_frame_ns() <= now; }, chaff_rng_);
     if (pick == count) return;
     ChaffGenerator& generator = ch.generators[pick];
-    ch.next_generator = (pick + 1) % count;
     rte_mbuf* m = rte_pktmbuf_alloc(options_.mbuf_pool);
     if (unlikely(m == nullptr)) {
       ++counters_.chaff_traffic.no_mbuf;

@@ -236,7 +236,7 @@ class GatewayWorker {
   struct Chaff {
     ChaffVerifier verifier;
     std::vector<ChaffGenerator> generators;  // sized at Create, never after
-    size_t next_generator = 0;
+    ChaffFlightScheduler scheduler;
     ChaffResponder responder;
     ChaffPolicy policy;
     bool respond = true;

@@ -1710,5 +1710,44 @@ TEST(ChaffDemoTest, CaptureOfChaffAroundAStealthMigration) {
             << (sent_bytes[0] + sent_bytes[1]) / 1e6 / (kEnd / kSec) << " MB/s\n";
 }
 
+// --- flights of parallel chaff connections ---------------------------------------
+
+TEST(ChaffFlightSchedulerTest, ConnectionsSendInFlightsOfTheConfiguredMeanLength) {
+  ChaffFlightScheduler scheduler(64.0);
+  std::mt19937_64 rng(5);
+  std::vector<size_t> picks;
+  for (int i = 0; i < 200'000; ++i) picks.push_back(scheduler.Next(3, [](size_t) { return true; }, rng));
+  std::vector<int> runs;
+  std::array<int, 3> used{};
+  int run = 1;
+  for (size_t i = 1; i < picks.size(); ++i) {
+    ++used[picks[i]];
+    if (picks[i] == picks[i - 1]) {
+      ++run;
+    } else {
+      runs.push_back(run);
+      run = 1;
+    }
+  }
+  // A new flight may pick the same connection again (1 in 3), which merges
+  // runs: the mean observed run is 64 * 3/2 = 96 packets.
+  double mean = 0;
+  for (int r : runs) mean += r;
+  mean /= static_cast<double>(runs.size());
+  EXPECT_NEAR(mean, 96.0, 8.0);
+  for (int u : used) EXPECT_NEAR(u, 200'000 / 3, 200'000 / 10);  // all take part
+}
+
+TEST(ChaffFlightSchedulerTest, OnlyReadyConnectionsAreChosenAndNoneMeansNone) {
+  ChaffFlightScheduler scheduler;
+  std::mt19937_64 rng(1);
+  for (int i = 0; i < 1000; ++i) {
+    EXPECT_EQ(scheduler.Next(4, [](size_t c) { return c == 2; }, rng), 2u);
+  }
+  EXPECT_EQ(scheduler.Next(4, [](size_t) { return false; }, rng), 4u);
+  // The connection in flight stops being ready: another takes over at once.
+  EXPECT_EQ(scheduler.Next(4, [](size_t c) { return c == 1; }, rng), 1u);
+}
+
 }  // namespace
 }  // namespace shroud
