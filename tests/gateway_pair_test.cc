@@ -46,6 +46,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/frame_builder.h"
+#include "tests/ring_frames.h"
 
 // Counts heap allocations made by threads that ask for it (the workers), so
 // a test can show the per-packet path (chaff crafted, absorbed, answered,
@@ -85,37 +86,11 @@ struct Env {
 };
 Env g_env;
 
-rte_mbuf* ToMbuf(const Frame& f) {
-  rte_mbuf* m = rte_pktmbuf_alloc(g_env.pool);
-  if (m == nullptr) return nullptr;
-  char* p = rte_pktmbuf_append(m, static_cast<uint16_t>(f.size()));
-  if (p == nullptr) {
-    rte_pktmbuf_free(m);
-    return nullptr;
-  }
-  std::memcpy(p, f.data(), f.size());
-  return m;
-}
-
 void Inject(rte_ring* ring, const std::vector<Frame>& frames) {
-  for (const Frame& f : frames) {
-    rte_mbuf* m = ToMbuf(f);
-    ASSERT_NE(m, nullptr);
-    ASSERT_EQ(rte_ring_enqueue(ring, m), 0);
-  }
+  test_frames::InjectFrames(g_env.pool, ring, frames);
 }
 
-std::vector<Frame> Drain(rte_ring* ring) {
-  std::vector<Frame> out;
-  void* obj = nullptr;
-  while (rte_ring_dequeue(ring, &obj) == 0) {
-    auto* m = static_cast<rte_mbuf*>(obj);
-    const uint8_t* d = rte_pktmbuf_mtod(m, const uint8_t*);
-    out.emplace_back(d, d + rte_pktmbuf_data_len(m));
-    rte_pktmbuf_free(m);
-  }
-  return out;
-}
+std::vector<Frame> Drain(rte_ring* ring) { return test_frames::DrainFrames(ring); }
 
 void DrainAll() {
   for (int s = 0; s < 2; ++s) {

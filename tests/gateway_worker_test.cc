@@ -18,6 +18,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/frame_builder.h"
+#include "tests/ring_frames.h"
 
 namespace shroud {
 namespace {
@@ -35,37 +36,11 @@ struct Env {
 };
 Env g_env;
 
-rte_mbuf* ToMbuf(const Frame& f) {
-  rte_mbuf* m = rte_pktmbuf_alloc(g_env.pool);
-  if (m == nullptr) return nullptr;
-  char* p = rte_pktmbuf_append(m, static_cast<uint16_t>(f.size()));
-  if (p == nullptr) {
-    rte_pktmbuf_free(m);
-    return nullptr;
-  }
-  std::memcpy(p, f.data(), f.size());
-  return m;
-}
-
 void Inject(int port, const std::vector<Frame>& frames) {
-  for (const Frame& f : frames) {
-    rte_mbuf* m = ToMbuf(f);
-    ASSERT_NE(m, nullptr);
-    ASSERT_EQ(rte_ring_enqueue(g_env.rx[port], m), 0);
-  }
+  test_frames::InjectFrames(g_env.pool, g_env.rx[port], frames);
 }
 
-std::vector<Frame> Drain(int port) {
-  std::vector<Frame> out;
-  void* obj = nullptr;
-  while (rte_ring_dequeue(g_env.tx[port], &obj) == 0) {
-    auto* m = static_cast<rte_mbuf*>(obj);
-    const uint8_t* d = rte_pktmbuf_mtod(m, const uint8_t*);
-    out.emplace_back(d, d + rte_pktmbuf_data_len(m));
-    rte_pktmbuf_free(m);
-  }
-  return out;
-}
+std::vector<Frame> Drain(int port) { return test_frames::DrainFrames(g_env.tx[port]); }
 
 Frame Udp(const char* src, const char* dst, uint16_t sport, uint16_t dport, size_t payload) {
   using namespace test_frames;

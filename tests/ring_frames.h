@@ -1,0 +1,55 @@
+// Test frames in and out of DPDK rings (the rx/tx rings behind
+// rte_eth_from_rings ports), for the in-process dataplane tests.
+#ifndef SHROUD_TESTS_RING_FRAMES_H_
+#define SHROUD_TESTS_RING_FRAMES_H_
+
+#include <rte_mbuf.h>
+#include <rte_ring.h>
+
+#include <cstring>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "tests/frame_builder.h"
+
+namespace shroud::test_frames {
+
+// A copy of `f` in a fresh mbuf from `pool`; null when the pool is empty or
+// the frame does not fit one segment.
+inline rte_mbuf* FrameToMbuf(rte_mempool* pool, const Frame& f) {
+  rte_mbuf* m = rte_pktmbuf_alloc(pool);
+  if (m == nullptr) return nullptr;
+  char* p = rte_pktmbuf_append(m, static_cast<uint16_t>(f.size()));
+  if (p == nullptr) {
+    rte_pktmbuf_free(m);
+    return nullptr;
+  }
+  std::memcpy(p, f.data(), f.size());
+  return m;
+}
+
+// Enqueues a copy of every frame; a failure is a test failure.
+inline void InjectFrames(rte_mempool* pool, rte_ring* ring, const std::vector<Frame>& frames) {
+  for (const Frame& f : frames) {
+    rte_mbuf* m = FrameToMbuf(pool, f);
+    ASSERT_NE(m, nullptr);
+    ASSERT_EQ(rte_ring_enqueue(ring, m), 0);
+  }
+}
+
+// Everything in `ring`, as frames, in order; the mbufs are freed.
+inline std::vector<Frame> DrainFrames(rte_ring* ring) {
+  std::vector<Frame> out;
+  void* obj = nullptr;
+  while (rte_ring_dequeue(ring, &obj) == 0) {
+    auto* m = static_cast<rte_mbuf*>(obj);
+    const uint8_t* d = rte_pktmbuf_mtod(m, const uint8_t*);
+    out.emplace_back(d, d + rte_pktmbuf_data_len(m));
+    rte_pktmbuf_free(m);
+  }
+  return out;
+}
+
+}  // namespace shroud::test_frames
+
+#endif  // SHROUD_TESTS_RING_FRAMES_H_
