@@ -15,6 +15,8 @@
 # their inside host is 198.51.100.1.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=scripts/lib/replay.sh
+. "$here/scripts/lib/replay.sh"
 seeds="1 2"
 build=$here/build
 while [ $# -gt 0 ]; do
@@ -44,18 +46,7 @@ for cap in "${captures[@]}"; do
   python3 "$here/scripts/pcap-prepare.py" -q --inside 198.51.100.1 \
     --inside-out "$work/in.pcap" --outside-out "$work/out.pcap" "$cap"
   for seed in $seeds; do
-    rm -f "$work/tx.pcap" "$work/back.pcap"
-    if ! timeout 300 "$build/shroud-dataplane" --no-huge -m 512 --no-shconf --no-pci --no-telemetry \
-        --file-prefix="shroud-evalchaff-$$" --lcores='0@(0-1)' \
-        --vdev="net_pcap0,rx_pcap=$work/in.pcap,tx_pcap=$work/back.pcap" \
-        --vdev="net_pcap1,rx_pcap=$work/out.pcap,tx_pcap=$work/tx.pcap" \
-        -- --config="$work/a.toml" --seed="$seed" --replay_speed=1 --exit_when_idle_ms=1500 \
-        --stats_interval_s=0 2>"$work/log"; then
-      echo "evaluate-chaff: shroud-dataplane failed on $name seed $seed:" >&2
-      tail -5 "$work/log" >&2
-      exit 1
-    fi
-    python3 "$here/scripts/pcap-merge.py" "$work/wan.pcap" "$work/tx.pcap" "$work/back.pcap"
+    shroud_replay "$build" "$work/a.toml" "$seed" "$work/in.pcap" "$work/out.pcap" "$work" || exit 1
     "$build/shroud" analyze --json "$work/wan.pcap" >"$work/verdicts.json"
     read -r t f < <(python3 - "$work/verdicts.json" "$name" "$seed" <<'PY'
 import ipaddress, json, sys

@@ -12,6 +12,8 @@
 # duration plus a few seconds. Prints one row per run and a summary.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=scripts/lib/replay.sh
+. "$here/scripts/lib/replay.sh"
 seeds="1 2 3 4 5 6 7 8 9 10"
 config=$here/conf/gateway.example.toml
 build=$here/build
@@ -55,18 +57,7 @@ for spec in "${captures[@]}"; do
     --inside-out "$work/in.pcap" --outside-out "$work/out.pcap" "$cap"
   read -r np nm _ <<<"$(verdict "$cap")"
   for seed in $seeds; do
-    rm -f "$work"/tx.pcap "$work"/back.pcap
-    if ! timeout 300 "$build/shroud-dataplane" --no-huge -m 512 --no-shconf --no-pci --no-telemetry \
-        --file-prefix="shroud-evalgw-$$" --lcores='0@(0-1)' \
-        --vdev="net_pcap0,rx_pcap=$work/in.pcap,tx_pcap=$work/back.pcap" \
-        --vdev="net_pcap1,rx_pcap=$work/out.pcap,tx_pcap=$work/tx.pcap" \
-        -- --config="$config" --seed="$seed" --replay_speed=1 --exit_when_idle_ms=1500 \
-        --stats_interval_s=0 2>"$work/log"; then
-      echo "evaluate-gateway: shroud-dataplane failed on $name seed $seed:" >&2
-      tail -5 "$work/log" >&2
-      exit 1
-    fi
-    python3 "$here/scripts/pcap-merge.py" "$work/wan.pcap" "$work/tx.pcap" "$work/back.pcap"
+    shroud_replay "$build" "$config" "$seed" "$work/in.pcap" "$work/out.pcap" "$work" || exit 1
     read -r sp sm _ <<<"$(verdict "$work/wan.pcap")"
     total=$((total + 1))
     if [ "$sp" = no ] && python3 -c "import sys; sys.exit(0 if float('$sm') < 0.5 else 1)"; then
