@@ -38,6 +38,7 @@ nlohmann::json CountersToJson(const GatewayCounters& c, const std::vector<PortCo
   j["version"] = 1;
   j["seed"] = seed;
   j["elapsed_s"] = static_cast<double>(c.elapsed_ns) * 1e-9;
+  j["runtime_updates"] = c.runtime_updates;
   nlohmann::json pj = nlohmann::json::array();
   for (const PortCounters& p : ports) {
     pj.push_back({{"port", p.port},           {"name", p.name},

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <span>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "glog/logging.h"
 
@@ -108,6 +109,7 @@ GatewayWorker::GatewayWorker(const GatewayWorkerOptions& options, const Classifi
 }
 
 GatewayWorker::~GatewayWorker() {
+  delete pending_update_.exchange(nullptr);
   for (Staging& s : staging_) {
     for (uint16_t i = s.head; i < s.count; ++i) rte_pktmbuf_free(s.pkts[i]);
     s.head = s.count = 0;
@@ -312,6 +314,34 @@ void GatewayWorker::Flush(Direction dir) {
   c.tx_packets += sent;
   c.tx_bytes += bytes;
   t.count = 0;
+}
+
+void GatewayWorker::ApplyUpdate(uint64_t now) {
+  std::unique_ptr<RuntimeUpdate> u(pending_update_.exchange(nullptr, std::memory_order_acq_rel));
+  if (u == nullptr) return;
+  options_.rate_variation = u->rate_variation;
+  options_.rate_variation_config = u->rate_variation_config;
+  // A fresh window: the old rates were drawn under other bounds.
+  rate_variation_ = RateVariation(u->rate_variation_config);
+  shaper_.SetCeil(ShapedClass::kMigration, u->migration_ceil_bytes_per_sec);
+  if (options_.rate_variation) {
+    StepRate(now);
+  } else {
+    const uint64_t rate = RateToBytesPerSec(u->rate_variation_config.start_rate);
+    shaper_.SetRate(ShapedClass::kMigration, rate);
+    counters_.rate_bytes_per_sec = rate;
+  }
+  if (chaff_.has_value()) chaff_->policy.Reconfigure(u->chaff_policy);
+  ++counters_.runtime_updates;
+  LOG(INFO) << absl::StrFormat(
+      "run-time update applied: migration %s [%.3f, %.3f] MB/s every %u ms (start %.3f)%s",
+      options_.rate_variation ? "Algorithm 3" : "constant rate",
+      u->rate_variation_config.min_rate * 1e-6, u->rate_variation_config.max_rate * 1e-6,
+      static_cast<unsigned>(u->rate_variation_config.interval_ns / 1'000'000),
+      u->rate_variation_config.start_rate * 1e-6,
+      chaff_.has_value() ? absl::StrCat("; chaff policy ",
+                                        std::string(ChaffPolicyKindName(u->chaff_policy.kind)))
+                         : std::string());
 }
 
 void GatewayWorker::StepRate(uint64_t now) {
@@ -546,6 +576,7 @@ void GatewayWorker::Run(const std::atomic<bool>& stop) {
 
     if ((loop & kChoreLoopMask) != 0) continue;
     counters_.loops = loop;
+    if (pending_update_.load(std::memory_order_relaxed) != nullptr) ApplyUpdate(now);
     if (stop.load(std::memory_order_relaxed)) break;
     if (options_.duration_ns > 0 && now >= options_.duration_ns) {
       LOG(INFO) << "duration reached, stopping";

@@ -158,6 +158,18 @@ struct GatewayCounters {
   double rate_window_cov = 0.0;
   uint64_t elapsed_ns = 0;
   uint64_t loops = 0;
+  uint64_t runtime_updates = 0;  // RuntimeUpdates applied
+};
+
+// A run-time change of parameters (SIGHUP reloads the config file): Algorithm
+// 3 and the chaff policy. The main thread builds it and posts it; the worker
+// picks it up at its next chore check (every ~1000 loops), never on the
+// per-packet path.
+struct RuntimeUpdate {
+  bool rate_variation = true;
+  RateVariationConfig rate_variation_config;
+  uint64_t migration_ceil_bytes_per_sec = 0;
+  ChaffPolicyConfig chaff_policy;  // applied when chaff is configured
 };
 
 class GatewayWorker {
@@ -170,6 +182,11 @@ class GatewayWorker {
   // The poll loop; returns when `stop` is set, the duration has passed or the
   // replay went idle. Frees whatever is still queued.
   void Run(const std::atomic<bool>& stop);
+
+  // Any thread: replaces a not yet applied update. Validated by the caller.
+  void PostUpdate(std::unique_ptr<RuntimeUpdate> update) {
+    delete pending_update_.exchange(update.release(), std::memory_order_acq_rel);
+  }
 
   // Valid after Run returned (the worker thread owns them until then).
   GatewayCounters counters() const;
@@ -253,6 +270,9 @@ class GatewayWorker {
   // Separate from rng_, so Algorithm 3's rates for a seed are the same with
   // chaff on or off.
   std::mt19937_64 chaff_rng_;
+
+  void ApplyUpdate(uint64_t now);
+  std::atomic<RuntimeUpdate*> pending_update_{nullptr};
 
   GatewayCounters counters_;
 };

@@ -49,10 +49,46 @@ namespace {
 
 std::atomic<bool> g_stop{false};
 
+std::atomic<bool> g_reload{false};
+
 void OnSignal(int signo) {
   // Async-signal-safe: one store; the worker sees it within ~1000 loops.
   g_stop.store(true, std::memory_order_relaxed);
   (void)signo;
+}
+
+void OnHangup(int signo) {
+  g_reload.store(true, std::memory_order_relaxed);
+  (void)signo;
+}
+
+// SIGHUP: re-reads --config and hands Algorithm 3's parameters and the chaff
+// policy to the running worker. Anything else that changed needs a restart
+// (said in the log); a config that does not load or validate changes nothing.
+void Reload(const GatewayConfig& running, GatewayWorker& worker) {
+  if (FLAGS_config.empty()) {
+    LOG(WARNING) << "SIGHUP: no --config to reload; nothing changed";
+    return;
+  }
+  absl::StatusOr<GatewayConfig> loaded = LoadGatewayConfig(FLAGS_config);
+  if (!loaded.ok()) {
+    LOG(ERROR) << "SIGHUP: bad config, nothing changed:\n" << loaded.status().message();
+    return;
+  }
+  const GatewayConfig& next = *loaded;
+  if (next.chaff.enabled() != running.chaff.enabled()) {
+    LOG(ERROR) << "SIGHUP: turning chaff on or off (chaff.key) needs a restart; nothing changed";
+    return;
+  }
+  auto update = std::make_unique<RuntimeUpdate>();
+  update->rate_variation = next.rate_variation.enabled;
+  update->rate_variation_config = ToRateVariationConfig(next.rate_variation);
+  update->migration_ceil_bytes_per_sec = ToShaperConfig(next).migration.ceil_bytes_per_sec;
+  if (next.chaff.enabled()) update->chaff_policy = ToChaffConfig(next).policy;
+  worker.PostUpdate(std::move(update));
+  LOG(INFO) << "SIGHUP: " << FLAGS_config << " re-read; [rate_variation] and the chaff policy go "
+            << "to the worker now; other sections (ports, flows, rules, shaper queues, chaff "
+               "pools and key) apply at the next start";
 }
 
 constexpr char kUsage[] =
@@ -80,7 +116,9 @@ Examples:
     -- --config=conf/gateway.example.toml --replay_speed=1 --exit_when_idle_ms=2000
 
 With two or more lcores (-l 0-1) the worker runs on the second one and the
-first stays free; with one it runs on the main lcore. SIGINT/SIGTERM stop it
+first stays free and re-reads --config on SIGHUP: Algorithm 3's parameters
+and the chaff policy change at run time without a restart (other sections need
+one). With one lcore it runs on the main lcore. SIGINT/SIGTERM stop it
 cleanly and the final counters are logged. Exit status: 0 on a clean stop, 1
 on a setup failure (EAL, ports, memory), 2 on a bad config or flag.
 EAL options: see `shroud-dataplane --no-huge -- ` with EAL's -h, or DPDK's docs.)";
@@ -339,6 +377,7 @@ int Run(int argc, char** argv) {
 
     std::signal(SIGINT, OnSignal);
     std::signal(SIGTERM, OnSignal);
+    std::signal(SIGHUP, OnHangup);
     GatewayWorker* w = worker->get();
     const unsigned lcore = rte_get_next_lcore(rte_lcore_id(), /*skip_main=*/1, /*wrap=*/0);
     if (lcore < RTE_MAX_LCORE) {
@@ -355,10 +394,12 @@ int Run(int argc, char** argv) {
       // not compete with the worker for a core.
       while (!worker_done.load(std::memory_order_acquire)) {
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        if (g_reload.exchange(false, std::memory_order_relaxed)) Reload(config, *w);
       }
       rte_eal_wait_lcore(lcore);
     } else {
-      LOG(INFO) << "worker on the main lcore " << rte_lcore_id();
+      LOG(INFO) << "worker on the main lcore " << rte_lcore_id()
+                << " (SIGHUP reloads need a second lcore, e.g. -l 0-1)";
       w->Run(g_stop);
     }
 

@@ -8,6 +8,7 @@
 #include <rte_ring.h>
 
 #include <atomic>
+#include <memory>
 #include <cstring>
 #include <string>
 #include <unistd.h>
@@ -84,7 +85,8 @@ class GatewayWorkerTest : public ::testing::Test {
   // Runs a worker over whatever the rx rings hold until it has been idle for
   // 30 ms with empty queues.
   GatewayCounters RunWorker(const GatewayConfig& config,
-                            uint64_t duration_ns = 20'000'000'000ull) {
+                            uint64_t duration_ns = 20'000'000'000ull,
+                            std::unique_ptr<RuntimeUpdate> update = nullptr) {
     EXPECT_TRUE(ValidateGatewayConfig(config).ok()) << ValidateGatewayConfig(config);
     absl::StatusOr<Classifier> classifier = Classifier::Create(config.classify);
     EXPECT_TRUE(classifier.ok()) << classifier.status();
@@ -106,6 +108,7 @@ class GatewayWorkerTest : public ::testing::Test {
     o.duration_ns = duration_ns;  // by default a bound, never expected to hit
     auto worker = GatewayWorker::Create(o, classifier_, *std::move(flows));
     EXPECT_TRUE(worker.ok()) << worker.status();
+    if (update != nullptr) (*worker)->PostUpdate(std::move(update));
     std::atomic<bool> stop{false};
     (*worker)->Run(stop);
     GatewayCounters c = (*worker)->counters();
@@ -201,6 +204,31 @@ TEST_F(GatewayWorkerTest, PacketsStillQueuedAtStopAreDiscardedNotCountedAsSent) 
   EXPECT_EQ(c.migration.sent_packets + c.migration.dropped_packets, mig.size());
   EXPECT_EQ(c.migration.dropped_packets, c.discarded_at_exit);
   EXPECT_LT(c.migration.sojourn_ns_max, 1'000'000'000u);
+}
+
+TEST_F(GatewayWorkerTest, ARuntimeUpdateReplacesAlgorithmThreesParameters) {
+  std::vector<Frame> mig;
+  for (int i = 0; i < 100; ++i) mig.push_back(Tcp("192.0.2.1", "198.51.100.2", 33000, 49152, 1400));
+  Inject(0, mig);
+  GatewayConfig config = BaseConfig();
+  config.rate_variation.enabled = true;
+  config.rate_variation.start_rate_mbyte_s = 4;
+  // Posted before Run: applied at the first chore check, right at the start.
+  GatewayConfig next = config;
+  next.rate_variation.min_rate_mbyte_s = 2;
+  next.rate_variation.max_rate_mbyte_s = 2;
+  next.rate_variation.start_rate_mbyte_s = 2;
+  ASSERT_TRUE(ValidateGatewayConfig(next).ok());
+  auto update = std::make_unique<RuntimeUpdate>();
+  update->rate_variation = true;
+  update->rate_variation_config = ToRateVariationConfig(next.rate_variation);
+  update->migration_ceil_bytes_per_sec = ToShaperConfig(next).migration.ceil_bytes_per_sec;
+  GatewayCounters c = RunWorker(config, 20'000'000'000ull, std::move(update));
+  EXPECT_EQ(c.runtime_updates, 1u);
+  EXPECT_EQ(c.rate_bytes_per_sec, 2'000'000u);  // every step since is pinned to [2, 2]
+  EXPECT_EQ(c.migration.sent_packets, mig.size());
+  // 100 x 1454 bytes at 2 MB/s, less the 16 KiB burst: at least 64 ms.
+  EXPECT_GE(static_cast<double>(c.elapsed_ns) * 1e-9, (100.0 * mig[0].size() - 16384) / 2e6);
 }
 
 std::vector<Frame> MalformedFrames() {

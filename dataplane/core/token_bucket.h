@@ -330,6 +330,12 @@ class Shaper {
     cls(c).rate.SetRate(rate_bytes_per_sec);
   }
 
+  // The class's ceiling (e.g. a new maxR at run time), also a plain store.
+  // The queue's byte limit stays what it was sized for at Create.
+  void SetCeil(ShapedClass c, uint64_t ceil_bytes_per_sec) {
+    cls(c).ceil.SetRate(ceil_bytes_per_sec);
+  }
+
   // Refills every bucket at `now_ns` (Dequeue does this itself).
   void Refill(uint64_t now_ns);
 
