@@ -39,6 +39,24 @@ ShapedClass ToShaped(TrafficClass c) {
 
 }  // namespace
 
+GatewayWorkerOptions WorkerOptionsFromConfig(const GatewayConfig& config) {
+  GatewayWorkerOptions o;
+  o.burst = static_cast<uint16_t>(std::min<uint32_t>(config.dataplane.burst_size, kMaxBurst));
+  o.malformed = config.dataplane.malformed;
+  o.features = config.features;
+  o.idle_timeout_ns = uint64_t{config.flows.idle_timeout_ms} * 1'000'000;
+  o.rate_variation = config.rate_variation.enabled;
+  o.rate_variation_config = ToRateVariationConfig(config.rate_variation);
+  o.shaper = ToShaperConfig(config);
+  o.seed = config.rate_variation.seed;
+  if (config.chaff.enabled()) {
+    o.chaff_key = config.chaff.key;
+    o.chaff = ToChaffConfig(config);
+    o.chaff_connections = config.chaff.connections;
+  }
+  return o;
+}
+
 absl::StatusOr<std::unique_ptr<GatewayWorker>> GatewayWorker::Create(
     const GatewayWorkerOptions& options, const Classifier& classifier,
     std::unique_ptr<FlowTable> flows) {

@@ -120,6 +120,12 @@ struct ChaffCounters {
   uint64_t class_rate_bytes_per_sec = 0;
 };
 
+// The options a GatewayConfig decides (burst, malformed policy, features,
+// idle timeout, Algorithm 3, the shaper, chaff; seed = rate_variation.seed).
+// The caller adds what the process decides: ports, mbuf pool, replay, stop
+// conditions, and a seed when the config's is 0.
+GatewayWorkerOptions WorkerOptionsFromConfig(const GatewayConfig& config);
+
 struct DirectionCounters {
   uint64_t rx_packets = 0;
   uint64_t rx_bytes = 0;

@@ -301,14 +301,7 @@ int Run(int argc, char** argv) {
       return 1;
     }
 
-    GatewayWorkerOptions options;
-    options.burst = static_cast<uint16_t>(std::min<uint32_t>(config.dataplane.burst_size, kMaxBurst));
-    options.malformed = config.dataplane.malformed;
-    options.features = config.features;
-    options.idle_timeout_ns = uint64_t{config.flows.idle_timeout_ms} * 1'000'000;
-    options.rate_variation = config.rate_variation.enabled;
-    options.rate_variation_config = ToRateVariationConfig(config.rate_variation);
-    options.shaper = ToShaperConfig(config);
+    GatewayWorkerOptions options = WorkerOptionsFromConfig(config);
     uint64_t seed = FLAGS_seed != 0 ? FLAGS_seed : config.rate_variation.seed;
     if (seed == 0) {
       std::random_device rd;
@@ -329,9 +322,6 @@ int Run(int argc, char** argv) {
     options.duration_ns = static_cast<uint64_t>(FLAGS_duration_s * 1e9);
     options.stats_interval_ns = static_cast<uint64_t>(FLAGS_stats_interval_s * 1e9);
     if (config.chaff.enabled()) {
-      options.chaff_key = config.chaff.key;
-      options.chaff = ToChaffConfig(config);
-      options.chaff_connections = config.chaff.connections;
       options.mbuf_pool = pool;
       const ChaffConfig& cc = options.chaff;
       // The key itself is never logged; its id tells whether both gateways

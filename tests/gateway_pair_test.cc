@@ -143,25 +143,13 @@ class Gateway {
     auto flows = FlowTable::Create("pair_flows" + std::to_string(table_seq++),
                                    config.flows.max_flows, SOCKET_ID_ANY);
     EXPECT_TRUE(flows.ok()) << flows.status();
-    GatewayWorkerOptions o;
+    GatewayWorkerOptions o = WorkerOptionsFromConfig(config);
     o.inside_port = kInsidePort[side];
     o.outside_port = kOutsidePort[side];
     o.burst = 32;
-    o.malformed = config.dataplane.malformed;
-    o.features = config.features;
-    o.idle_timeout_ns = uint64_t{config.flows.idle_timeout_ms} * 1'000'000;
-    o.rate_variation = config.rate_variation.enabled;
-    o.rate_variation_config = ToRateVariationConfig(config.rate_variation);
-    o.shaper = ToShaperConfig(config);
-    o.seed = config.rate_variation.seed;
     o.duration_ns = duration_ns;
     o.exit_when_idle_ns = exit_when_idle_ns;
-    if (config.chaff.enabled()) {
-      o.chaff_key = config.chaff.key;
-      o.chaff = ToChaffConfig(config);
-      o.chaff_connections = config.chaff.connections;
-      o.mbuf_pool = g_env.pool;
-    }
+    if (config.chaff.enabled()) o.mbuf_pool = g_env.pool;
     auto worker = GatewayWorker::Create(o, classifier_, *std::move(flows));
     EXPECT_TRUE(worker.ok()) << worker.status();
     if (worker.ok()) worker_ = *std::move(worker);

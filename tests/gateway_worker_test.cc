@@ -95,14 +95,8 @@ class GatewayWorkerTest : public ::testing::Test {
     auto flows = FlowTable::Create("test_flows" + std::to_string(table_seq++),
                                    config.flows.max_flows, SOCKET_ID_ANY);
     EXPECT_TRUE(flows.ok()) << flows.status();
-    GatewayWorkerOptions o;
+    GatewayWorkerOptions o = WorkerOptionsFromConfig(config);
     o.burst = 32;
-    o.malformed = config.dataplane.malformed;
-    o.features = config.features;
-    o.idle_timeout_ns = uint64_t{config.flows.idle_timeout_ms} * 1'000'000;
-    o.rate_variation = config.rate_variation.enabled;
-    o.rate_variation_config = ToRateVariationConfig(config.rate_variation);
-    o.shaper = ToShaperConfig(config);
     o.seed = 7;
     o.exit_when_idle_ns = 30'000'000;
     o.duration_ns = duration_ns;  // by default a bound, never expected to hit
