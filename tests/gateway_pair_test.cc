@@ -564,13 +564,7 @@ int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);
   using shroud::g_env;
   using shroud::kRingSize;
-  std::string prefix = "shroud_pair_test_" + std::to_string(getpid());
-  std::vector<std::string> args = {"gateway_pair_test", "--no-huge", "-m", "512", "--no-shconf",
-                                   "--no-pci", "--no-telemetry", "-l", "0",
-                                   "--file-prefix=" + prefix, "--log-level=warning"};
-  std::vector<char*> eal_argv;
-  for (std::string& a : args) eal_argv.push_back(a.data());
-  if (rte_eal_init(static_cast<int>(eal_argv.size()), eal_argv.data()) < 0) {
+  if (!shroud::test_frames::StartTestEal("gateway_pair_test", 512)) {
     // 77 = skipped, for meson: the tests did not run, so they must not pass.
     fprintf(stderr, "skipped: rte_eal_init failed (see the EAL messages above)\n");
     return 77;

@@ -348,13 +348,7 @@ int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);
   using shroud::g_env;
   using shroud::kRingSize;
-  std::string prefix = "shroud_worker_test_" + std::to_string(getpid());
-  std::vector<std::string> args = {"gateway_worker_test", "--no-huge", "-m", "256", "--no-shconf",
-                                   "--no-pci", "--no-telemetry", "-l", "0",
-                                   "--file-prefix=" + prefix, "--log-level=warning"};
-  std::vector<char*> eal_argv;
-  for (std::string& a : args) eal_argv.push_back(a.data());
-  if (rte_eal_init(static_cast<int>(eal_argv.size()), eal_argv.data()) >= 0) {
+  if (shroud::test_frames::StartTestEal("gateway_worker_test", 256)) {
     g_env.pool = rte_pktmbuf_pool_create("test_pool", 8191, 256, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
                                          SOCKET_ID_ANY);
     bool ok = g_env.pool != nullptr;

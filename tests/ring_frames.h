@@ -3,10 +3,14 @@
 #ifndef SHROUD_TESTS_RING_FRAMES_H_
 #define SHROUD_TESTS_RING_FRAMES_H_
 
+#include <rte_eal.h>
 #include <rte_mbuf.h>
 #include <rte_ring.h>
 
+#include <unistd.h>
+
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -48,6 +52,19 @@ inline std::vector<Frame> DrainFrames(rte_ring* ring) {
     rte_pktmbuf_free(m);
   }
   return out;
+}
+
+// Starts EAL for an in-process test: --no-huge with `memory_mb`, one lcore,
+// no shared config and a per-process file prefix (tests run in parallel).
+// False when EAL cannot start here; the caller then exits 77 (skipped).
+inline bool StartTestEal(const std::string& name, int memory_mb) {
+  std::vector<std::string> args = {name, "--no-huge", "-m", std::to_string(memory_mb),
+                                   "--no-shconf", "--no-pci", "--no-telemetry", "-l", "0",
+                                   "--file-prefix=" + name + "_" + std::to_string(getpid()),
+                                   "--log-level=warning"};
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  return rte_eal_init(static_cast<int>(argv.size()), argv.data()) >= 0;
 }
 
 }  // namespace shroud::test_frames
