@@ -64,15 +64,8 @@ uint32_t TsClock(uint32_t offset, uint64_t now_ns) {
   return offset + static_cast<uint32_t>(now_ns / kNsPerMs);
 }
 
-// One TCP segment's headers.
-struct SegmentSpec {
-  uint32_t src_addr = 0;
-  uint32_t dst_addr = 0;
-  uint16_t src_port = 0;
-  uint16_t dst_port = 0;
-  uint32_t seq = 0;
-  uint32_t ack = 0;
-  uint8_t flags = 0;
+// One TCP segment's headers: the fields the segment tag covers, and the rest.
+struct SegmentSpec : ChaffTagFields {
   uint16_t window = 0;
   uint16_t ip_id = 0;
   uint8_t ttl = 64;
@@ -83,6 +76,21 @@ struct SegmentSpec {
   uint32_t tsecr = 0;
   uint32_t payload_length = 0;
 };
+
+// A client segment of a connection at `now_ns`: its 4-tuple, next IP ID, TTL
+// and TSval; the caller sets the rest.
+SegmentSpec ClientSegment(const ChaffTcpConfig& tcp, const ChaffEndpoints& e,
+                          const ChaffConnectionSecrets& k, uint16_t ip_id, uint64_t now_ns) {
+  SegmentSpec s;
+  s.src_addr = e.client_addr;
+  s.dst_addr = e.server_addr;
+  s.src_port = e.client_port;
+  s.dst_port = e.server_port;
+  s.ip_id = ip_id;
+  s.ttl = tcp.ttl;
+  s.tsval = TsClock(k.client_ts_offset, now_ns);
+  return s;
+}
 
 size_t TcpHeaderBytes(const SegmentSpec& s) {
   return kTcpBaseHeaderBytes + (s.syn_options ? kSynOptionBytes : kTsOptionBytes);
@@ -356,21 +364,14 @@ uint32_t ChaffGenerator::TsEcr(const Connection& c, uint64_t now_ns) const {
 
 size_t ChaffGenerator::WriteSyn(uint64_t now_ns, std::span<uint8_t> out) {
   Connection& c = current_;
-  SegmentSpec s;
-  s.src_addr = c.endpoints.client_addr;
-  s.dst_addr = c.endpoints.server_addr;
-  s.src_port = c.endpoints.client_port;
-  s.dst_port = c.endpoints.server_port;
+  SegmentSpec s = ClientSegment(tcp_, c.endpoints, c.secrets, c.ip_id, now_ns);
   s.seq = c.secrets.client_isn;
   s.ack = 0;
   s.flags = kTcpFlagSyn;
   s.window = tcp_.syn_window;
-  s.ip_id = c.ip_id;
-  s.ttl = tcp_.ttl;
   s.syn_options = true;
   s.mss = tcp_.mss();
   s.window_scale = tcp_.window_scale;
-  s.tsval = TsClock(c.secrets.client_ts_offset, now_ns);
   s.tsecr = 0;
   const size_t n = WriteBareSegment(l2_, s, out);
   if (n != 0) ++c.ip_id;
@@ -380,18 +381,11 @@ size_t ChaffGenerator::WriteSyn(uint64_t now_ns, std::span<uint8_t> out) {
 size_t ChaffGenerator::WriteAck(Connection& c, uint32_t seq, uint32_t ack, uint64_t now_ns,
                                 std::span<uint8_t> out) {
   // Only the last ACK (after the server's FIN) is a pure ACK; see chaff_tag.h.
-  SegmentSpec s;
-  s.src_addr = c.endpoints.client_addr;
-  s.dst_addr = c.endpoints.server_addr;
-  s.src_port = c.endpoints.client_port;
-  s.dst_port = c.endpoints.server_port;
+  SegmentSpec s = ClientSegment(tcp_, c.endpoints, c.secrets, c.ip_id, now_ns);
   s.seq = seq;
   s.ack = ack;
   s.flags = kTcpFlagAck;
   s.window = tcp_.client_window;
-  s.ip_id = c.ip_id;
-  s.ttl = tcp_.ttl;
-  s.tsval = TsClock(c.secrets.client_ts_offset, now_ns);
   s.tsecr = TsEcr(c, now_ns);
   const size_t n = WriteBareSegment(l2_, s, out);
   if (n != 0) ++c.ip_id;
@@ -401,20 +395,13 @@ size_t ChaffGenerator::WriteAck(Connection& c, uint32_t seq, uint32_t ack, uint6
 size_t ChaffGenerator::WriteData(uint32_t payload, bool fin, uint64_t now_ns,
                                  std::span<uint8_t> out) {
   Connection& c = current_;
-  SegmentSpec s;
-  s.src_addr = c.endpoints.client_addr;
-  s.dst_addr = c.endpoints.server_addr;
-  s.src_port = c.endpoints.client_port;
-  s.dst_port = c.endpoints.server_port;
+  SegmentSpec s = ClientSegment(tcp_, c.endpoints, c.secrets, c.ip_id, now_ns);
   s.seq = c.secrets.client_isn + 1 + static_cast<uint32_t>(c.sent);
   s.ack = c.secrets.server_isn + 1;
   const bool push =
       fin || (c.sent + payload) / tcp_.push_every_bytes != c.sent / tcp_.push_every_bytes;
   s.flags = static_cast<uint8_t>(kTcpFlagAck | (push ? kTcpFlagPsh : 0) | (fin ? kTcpFlagFin : 0));
   s.window = tcp_.client_window;
-  s.ip_id = c.ip_id;
-  s.ttl = tcp_.ttl;
-  s.tsval = TsClock(c.secrets.client_ts_offset, now_ns);
   s.tsecr = TsEcr(c, now_ns);
   s.payload_length = payload;
   const size_t n = WriteHeaders(l2_, s, out);
@@ -431,9 +418,7 @@ size_t ChaffGenerator::WriteData(uint32_t payload, bool fin, uint64_t now_ns,
   uint8_t* rest = data + kChaffSegmentTagBytes;
   const size_t rest_len = payload - kChaffSegmentTagBytes;
   crypto_stream_chacha20_ietf(rest, rest_len, nonce, keys_.stream().data());
-  const auto tag = ComputeSegmentTag(
-      keys_, {s.src_addr, s.dst_addr, s.src_port, s.dst_port, s.seq, s.ack, s.flags},
-      std::span<const uint8_t>(rest, rest_len));
+  const auto tag = ComputeSegmentTag(keys_, s, std::span<const uint8_t>(rest, rest_len));
   std::memcpy(data, tag.data(), tag.size());
   FinishTcpChecksum(ip, s);
   ++c.ip_id;
