@@ -34,21 +34,9 @@
 #include "dataplane/core/token_bucket.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/allocation_counter.h"
 #include "tests/frame_builder.h"
 #include "tests/test_util.h"
-
-// Counts every allocation in the process, so a test can show a code path makes
-// none (as in token_bucket_test.cc).
-namespace {
-std::atomic<uint64_t> g_allocations{0};
-}  // namespace
-__attribute__((noinline)) void* operator new(std::size_t n) {
-  g_allocations.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
-  throw std::bad_alloc();
-}
-__attribute__((noinline)) void operator delete(void* p) noexcept { std::free(p); }
-__attribute__((noinline)) void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 
 namespace shroud {
 namespace {
@@ -1482,9 +1470,9 @@ TEST(ChaffAllocationTest, PerPacketPathDoesNotAllocate) {
     }
   };
   run(0, 100 * kMs);  // warm-up
-  const uint64_t before = g_allocations.load();
+  const uint64_t before = test::ThreadAllocations();
   run(100 * kMs, 1100 * kMs);
-  EXPECT_EQ(g_allocations.load() - before, 0u);
+  EXPECT_EQ(test::ThreadAllocations() - before, 0u);
   EXPECT_GT(frames, 900u);
   EXPECT_GT(replies, 10u) << "handshake and final ACKs were exercised";
   EXPECT_GT(gen.counters().connections, 10u) << "rotations were exercised";

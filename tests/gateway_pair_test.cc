@@ -45,26 +45,15 @@
 #include "dataplane/gateway_worker.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/allocation_counter.h"
 #include "tests/frame_builder.h"
 #include "tests/ring_frames.h"
 
-// Counts heap allocations made by threads that ask for it (the workers), so
-// a test can show the per-packet path (chaff crafted, absorbed, answered,
-// forwarded) allocates nothing.
-namespace {
-thread_local bool t_count_allocations = false;
-std::atomic<uint64_t> g_worker_allocations{0};
-}  // namespace
-__attribute__((noinline)) void* operator new(std::size_t n) {
-  if (t_count_allocations) g_worker_allocations.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
-  throw std::bad_alloc();
-}
-__attribute__((noinline)) void operator delete(void* p) noexcept { std::free(p); }
-__attribute__((noinline)) void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-
 namespace shroud {
 namespace {
+
+// Heap allocations made by the worker threads (see RunConcurrently).
+std::atomic<uint64_t> g_worker_allocations{0};
 
 using test_frames::Frame;
 using ::testing::ElementsAreArray;
@@ -171,9 +160,9 @@ void RunConcurrently(const std::vector<Gateway*>& gateways) {
   std::vector<std::thread> threads;
   for (Gateway* g : gateways) {
     threads.emplace_back([g] {
-      t_count_allocations = true;
+      const uint64_t before = test::ThreadAllocations();
       g->Run();
-      t_count_allocations = false;
+      g_worker_allocations += test::ThreadAllocations() - before;
     });
   }
   for (std::thread& t : threads) t.join();
@@ -271,9 +260,9 @@ TEST_F(GatewayPairTest, ChaffCrossesTheWanBothWaysAndNeverReachesAnInsideHost) {
   // The counter counts (a string too long for the small-string buffer).
   g_worker_allocations = 0;
   std::thread([] {
-    t_count_allocations = true;
+    const uint64_t before = test::ThreadAllocations();
     std::string s(100, 'x');
-    t_count_allocations = false;
+    g_worker_allocations += test::ThreadAllocations() - before;
   }).join();
   ASSERT_EQ(g_worker_allocations.load(), 1u);
   g_worker_allocations = 0;

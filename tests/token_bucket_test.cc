@@ -21,20 +21,7 @@
 #include "dataplane/core/rate_variation.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-
-// Counts every allocation in the process, so a test can show a code path makes
-// none. noinline: inlined into callers, GCC mistakes free() here for a
-// mismatched deallocation (-Wmismatched-new-delete).
-namespace {
-std::atomic<uint64_t> g_allocations{0};
-}  // namespace
-__attribute__((noinline)) void* operator new(std::size_t n) {
-  g_allocations.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
-  throw std::bad_alloc();
-}
-__attribute__((noinline)) void operator delete(void* p) noexcept { std::free(p); }
-__attribute__((noinline)) void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+#include "tests/allocation_counter.h"
 
 namespace shroud {
 namespace {
@@ -814,7 +801,7 @@ TEST(ShaperTest, PerPacketPathAndRateChangesDoNotAllocate) {
   std::mt19937_64 rng(5);
   std::array<uint64_t, 32> out;
   uint64_t now = 0, handle = 0, sent = 0;
-  const uint64_t before = g_allocations.load();
+  const uint64_t before = test::ThreadAllocations();
   for (int i = 0; i < 100'000; ++i) {
     now += 10 * kUs;
     shaper.Enqueue(kMig, handle++, 1500, now);
@@ -824,7 +811,7 @@ TEST(ShaperTest, PerPacketPathAndRateChangesDoNotAllocate) {
     sent += shaper.Dequeue(now, out.data(), out.size());
     (void)shaper.counters(kMig);
   }
-  const uint64_t after = g_allocations.load();
+  const uint64_t after = test::ThreadAllocations();
   EXPECT_EQ(after - before, 0u);
   EXPECT_GT(sent, 0u);
   EXPECT_GT(rv.steps(), 50u);
