@@ -16,6 +16,7 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -425,6 +426,26 @@ inline Frame TcpIpv4Packet(size_t payload_bytes = 0, uint8_t flags = kTcpAck | k
 // [2001:db8::1]:443 > [2001:db8::2]:5555 TCP.
 inline Frame TcpIpv6Packet(size_t payload_bytes = 0, uint8_t flags = kTcpAck) {
   return Ipv6Packet({}, TcpSegment(443, 5555, flags, payload_bytes));
+}
+
+// Ethernet + IPv4 + UDP between dotted-quad addresses, `payload_bytes` of data.
+inline Frame EthernetUdp4(const char* src, const char* dst, uint16_t src_port, uint16_t dst_port,
+                          size_t payload_bytes) {
+  return Ethernet(kEtherTypeIpv4, Ipv4Packet({.src = Ipv4Addr(src), .dst = Ipv4Addr(dst),
+                                              .protocol = kIpProtoUdp},
+                                             UdpDatagram(src_port, dst_port, payload_bytes)));
+}
+
+// Ethernet + IPv4 + TCP; the payload starts with `payload_prefix` (e.g. a
+// protocol header a classifier looks for), the rest is PayloadBytes.
+inline Frame EthernetTcp4(const char* src, const char* dst, uint16_t src_port, uint16_t dst_port,
+                          size_t payload_bytes, uint8_t flags = kTcpAck | kTcpPsh,
+                          const Frame& payload_prefix = {}) {
+  Frame segment = TcpSegment(src_port, dst_port, flags, payload_bytes);
+  std::copy(payload_prefix.begin(), payload_prefix.end(), segment.begin() + 20);
+  return Ethernet(kEtherTypeIpv4, Ipv4Packet({.src = Ipv4Addr(src), .dst = Ipv4Addr(dst),
+                                              .protocol = kIpProtoTcp},
+                                             segment));
 }
 
 }  // namespace shroud::test_frames

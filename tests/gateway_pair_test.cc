@@ -89,20 +89,8 @@ void DrainAll() {
   }
 }
 
-Frame Udp(const char* src, const char* dst, uint16_t sport, uint16_t dport, size_t payload) {
-  using namespace test_frames;
-  return Ethernet(kEtherTypeIpv4, Ipv4Packet({.src = Ipv4Addr(src), .dst = Ipv4Addr(dst),
-                                              .protocol = kIpProtoUdp},
-                                             UdpDatagram(sport, dport, payload)));
-}
-
-Frame Tcp(const char* src, const char* dst, uint16_t sport, uint16_t dport, size_t payload,
-          uint8_t flags = test_frames::kTcpAck | test_frames::kTcpPsh) {
-  using namespace test_frames;
-  return Ethernet(kEtherTypeIpv4, Ipv4Packet({.src = Ipv4Addr(src), .dst = Ipv4Addr(dst),
-                                              .protocol = kIpProtoTcp},
-                                             TcpSegment(sport, dport, flags, payload)));
-}
+using test_frames::EthernetTcp4;
+using test_frames::EthernetUdp4;
 
 // The shipped pair config of `side`, with a fixed seed and short chaff
 // connections so that a run of a second sees several open and close.
@@ -221,24 +209,24 @@ struct Traffic {
 Traffic OrdinaryTraffic() {
   Traffic t;
   for (int i = 0; i < 150; ++i) {
-    t.a_to_b.push_back(Udp("192.0.2.10", "198.51.100.20", 5000 + i % 5, 53, 20 + i));
-    t.b_to_a.push_back(Udp("198.51.100.20", "192.0.2.10", 53, 5000 + i % 5, 40 + i));
+    t.a_to_b.push_back(EthernetUdp4("192.0.2.10", "198.51.100.20", 5000 + i % 5, 53, 20 + i));
+    t.b_to_a.push_back(EthernetUdp4("198.51.100.20", "192.0.2.10", 53, 5000 + i % 5, 40 + i));
   }
   for (int i = 0; i < 60; ++i) {
     // Client 192.0.2.130:40000+ (A's chaff pool) to server 198.51.100.140:443
     // (B's): a real HTTPS connection there looks like chaff to the prefilter.
-    t.a_to_b.push_back(Tcp("192.0.2.130", "198.51.100.140", 40000 + i % 3, 443, 100 + i * 20));
+    t.a_to_b.push_back(EthernetTcp4("192.0.2.130", "198.51.100.140", 40000 + i % 3, 443, 100 + i * 20));
     ++t.a_to_b_in_pools;
-    t.b_to_a.push_back(Tcp("198.51.100.140", "192.0.2.130", 443, 40000 + i % 3, i % 2 ? 0 : 700 + i));
+    t.b_to_a.push_back(EthernetTcp4("198.51.100.140", "192.0.2.130", 443, 40000 + i % 3, i % 2 ? 0 : 700 + i));
     ++t.b_to_a_in_pools;
   }
   t.a_to_b.push_back(test_frames::Ethernet(test_frames::kEtherTypeArp, Frame(28, 1)));
   t.b_to_a.push_back(test_frames::Ethernet(test_frames::kEtherTypeArp, Frame(28, 2)));
   // A migration to B's host prefix (the pair config's rule): shaped by A.
   for (int i = 0; i < 80; ++i) {
-    t.a_to_b.push_back(Tcp("192.0.2.10", "198.51.100.20", 33000, 49152, 1000 + i));
+    t.a_to_b.push_back(EthernetTcp4("192.0.2.10", "198.51.100.20", 33000, 49152, 1000 + i));
     ++t.migration;
-    if (i % 4 == 0) t.b_to_a.push_back(Tcp("198.51.100.20", "192.0.2.10", 49152, 33000, 0, test_frames::kTcpAck));
+    if (i % 4 == 0) t.b_to_a.push_back(EthernetTcp4("198.51.100.20", "192.0.2.10", 49152, 33000, 0, test_frames::kTcpAck));
   }
   return t;
 }
@@ -514,7 +502,7 @@ TEST_F(GatewayPairTest, LowLoadPolicyTurnsChaffOffUnderLoadAndBackOn) {
   };
   // Chaff frames seen on the WAN, by 100 ms slot of their arrival there.
   std::vector<size_t> chaff_per_slot(3 * kPhaseMs / 100 + 10, 0);
-  const Frame background = Udp("192.0.2.10", "198.51.100.20", 5000, 53, 958);  // 1000 bytes
+  const Frame background = EthernetUdp4("192.0.2.10", "198.51.100.20", 5000, 53, 958);  // 1000 bytes
   for (long t = 0; (t = elapsed_ms()) < 3 * kPhaseMs + 100;) {
     if (t >= kPhaseMs && t < 2 * kPhaseMs) {
       Inject(g_env.inside_rx[kA], std::vector<Frame>(10, background));  // 10 kB per 5 ms

@@ -44,20 +44,13 @@ void Inject(int port, const std::vector<Frame>& frames) {
 std::vector<Frame> Drain(int port) { return test_frames::DrainFrames(g_env.tx[port]); }
 
 Frame Udp(const char* src, const char* dst, uint16_t sport, uint16_t dport, size_t payload) {
-  using namespace test_frames;
-  return Ethernet(kEtherTypeIpv4, Ipv4Packet({.src = Ipv4Addr(src), .dst = Ipv4Addr(dst),
-                                              .protocol = kIpProtoUdp},
-                                             UdpDatagram(sport, dport, payload)));
+  return test_frames::EthernetUdp4(src, dst, sport, dport, payload);
 }
 
 Frame Tcp(const char* src, const char* dst, uint16_t sport, uint16_t dport, size_t payload,
           const Frame& prefix = {}) {
-  using namespace test_frames;
-  Frame seg = TcpSegment(sport, dport, kTcpAck | kTcpPsh, payload);
-  std::copy(prefix.begin(), prefix.end(), seg.begin() + 20);
-  return Ethernet(kEtherTypeIpv4, Ipv4Packet({.src = Ipv4Addr(src), .dst = Ipv4Addr(dst),
-                                              .protocol = kIpProtoTcp},
-                                             seg));
+  return test_frames::EthernetTcp4(src, dst, sport, dport, payload,
+                                   test_frames::kTcpAck | test_frames::kTcpPsh, prefix);
 }
 
 // The example deployment: migration rule on TCP dst 49152-49215.
