@@ -340,7 +340,7 @@ void GatewayWorker::ApplyUpdate(uint64_t now) {
   options_.rate_variation = u->rate_variation;
   options_.rate_variation_config = u->rate_variation_config;
   // A fresh window: the old rates were drawn under other bounds.
-  rate_variation_ = RateVariation(u->rate_variation_config);
+  std::swap(rate_variation_, u->rate_variation_state);
   shaper_.SetCeil(ShapedClass::kMigration, u->migration_ceil_bytes_per_sec);
   if (options_.rate_variation) {
     StepRate(now);

@@ -172,8 +172,14 @@ struct GatewayCounters {
 // picks it up at its next chore check (every ~1000 loops), never on the
 // per-packet path.
 struct RuntimeUpdate {
+  // `config` must pass Validate(). Algorithm 3's state (its rate window) is
+  // built here, by the poster, so the worker only swaps it in.
+  explicit RuntimeUpdate(const RateVariationConfig& config)
+      : rate_variation_config(config), rate_variation_state(config) {}
+
   bool rate_variation = true;
   RateVariationConfig rate_variation_config;
+  RateVariation rate_variation_state;  // a fresh window under the new bounds
   uint64_t migration_ceil_bytes_per_sec = 0;
   ChaffPolicyConfig chaff_policy;  // applied when chaff is configured
 };

@@ -80,9 +80,8 @@ void Reload(const GatewayConfig& running, GatewayWorker& worker) {
     LOG(ERROR) << "SIGHUP: turning chaff on or off (chaff.key) needs a restart; nothing changed";
     return;
   }
-  auto update = std::make_unique<RuntimeUpdate>();
+  auto update = std::make_unique<RuntimeUpdate>(ToRateVariationConfig(next.rate_variation));
   update->rate_variation = next.rate_variation.enabled;
-  update->rate_variation_config = ToRateVariationConfig(next.rate_variation);
   update->migration_ceil_bytes_per_sec = ToShaperConfig(next).migration.ceil_bytes_per_sec;
   if (next.chaff.enabled()) update->chaff_policy = ToChaffConfig(next).policy;
   worker.PostUpdate(std::move(update));

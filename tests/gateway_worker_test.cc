@@ -206,9 +206,8 @@ TEST_F(GatewayWorkerTest, ARuntimeUpdateReplacesAlgorithmThreesParameters) {
   next.rate_variation.max_rate_mbyte_s = 2;
   next.rate_variation.start_rate_mbyte_s = 2;
   ASSERT_TRUE(ValidateGatewayConfig(next).ok());
-  auto update = std::make_unique<RuntimeUpdate>();
+  auto update = std::make_unique<RuntimeUpdate>(ToRateVariationConfig(next.rate_variation));
   update->rate_variation = true;
-  update->rate_variation_config = ToRateVariationConfig(next.rate_variation);
   update->migration_ceil_bytes_per_sec = ToShaperConfig(next).migration.ceil_bytes_per_sec;
   GatewayCounters c = RunWorker(config, 20'000'000'000ull, std::move(update));
   EXPECT_EQ(c.runtime_updates, 1u);
