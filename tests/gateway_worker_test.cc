@@ -323,10 +323,13 @@ TEST_F(GatewayWorkerTest, AlgorithmThreeStepsEveryIntervalWithinBounds) {
   config.rate_variation.start_rate_mbyte_s = 4;
   GatewayCounters c = RunWorker(config);
   EXPECT_EQ(c.migration.sent_packets, mig.size());
-  // One step at start and one per 10 ms after.
-  const double expected_steps = static_cast<double>(c.elapsed_ns) / 10e6;
-  EXPECT_GE(static_cast<double>(c.rate_steps), expected_steps * 0.9);
-  EXPECT_LE(static_cast<double>(c.rate_steps), expected_steps + 2);
+  // One step at start and at most one per 10 ms after (a descheduled worker
+  // skips steps rather than catching up, so only the upper bound is exact in
+  // wall-clock time; the cadence itself is tested in simulated time in
+  // rate_variation_test's ScheduleIsAnchoredAndReanchorsAfterAStall).
+  const double max_steps = static_cast<double>(c.elapsed_ns) / 10e6 + 2;
+  EXPECT_GE(c.rate_steps, 3u);  // the 0.4 s of traffic spans many intervals
+  EXPECT_LE(static_cast<double>(c.rate_steps), max_steps);
   const RateVariationConfig rv = ToRateVariationConfig(config.rate_variation);
   EXPECT_GE(static_cast<double>(c.rate_min_applied), rv.min_rate);
   EXPECT_LE(static_cast<double>(c.rate_max_applied), rv.max_rate);
