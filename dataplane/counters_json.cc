@@ -1,5 +1,6 @@
 #include "dataplane/counters_json.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 
@@ -30,15 +31,7 @@ nlohmann::json ClassJson(const ShaperClassCounters& s) {
           {"sojourn_ns_mean", s.sent_packets == 0 ? 0 : s.sojourn_ns_total / s.sent_packets}};
 }
 
-}  // namespace
-
-nlohmann::json CountersToJson(const GatewayCounters& c, const std::vector<PortCounters>& ports,
-                              uint64_t seed) {
-  nlohmann::json j;
-  j["version"] = 1;
-  j["seed"] = seed;
-  j["elapsed_s"] = static_cast<double>(c.elapsed_ns) * 1e-9;
-  j["runtime_updates"] = c.runtime_updates;
+nlohmann::json PortsJson(const std::vector<PortCounters>& ports) {
   nlohmann::json pj = nlohmann::json::array();
   for (const PortCounters& p : ports) {
     pj.push_back({{"port", p.port},           {"name", p.name},
@@ -47,7 +40,79 @@ nlohmann::json CountersToJson(const GatewayCounters& c, const std::vector<PortCo
                   {"rx_missed", p.rx_missed},   {"rx_errors", p.rx_errors},
                   {"tx_errors", p.tx_errors},   {"rx_nombuf", p.rx_nombuf}});
   }
-  j["ports"] = pj;
+  return pj;
+}
+
+}  // namespace
+
+nlohmann::json MirrorJson(const FlowExporterCounters& r, uint64_t ring_dropped) {
+  return {{"updates", r.updates},
+          {"ends", r.ends},
+          {"finals", r.finals},
+          {"dropped", r.dropped},
+          {"ring_dropped", ring_dropped}};
+}
+
+nlohmann::json TapCountersToJson(const std::vector<TapCounters>& workers,
+                                 const std::vector<PortCounters>& ports) {
+  nlohmann::json j;
+  j["version"] = 1;
+  j["mode"] = "tap";
+  j["ports"] = PortsJson(ports);
+  TapCounters total;
+  nlohmann::json wj = nlohmann::json::array();
+  for (const TapCounters& w : workers) {
+    wj.push_back({{"rx_packets", w.rx_packets},
+                  {"rx_bytes", w.rx_bytes},
+                  {"flows_active", w.flows_active},
+                  {"flows_created", w.flows.created},
+                  {"flows_evicted_idle", w.flows.evicted_idle},
+                  {"flows_table_full", w.flows.table_full},
+                  {"mirror", MirrorJson(w.records, w.mirror_ring_dropped)},
+                  {"elapsed_s", static_cast<double>(w.elapsed_ns) * 1e-9}});
+    total.rx_packets += w.rx_packets;
+    total.rx_bytes += w.rx_bytes;
+    total.wire_length_from_ip += w.wire_length_from_ip;
+    total.flows_active += w.flows_active;
+    total.flows.created += w.flows.created;
+    total.flows.evicted_idle += w.flows.evicted_idle;
+    total.flows.table_full += w.flows.table_full;
+    total.records.updates += w.records.updates;
+    total.records.ends += w.records.ends;
+    total.records.finals += w.records.finals;
+    total.records.dropped += w.records.dropped;
+    total.mirror_ring_dropped += w.mirror_ring_dropped;
+    total.stream_packets = std::max(total.stream_packets, w.stream_packets);
+    for (size_t i = 0; i < w.parse_status.size(); ++i) total.parse_status[i] += w.parse_status[i];
+  }
+  j["workers"] = wj;
+  j["rx_packets"] = total.rx_packets;
+  j["rx_bytes"] = total.rx_bytes;
+  j["stream_packets"] = total.stream_packets;
+  j["wire_length_from_ip"] = total.wire_length_from_ip;
+  nlohmann::json parse = nlohmann::json::object();
+  for (size_t i = 0; i < total.parse_status.size(); ++i) {
+    parse[std::string(ParseStatusName(static_cast<ParseStatus>(i)))] = total.parse_status[i];
+  }
+  j["parse"] = parse;
+  j["flows"] = {{"active", total.flows_active},
+                {"created", total.flows.created},
+                {"evicted_idle", total.flows.evicted_idle},
+                {"table_full", total.flows.table_full}};
+  j["mirror"] = MirrorJson(total.records, total.mirror_ring_dropped);
+  return j;
+}
+
+nlohmann::json CountersToJson(const GatewayCounters& c, const std::vector<PortCounters>& ports,
+                              uint64_t seed) {
+  nlohmann::json j;
+  j["version"] = 1;
+  j["seed"] = seed;
+  j["elapsed_s"] = static_cast<double>(c.elapsed_ns) * 1e-9;
+  j["runtime_updates"] = c.runtime_updates;
+  j["rules_reloaded"] = c.rules_reloaded;
+  j["mirror"] = MirrorJson(c.records, c.mirror_ring_dropped);
+  j["ports"] = PortsJson(ports);
   j["inside_to_outside"] = DirectionJson(c.direction[kInsideToOutside]);
   j["outside_to_inside"] = DirectionJson(c.direction[kOutsideToInside]);
   nlohmann::json parse = nlohmann::json::object();
@@ -97,12 +162,16 @@ nlohmann::json CountersToJson(const GatewayCounters& c, const std::vector<PortCo
 
 absl::Status WriteCountersJson(const std::string& path, const GatewayCounters& c,
                                const std::vector<PortCounters>& ports, uint64_t seed) {
+  return WriteJsonFile(path, CountersToJson(c, ports, seed));
+}
+
+absl::Status WriteJsonFile(const std::string& path, const nlohmann::json& j) {
   // Written next to the target and renamed, so a reader never sees half a file.
   const std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp, std::ios::trunc);
     if (!out) return absl::UnavailableError(absl::StrCat("--counters_json: cannot write ", tmp));
-    out << CountersToJson(c, ports, seed).dump(2) << "\n";
+    out << j.dump(2) << "\n";
     if (!out.flush()) return absl::DataLossError(absl::StrCat("--counters_json: write failed: ", tmp));
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {

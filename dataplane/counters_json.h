@@ -9,6 +9,7 @@
 
 #include "absl/status/status.h"
 #include "dataplane/gateway_worker.h"
+#include "dataplane/tap_worker.h"
 #include "nlohmann/json.hpp"
 
 namespace shroud {
@@ -22,7 +23,8 @@ struct PortCounters {
 };
 
 // Schema (version 1):
-//   {"version": 1, "seed": N, "elapsed_s": x,
+//   {"version": 1, "seed": N, "elapsed_s": x, "runtime_updates": n, "rules_reloaded": n,
+//    "mirror": {"updates", "ends", "finals", "dropped", "ring_dropped"},
 //    "ports": [{"port", "name", "rx_packets", "rx_bytes", "tx_packets", "tx_bytes",
 //               "rx_missed", "rx_errors", "tx_errors", "rx_nombuf"}],
 //    "inside_to_outside"/"outside_to_inside": {"rx_packets", "rx_bytes",
@@ -46,8 +48,22 @@ struct PortCounters {
 nlohmann::json CountersToJson(const GatewayCounters& c, const std::vector<PortCounters>& ports,
                               uint64_t seed);
 
+// The mirror exporter's counters: records written by type, records refused.
+nlohmann::json MirrorJson(const FlowExporterCounters& r, uint64_t ring_dropped);
+
+// Tap mode (version 1): {"version": 1, "mode": "tap", "ports": [...as above],
+//   "rx_packets", "rx_bytes", "stream_packets", "parse": {...},
+//   "flows": {"active", "created", "evicted_idle", "table_full"}, "mirror": {...},
+//   "workers": [{"rx_packets", "rx_bytes", "flows_active", "flows_created",
+//                "flows_evicted_idle", "flows_table_full", "mirror", "elapsed_s"}]}
+nlohmann::json TapCountersToJson(const std::vector<TapCounters>& workers,
+                                 const std::vector<PortCounters>& ports);
+
 absl::Status WriteCountersJson(const std::string& path, const GatewayCounters& c,
                                const std::vector<PortCounters>& ports, uint64_t seed);
+
+// Writes `j` to `path` (through a temporary file and a rename).
+absl::Status WriteJsonFile(const std::string& path, const nlohmann::json& j);
 
 // A few lines for the log at exit.
 std::vector<std::string> FormatCounters(const GatewayCounters& c,

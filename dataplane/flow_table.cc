@@ -94,20 +94,11 @@ FlowEntry* FlowTable::FindOrAdd(const FlowKey& key, uint64_t now_ns, bool* creat
   return &e;
 }
 
-uint32_t FlowTable::SweepIdle(uint64_t now_ns, uint64_t idle_ns, uint32_t max_slots) {
-  uint32_t evicted = 0;
-  for (uint32_t i = 0; i < max_slots && size_ > 0; ++i) {
-    FlowEntry& e = entries_[sweep_cursor_];
-    if (e.in_use && now_ns > e.last_seen_ns && now_ns - e.last_seen_ns >= idle_ns) {
-      rte_hash_del_key(hash_, &e.key);
-      e.in_use = false;
-      --size_;
-      ++counters_.evicted_idle;
-      ++evicted;
-    }
-    if (++sweep_cursor_ == capacity_) sweep_cursor_ = 0;
-  }
-  return evicted;
+void FlowTable::Evict(FlowEntry& e) {
+  rte_hash_del_key(hash_, &e.key);
+  e.in_use = false;
+  --size_;
+  ++counters_.evicted_idle;
 }
 
 }  // namespace shroud

@@ -24,6 +24,10 @@ struct FlowEntry {
   FlowKey key;
   FlowClass cls;
   uint64_t last_seen_ns = 0;
+  // Mirror export (issue 5): when the flow's record was last written and its
+  // packet count then, so only flows that changed are written again.
+  uint64_t exported_ns = 0;
+  uint64_t exported_packets = 0;
   bool in_use = false;
 };
 
@@ -55,16 +59,40 @@ class FlowTable {
 
   // Looks at the next `max_slots` slots (round robin) and evicts those idle
   // for at least `idle_ns`. Returns how many were evicted.
-  uint32_t SweepIdle(uint64_t now_ns, uint64_t idle_ns, uint32_t max_slots);
+  uint32_t SweepIdle(uint64_t now_ns, uint64_t idle_ns, uint32_t max_slots) {
+    return Sweep(now_ns, idle_ns, max_slots, [](FlowEntry&, bool) {});
+  }
+  // The same, calling visit(entry, evicting) for every flow it looks at,
+  // before an idle one is evicted (the entry is still intact then): the
+  // mirror exporter's hook.
+  template <typename Visit>
+  uint32_t Sweep(uint64_t now_ns, uint64_t idle_ns, uint32_t max_slots, Visit&& visit) {
+    uint32_t evicted = 0;
+    for (uint32_t i = 0; i < max_slots && size_ > 0; ++i) {
+      FlowEntry& e = entries_[sweep_cursor_];
+      if (e.in_use) {
+        const bool idle = now_ns > e.last_seen_ns && now_ns - e.last_seen_ns >= idle_ns;
+        visit(e, idle);
+        if (idle) {
+          Evict(e);
+          ++evicted;
+        }
+      }
+      if (++sweep_cursor_ == capacity_) sweep_cursor_ = 0;
+    }
+    return evicted;
+  }
 
   uint32_t size() const { return size_; }
   uint32_t capacity() const { return capacity_; }
   const FlowTableCounters& counters() const { return counters_; }
   // Slot access for exporters (in_use tells whether a slot holds a flow).
   const FlowEntry& slot(uint32_t i) const { return entries_[i]; }
+  FlowEntry& mutable_slot(uint32_t i) { return entries_[i]; }
 
  private:
   FlowTable() = default;
+  void Evict(FlowEntry& e);
 
   rte_hash* hash_ = nullptr;
   std::unique_ptr<FlowEntry[]> entries_;

@@ -25,6 +25,8 @@ constexpr uint32_t kSweepSlotsPerLoop = 64;
 constexpr uint64_t kSweepPeriodNs = 20'000;
 // Chores (deadlines, idle exit, stats) are checked once per this many loops.
 constexpr uint64_t kChoreLoopMask = 1023;
+// Live counters (status, telemetry) are published this often.
+constexpr uint64_t kPublishPeriodNs = 100'000'000;
 
 // Chaff frames kept queued in the chaff class while the policy generates:
 // enough that the shaper never waits for the generator, few enough that a
@@ -114,7 +116,7 @@ GatewayWorker::GatewayWorker(const GatewayWorkerOptions& options, const Classifi
                              SignatureScanner scanner, std::unique_ptr<FlowTable> flows,
                              Shaper shaper)
     : options_(options),
-      classifier_(classifier),
+      classifier_(&classifier),
       scanner_(std::move(scanner)),
       flows_(std::move(flows)),
       shaper_(std::move(shaper)),
@@ -122,6 +124,9 @@ GatewayWorker::GatewayWorker(const GatewayWorkerOptions& options, const Classifi
       rate_variation_(options.rate_variation_config),
       rng_(options.seed),
       chaff_rng_(options.seed ^ 0x63686166662d7267ull) {
+  if (options_.mirror.has_value()) {
+    exporter_.emplace(*options_.mirror, 0, options_.export_interval_ns, /*classified=*/true);
+  }
   counters_.rate_bytes_per_sec = options.shaper.migration.rate_bytes_per_sec;
   counters_.rate_min_applied = counters_.rate_max_applied = counters_.rate_bytes_per_sec;
 }
@@ -267,7 +272,7 @@ void GatewayWorker::Process(Direction dir, rte_mbuf* m, const ParsedPacket& p,
     e->last_seen_ns = now;
     e->features.Observe({now, wire}, stream_, options_.features);
     const FlowClass before = e->cls;
-    cls = before.decided() ? before : classifier_.Decide(before, p.key, payload, scanner_);
+    cls = before.decided() ? before : classifier_->Decide(before, p.key, payload, scanner_);
     if (!before.decided() && cls.decided()) {
       e->cls = cls;
       switch (cls.source) {
@@ -291,7 +296,7 @@ void GatewayWorker::Process(Direction dir, rte_mbuf* m, const ParsedPacket& p,
   } else {
     // Table full: no per-flow state, but a rule still names the class, so a
     // migration is shaped whatever else the table holds.
-    const RuleMatch r = classifier_.rules().Match(p.key);
+    const RuleMatch r = classifier_->rules().Match(p.key);
     if (r.matched()) {
       cls.traffic_class = r.traffic_class;
       cls.source = ClassSource::kRule;
@@ -342,6 +347,9 @@ void GatewayWorker::ApplyUpdate(uint64_t now) {
   // A fresh window: the old rates were drawn under other bounds.
   std::swap(rate_variation_, u->rate_variation_state);
   shaper_.SetCeil(ShapedClass::kMigration, u->migration_ceil_bytes_per_sec);
+  if (u->chaff_ceil_bytes_per_sec > 0) {
+    shaper_.SetCeil(ShapedClass::kChaff, u->chaff_ceil_bytes_per_sec);
+  }
   if (options_.rate_variation) {
     StepRate(now);
   } else {
@@ -350,6 +358,24 @@ void GatewayWorker::ApplyUpdate(uint64_t now) {
     counters_.rate_bytes_per_sec = rate;
   }
   if (chaff_.has_value()) chaff_->policy.Reconfigure(u->chaff_policy);
+  if (u->classifier != nullptr && u->scanner.has_value()) {
+    // The old classifier and scanner leave with `u`.
+    std::swap(owned_classifier_, u->classifier);
+    classifier_ = owned_classifier_.get();
+    std::swap(scanner_, *u->scanner);
+    uint32_t reset = 0;
+    for (uint32_t i = 0; i < flows_->capacity(); ++i) {
+      FlowEntry& e = flows_->mutable_slot(i);
+      if (!e.in_use || e.cls.source == ClassSource::kSignature) continue;
+      e.cls = FlowClass{};
+      ++reset;
+    }
+    ++counters_.rules_reloaded;
+    LOG(INFO) << absl::StrFormat(
+        "rules reloaded: %zu rule(s), %zu signature(s); %u flow(s) will be classified again "
+        "(flows a signature decided keep their class)",
+        classifier_->rules().size(), classifier_->signatures().size(), reset);
+  }
   ++counters_.runtime_updates;
   LOG(INFO) << absl::StrFormat(
       "run-time update applied: migration %s [%.3f, %.3f] MB/s every %u ms (start %.3f)%s",
@@ -549,6 +575,7 @@ void GatewayWorker::Run(const std::atomic<bool>& stop) {
   std::array<rte_mbuf*, kMaxBurst> rx;
   std::array<uint64_t, kMaxBurst> handles;
   uint64_t next_stats = options_.stats_interval_ns;
+  uint64_t next_publish = 0;
   uint64_t now = NowNs();
   last_rx_ns_ = now;
   if (options_.rate_variation) StepRate(now);  // line 2 onwards: the first rate at once
@@ -588,12 +615,23 @@ void GatewayWorker::Run(const std::atomic<bool>& stop) {
     // Paced by time, not per loop: a busy loop would otherwise spend more on
     // sweeping than an idle table needs.
     if (now >= next_sweep_ns_) {
-      flows_->SweepIdle(now, options_.idle_timeout_ns, kSweepSlotsPerLoop);
+      if (exporter_.has_value()) {
+        const uint64_t stream = stream_.packets();
+        flows_->Sweep(now, options_.idle_timeout_ns, kSweepSlotsPerLoop,
+                      [&](FlowEntry& e, bool evicting) { exporter_->Visit(e, evicting, now, stream); });
+      } else {
+        flows_->SweepIdle(now, options_.idle_timeout_ns, kSweepSlotsPerLoop);
+      }
       next_sweep_ns_ = now + kSweepPeriodNs;
     }
 
     if ((loop & kChoreLoopMask) != 0) continue;
     counters_.loops = loop;
+    if (now >= next_publish) {
+      counters_.elapsed_ns = now;
+      Publish();
+      next_publish = now + kPublishPeriodNs;
+    }
     if (pending_update_.load(std::memory_order_relaxed) != nullptr) ApplyUpdate(now);
     if (stop.load(std::memory_order_relaxed)) break;
     if (options_.duration_ns > 0 && now >= options_.duration_ns) {
@@ -620,6 +658,21 @@ void GatewayWorker::Run(const std::atomic<bool>& stop) {
   }
   counters_.elapsed_ns = NowNs();
   DiscardQueued();
+  if (exporter_.has_value()) {
+    exporter_->FlushAll(*flows_, now, stream_.packets(), options_.flush_timeout_ns);
+  }
+  Publish();
+}
+
+void GatewayWorker::Publish() {
+  std::unique_lock<std::mutex> lock(published_mu_, std::try_to_lock);
+  if (!lock.owns_lock()) return;  // a reader is copying; next time
+  published_ = counters();
+}
+
+GatewayCounters GatewayWorker::LiveCounters() const {
+  std::lock_guard<std::mutex> lock(published_mu_);
+  return published_;
 }
 
 GatewayCounters GatewayWorker::counters() const {
@@ -632,6 +685,10 @@ GatewayCounters GatewayWorker::counters() const {
   c.default_class = shaper_.default_counters();
   c.rate_window_cov = rate_variation_.WindowCov();
   c.chaff_enabled = chaff_.has_value();
+  if (exporter_.has_value()) {
+    c.records = exporter_->counters();
+    c.mirror_ring_dropped = exporter_->producer().dropped();
+  }
   if (chaff_.has_value()) {
     const ChaffGeneratorCounters g = GeneratorTotals();
     c.chaff_traffic.connections = g.connections;

@@ -33,6 +33,7 @@
 #include <span>
 #include <vector>
 
+#include <mutex>
 #include <optional>
 
 #include "absl/status/statusor.h"
@@ -43,7 +44,9 @@
 #include "dataplane/core/packet_parser.h"
 #include "dataplane/core/rate_variation.h"
 #include "dataplane/core/token_bucket.h"
+#include "dataplane/flow_exporter.h"
 #include "dataplane/flow_table.h"
+#include "dataplane/mirror_writer.h"
 
 struct rte_mbuf;
 struct rte_mempool;
@@ -87,6 +90,12 @@ struct GatewayWorkerOptions {
   // round-robins frames between them.
   uint32_t chaff_connections = 1;
   rte_mempool* mbuf_pool = nullptr;
+  // Mirror (issue 5): this worker's ring; none = nothing mirrored. A changed
+  // flow's record is written at most every export_interval_ns; the final
+  // flush at stop waits up to flush_timeout_ns for an attached reader.
+  std::optional<MirrorProducer> mirror;
+  uint64_t export_interval_ns = 1'000'000'000ull;
+  uint64_t flush_timeout_ns = 2'000'000'000ull;
 };
 
 struct ChaffCounters {
@@ -165,6 +174,9 @@ struct GatewayCounters {
   uint64_t elapsed_ns = 0;
   uint64_t loops = 0;
   uint64_t runtime_updates = 0;  // RuntimeUpdates applied
+  uint64_t rules_reloaded = 0;   // of which replaced the classifier
+  FlowExporterCounters records;  // mirror
+  uint64_t mirror_ring_dropped = 0;
 };
 
 // A run-time change of parameters (SIGHUP reloads the config file): Algorithm
@@ -181,7 +193,15 @@ struct RuntimeUpdate {
   RateVariationConfig rate_variation_config;
   RateVariation rate_variation_state;  // a fresh window under the new bounds
   uint64_t migration_ceil_bytes_per_sec = 0;
+  // The chaff class's ceil follows the policy's top rate (0: unchanged).
+  uint64_t chaff_ceil_bytes_per_sec = 0;
   ChaffPolicyConfig chaff_policy;  // applied when chaff is configured
+  // Reloaded rules and signatures (null: unchanged), with the worker's new
+  // scanner (its scratch) built by the poster too. The worker keeps the
+  // class of flows a signature decided (their first payload bytes are gone)
+  // and decides every other flow again, by the new rules, at its next packet.
+  std::unique_ptr<Classifier> classifier;
+  std::optional<SignatureScanner> scanner;
 };
 
 class GatewayWorker {
@@ -202,6 +222,9 @@ class GatewayWorker {
 
   // Valid after Run returned (the worker thread owns them until then).
   GatewayCounters counters() const;
+  // Any thread: the counters as of the last ~100 ms; the worker publishes
+  // them with a try_lock, so a reader never stalls it.
+  GatewayCounters LiveCounters() const;
   const FlowTable& flows() const { return *flows_; }
 
  private:
@@ -238,7 +261,8 @@ class GatewayWorker {
   void DiscardQueued();
 
   GatewayWorkerOptions options_;
-  const Classifier& classifier_;
+  const Classifier* classifier_;
+  std::unique_ptr<Classifier> owned_classifier_;  // after a rules reload
   SignatureScanner scanner_;
   std::unique_ptr<FlowTable> flows_;
   Shaper shaper_;
@@ -284,6 +308,10 @@ class GatewayWorker {
   std::mt19937_64 chaff_rng_;
 
   void ApplyUpdate(uint64_t now);
+  void Publish();
+  std::optional<FlowExporter> exporter_;
+  mutable std::mutex published_mu_;  // the worker only try_locks it
+  GatewayCounters published_;
   std::atomic<RuntimeUpdate*> pending_update_{nullptr};
 
   GatewayCounters counters_;

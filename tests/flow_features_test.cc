@@ -79,6 +79,27 @@ TEST(StreamPositionTest, CountsPacketsAndWindowStarts) {
   }
 }
 
+// A multi-queue tap hands each worker the stream indices of its packets;
+// jumping there must land on the window starts that stepping would.
+TEST(StreamPositionTest, AdvanceToMatchesStepping) {
+  FeatureConfig config;
+  StreamPosition stepped(config);
+  StreamPosition jumped(config);
+  std::mt19937_64 rng(3);
+  uint64_t checked = 0;
+  for (uint64_t i = 0; i < 20'000; ++i) {
+    stepped.Advance();
+    if (rng() % 7 != 0) continue;  // the other workers' packets
+    jumped.AdvanceTo(i);
+    ASSERT_EQ(jumped.index(), stepped.index());
+    for (size_t w = 0; w < config.byte_window_count; ++w) {
+      ASSERT_EQ(jumped.window_start(w), stepped.window_start(w)) << "index " << i << " slot " << w;
+    }
+    ++checked;
+  }
+  EXPECT_GT(checked, 2000u);
+}
+
 TEST(FlowFeaturesTest, TotalsDurationAndStreamIndices) {
   Stream stream(FeatureConfig{});
   FlowFeatures f;

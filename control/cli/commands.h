@@ -17,10 +17,12 @@ struct CommandArgs {
 int RunAnalyze(const CommandArgs& args);
 int RunTrain(const CommandArgs& args);
 int RunEval(const CommandArgs& args);
+int RunCtl(const CommandArgs& args);
 
 void PrintAnalyzeHelp();
 void PrintTrainHelp();
 void PrintEvalHelp();
+void PrintCtlHelp();
 
 }  // namespace shroud::cli
 

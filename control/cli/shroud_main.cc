@@ -16,7 +16,8 @@ constexpr char kUsage[] =
     "Commands:\n"
     "  analyze   per-flow features and the adversary's verdicts for pcap/pcapng captures\n"
     "  train     train the maximum-entropy attack's model on labelled captures\n"
-    "  eval      the paper's evaluation: CoV table, chi-square/KS, detection rates\n\n"
+    "  eval      the paper's evaluation: CoV table, chi-square/KS, detection rates\n"
+    "  ctl       read and change a running shroud-dataplane's parameters\n\n"
     "`shroud COMMAND --help` explains a command and its options.";
 
 bool WantsHelp(int argc, char** argv) {
@@ -42,18 +43,26 @@ int main(int argc, char** argv) {
       shroud::cli::PrintTrainHelp();
     } else if (command == "eval") {
       shroud::cli::PrintEvalHelp();
+    } else if (command == "ctl") {
+      shroud::cli::PrintCtlHelp();
     } else {
       std::cout << kUsage << "\n";
     }
     return command.empty() && !WantsHelp(argc, argv) ? 2 : 0;
   }
-  if (command != "analyze" && command != "train" && command != "eval") {
+  int (*run)(const shroud::cli::CommandArgs&) = nullptr;
+  if (command == "analyze") {
+    run = shroud::cli::RunAnalyze;
+  } else if (command == "train") {
+    run = shroud::cli::RunTrain;
+  } else if (command == "eval") {
+    run = shroud::cli::RunEval;
+  } else if (command == "ctl") {
+    run = shroud::cli::RunCtl;
+  } else {
     std::cerr << "shroud: unknown command '" << command << "'\n\n" << kUsage << "\n";
     return 2;
   }
-  auto run = command == "analyze" ? shroud::cli::RunAnalyze
-             : command == "train"   ? shroud::cli::RunTrain
-                                    : shroud::cli::RunEval;
   shroud::cli::CommandArgs args;
   // gflags has no list flags: take `--migration A B ...` out before it parses.
   args.migration = shroud::cli::TakeListFlag("migration", &argc, argv);

@@ -37,6 +37,18 @@ class StreamPosition {
       next_boundary_ = std::min(next_boundary_, window_start_[i] + window_size_[i]);
     }
   }
+  // Jumps to packet `index` of the stream (>= the current one): a worker
+  // that shares one stream with others (a multi-queue tap) is handed the
+  // indices of its packets. Advance() is AdvanceTo(index() + 1).
+  void AdvanceTo(uint64_t index) {
+    index_ = index;
+    if (index_ < next_boundary_) return;
+    next_boundary_ = UINT64_MAX;
+    for (size_t i = 0; i < window_count_; ++i) {
+      window_start_[i] = index_ - index_ % window_size_[i];
+      next_boundary_ = std::min(next_boundary_, window_start_[i] + window_size_[i]);
+    }
+  }
   // Index of the current packet (0-based); packets() = how many so far.
   uint64_t index() const { return index_; }
   uint64_t packets() const { return index_ + 1; }

@@ -321,4 +321,17 @@ ParseStatus ParsePacket(const uint8_t* data, size_t captured, uint32_t wire_leng
                            : ParseIpv6(b, l3.offset, frame_end, out);
 }
 
+uint32_t ImpliedWireLength(const uint8_t* data, size_t captured, const ParsedPacket& partial) {
+  const size_t l3 = partial.l3_offset;
+  if (l3 == 0 || l3 + 8 > captured) return 0;
+  const uint8_t version = data[l3] >> 4;
+  uint32_t implied = 0;
+  if (version == 4) {
+    implied = static_cast<uint32_t>(l3) + ((uint32_t{data[l3 + 2]} << 8) | data[l3 + 3]);
+  } else if (version == 6) {
+    implied = static_cast<uint32_t>(l3) + 40 + ((uint32_t{data[l3 + 4]} << 8) | data[l3 + 5]);
+  }
+  return implied > captured ? implied : 0;
+}
+
 }  // namespace shroud

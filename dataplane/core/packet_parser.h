@@ -82,6 +82,16 @@ struct ParsedPacket {
 ParseStatus ParsePacket(const uint8_t* data, size_t captured, uint32_t wire_length,
                         LinkType link, ParsedPacket* out);
 
+// A frame a capture cut at its snaplen and then replayed without its pcap
+// record header (net_pcap hands over only the captured bytes, so the frame's
+// wire length is lost): the wire length its IP header implies, i.e. the link
+// header plus the IP total length (IPv6: 40 + payload length). 0 when the
+// header implies no more than `captured` bytes, or is not there. Meant for
+// after ParsePacket(data, captured, captured, ...) said kBadIpTotalLength;
+// reparse with the result. Exact for cut frames: a frame longer than any
+// snaplen carries no Ethernet padding.
+uint32_t ImpliedWireLength(const uint8_t* data, size_t captured, const ParsedPacket& partial);
+
 }  // namespace shroud
 
 #endif  // SHROUD_DATAPLANE_CORE_PACKET_PARSER_H_
