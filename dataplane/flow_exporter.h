@@ -63,7 +63,7 @@ class FlowExporter {
 
   // Every flow of `table`, once, as kEndStop. Waits up to `timeout_ns` in all
   // for room when a reader is attached; without one, writes what fits.
-  void FlushAll(FlowTable& table, uint64_t now_ns, uint64_t stream_packets, uint64_t timeout_ns) {
+  void FlushAll(WorkerFlowTable& table, uint64_t now_ns, uint64_t stream_packets, uint64_t timeout_ns) {
     const bool reader = producer_.ReaderAttached(UnixNowNs());
     const uint64_t deadline = MonotonicNs() + timeout_ns;
     for (uint32_t i = 0; i < table.capacity(); ++i) {
@@ -96,11 +96,13 @@ class FlowExporter {
     r.key = e.key;
     std::memcpy(&r.features, &e.features, sizeof(FlowFeatures));
     const bool ok = wait_ns > 0 ? producer_.WriteWaiting(r, wait_ns) : producer_.TryWrite(r);
+    // Tried now either way: a flow whose record found the ring full is tried
+    // again at its next interval, not at every sweep visit until it fits.
+    e.exported_ns = now_ns;
     if (!ok) {
       ++counters_.dropped;
       return;
     }
-    e.exported_ns = now_ns;
     e.exported_packets = e.features.packets;
     switch (type) {
       case MirrorRecordType::kUpdate: ++counters_.updates; break;

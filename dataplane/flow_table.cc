@@ -20,7 +20,7 @@ int FlowKeyCompare(const void* a, const void* b, size_t) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<FlowTable>> FlowTable::Create(const std::string& name,
+absl::StatusOr<std::unique_ptr<WorkerFlowTable>> WorkerFlowTable::Create(const std::string& name,
                                                              uint32_t max_flows, int socket_id) {
   if (max_flows < 8) {
     return absl::InvalidArgumentError(absl::StrCat("flow table needs at least 8 entries, got ",
@@ -36,7 +36,7 @@ absl::StatusOr<std::unique_ptr<FlowTable>> FlowTable::Create(const std::string& 
   // Without the extendable bucket table a cuckoo table can refuse a key well
   // before it holds max_flows; with it, the configured limit is the real one.
   params.extra_flag = RTE_HASH_EXTRA_FLAGS_EXT_TABLE;
-  std::unique_ptr<FlowTable> table(new FlowTable());
+  std::unique_ptr<WorkerFlowTable> table(new WorkerFlowTable());
   table->hash_ = rte_hash_create(&params);
   if (table->hash_ == nullptr) {
     return absl::ResourceExhaustedError(
@@ -50,16 +50,16 @@ absl::StatusOr<std::unique_ptr<FlowTable>> FlowTable::Create(const std::string& 
   return table;
 }
 
-FlowTable::~FlowTable() {
+WorkerFlowTable::~WorkerFlowTable() {
   if (hash_ != nullptr) rte_hash_free(hash_);
 }
 
-FlowEntry* FlowTable::Find(const FlowKey& key) {
+FlowEntry* WorkerFlowTable::Find(const FlowKey& key) {
   const int32_t pos = rte_hash_lookup(hash_, &key);
   return pos < 0 ? nullptr : &entries_[pos];
 }
 
-void FlowTable::LookupBulk(const FlowKey* const* keys, uint32_t n, FlowEntry** out) {
+void WorkerFlowTable::LookupBulk(const FlowKey* const* keys, uint32_t n, FlowEntry** out) {
   int32_t positions[RTE_HASH_LOOKUP_BULK_MAX];
   if (n == 0) return;
   if (rte_hash_lookup_bulk(hash_, reinterpret_cast<const void**>(const_cast<const FlowKey**>(keys)),
@@ -72,7 +72,7 @@ void FlowTable::LookupBulk(const FlowKey* const* keys, uint32_t n, FlowEntry** o
   }
 }
 
-FlowEntry* FlowTable::FindOrAdd(const FlowKey& key, uint64_t now_ns, bool* created) {
+FlowEntry* WorkerFlowTable::FindOrAdd(const FlowKey& key, uint64_t now_ns, bool* created) {
   *created = false;
   const hash_sig_t sig = rte_hash_hash(hash_, &key);
   int32_t pos = rte_hash_lookup_with_hash(hash_, &key, sig);
@@ -94,7 +94,7 @@ FlowEntry* FlowTable::FindOrAdd(const FlowKey& key, uint64_t now_ns, bool* creat
   return &e;
 }
 
-void FlowTable::Evict(FlowEntry& e) {
+void WorkerFlowTable::Evict(FlowEntry& e) {
   rte_hash_del_key(hash_, &e.key);
   e.in_use = false;
   --size_;

@@ -31,7 +31,7 @@ struct FlowEntry {
   bool in_use = false;
 };
 
-struct FlowTableCounters {
+struct WorkerFlowTableCounters {
   uint64_t created = 0;
   uint64_t evicted_idle = 0;
   // Packets whose flow could not be added because the table was full. They
@@ -39,14 +39,14 @@ struct FlowTableCounters {
   uint64_t table_full = 0;
 };
 
-class FlowTable {
+class WorkerFlowTable {
  public:
   // `name` must be unique in the process (rte_hash names are global).
-  static absl::StatusOr<std::unique_ptr<FlowTable>> Create(const std::string& name,
+  static absl::StatusOr<std::unique_ptr<WorkerFlowTable>> Create(const std::string& name,
                                                            uint32_t max_flows, int socket_id);
-  ~FlowTable();
-  FlowTable(const FlowTable&) = delete;
-  FlowTable& operator=(const FlowTable&) = delete;
+  ~WorkerFlowTable();
+  WorkerFlowTable(const WorkerFlowTable&) = delete;
+  WorkerFlowTable& operator=(const WorkerFlowTable&) = delete;
 
   // The entry of `key`, added (zeroed, class kNew) when absent; null when the
   // table is full. `*created` says whether it was added now.
@@ -85,13 +85,13 @@ class FlowTable {
 
   uint32_t size() const { return size_; }
   uint32_t capacity() const { return capacity_; }
-  const FlowTableCounters& counters() const { return counters_; }
+  const WorkerFlowTableCounters& counters() const { return counters_; }
   // Slot access for exporters (in_use tells whether a slot holds a flow).
   const FlowEntry& slot(uint32_t i) const { return entries_[i]; }
   FlowEntry& mutable_slot(uint32_t i) { return entries_[i]; }
 
  private:
-  FlowTable() = default;
+  WorkerFlowTable() = default;
   void Evict(FlowEntry& e);
 
   rte_hash* hash_ = nullptr;
@@ -99,7 +99,7 @@ class FlowTable {
   uint32_t capacity_ = 0;
   uint32_t size_ = 0;
   uint32_t sweep_cursor_ = 0;
-  FlowTableCounters counters_;
+  WorkerFlowTableCounters counters_;
 };
 
 }  // namespace shroud

@@ -61,7 +61,7 @@ GatewayWorkerOptions WorkerOptionsFromConfig(const GatewayConfig& config) {
 
 absl::StatusOr<std::unique_ptr<GatewayWorker>> GatewayWorker::Create(
     const GatewayWorkerOptions& options, const Classifier& classifier,
-    std::unique_ptr<FlowTable> flows) {
+    std::unique_ptr<WorkerFlowTable> flows) {
   if (options.burst == 0 || options.burst > kMaxBurst) {
     return absl::InvalidArgumentError(absl::StrFormat("burst must be in [1, %d]", kMaxBurst));
   }
@@ -113,7 +113,7 @@ absl::StatusOr<std::unique_ptr<GatewayWorker>> GatewayWorker::Create(
 }
 
 GatewayWorker::GatewayWorker(const GatewayWorkerOptions& options, const Classifier& classifier,
-                             SignatureScanner scanner, std::unique_ptr<FlowTable> flows,
+                             SignatureScanner scanner, std::unique_ptr<WorkerFlowTable> flows,
                              Shaper shaper)
     : options_(options),
       classifier_(&classifier),

@@ -150,7 +150,7 @@ struct GatewayCounters {
   std::array<DirectionCounters, 2> direction;
   std::array<uint64_t, static_cast<size_t>(ParseStatus::kCount)> parse_status{};
   uint64_t malformed_dropped = 0;
-  FlowTableCounters flows;
+  WorkerFlowTableCounters flows;
   uint64_t flows_active = 0;
   // Flows whose class got decided, by how.
   uint64_t classified_rule = 0;
@@ -208,7 +208,7 @@ class GatewayWorker {
  public:
   static absl::StatusOr<std::unique_ptr<GatewayWorker>> Create(const GatewayWorkerOptions& options,
                                                                const Classifier& classifier,
-                                                               std::unique_ptr<FlowTable> flows);
+                                                               std::unique_ptr<WorkerFlowTable> flows);
   ~GatewayWorker();
 
   // The poll loop; returns when `stop` is set, the duration has passed or the
@@ -225,7 +225,7 @@ class GatewayWorker {
   // Any thread: the counters as of the last ~100 ms; the worker publishes
   // them with a try_lock, so a reader never stalls it.
   GatewayCounters LiveCounters() const;
-  const FlowTable& flows() const { return *flows_; }
+  const WorkerFlowTable& flows() const { return *flows_; }
 
  private:
   struct Staging {  // replay pacing: one rx burst waiting for its due times
@@ -239,7 +239,7 @@ class GatewayWorker {
   };
 
   GatewayWorker(const GatewayWorkerOptions& options, const Classifier& classifier,
-                SignatureScanner scanner, std::unique_ptr<FlowTable> flows, Shaper shaper);
+                SignatureScanner scanner, std::unique_ptr<WorkerFlowTable> flows, Shaper shaper);
 
   uint64_t NowNs() const;
   uint16_t Receive(Direction dir, uint64_t now, rte_mbuf** out);
@@ -264,7 +264,7 @@ class GatewayWorker {
   const Classifier* classifier_;
   std::unique_ptr<Classifier> owned_classifier_;  // after a rules reload
   SignatureScanner scanner_;
-  std::unique_ptr<FlowTable> flows_;
+  std::unique_ptr<WorkerFlowTable> flows_;
   Shaper shaper_;
   StreamPosition stream_;
   RateVariation rate_variation_;

@@ -253,8 +253,8 @@ int RunGateway(const GatewayConfig& config, const Classifier& classifier, const 
     }
   }
 
-  absl::StatusOr<std::unique_ptr<FlowTable>> flows =
-      FlowTable::Create("shroud_flows0", config.flows.max_flows, static_cast<int>(rte_socket_id()));
+  absl::StatusOr<std::unique_ptr<WorkerFlowTable>> flows =
+      WorkerFlowTable::Create("shroud_flows0", config.flows.max_flows, static_cast<int>(rte_socket_id()));
   if (!flows.ok()) {
     LOG(ERROR) << flows.status().message();
     return 1;
@@ -447,7 +447,7 @@ int RunTap(const GatewayConfig& config, const RuntimePaths& paths) {
   static std::atomic<uint64_t> shared_stream{0};
   std::vector<std::unique_ptr<TapWorker>> taps;
   for (uint32_t k = 0; k < workers; ++k) {
-    absl::StatusOr<std::unique_ptr<FlowTable>> flows = FlowTable::Create(
+    absl::StatusOr<std::unique_ptr<WorkerFlowTable>> flows = WorkerFlowTable::Create(
         absl::StrCat("shroud_flows", k), config.flows.max_flows, static_cast<int>(rte_socket_id()));
     if (!flows.ok()) {
       LOG(ERROR) << "worker " << k << ": " << flows.status().message();

@@ -26,7 +26,7 @@ constexpr uint64_t kPublishPeriodNs = 100'000'000;
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<TapWorker>> TapWorker::Create(const TapWorkerOptions& options,
-                                                             std::unique_ptr<FlowTable> flows) {
+                                                             std::unique_ptr<WorkerFlowTable> flows) {
   if (options.burst == 0 || options.burst > kTapMaxBurst) {
     return absl::InvalidArgumentError(absl::StrFormat("burst must be in [1, %d]", kTapMaxBurst));
   }
@@ -42,7 +42,7 @@ absl::StatusOr<std::unique_ptr<TapWorker>> TapWorker::Create(const TapWorkerOpti
   return w;
 }
 
-TapWorker::TapWorker(const TapWorkerOptions& options, std::unique_ptr<FlowTable> flows)
+TapWorker::TapWorker(const TapWorkerOptions& options, std::unique_ptr<WorkerFlowTable> flows)
     : options_(options), flows_(std::move(flows)), stream_(options.features) {
   if (options_.mirror.has_value()) {
     exporter_.emplace(*options_.mirror, options_.worker_index, options_.export_interval_ns,

@@ -74,7 +74,7 @@ struct TapCounters {
   // from their IP header (net_pcap does not pass the pcap record's length on).
   uint64_t wire_length_from_ip = 0;
   std::array<uint64_t, static_cast<size_t>(ParseStatus::kCount)> parse_status{};
-  FlowTableCounters flows;
+  WorkerFlowTableCounters flows;
   uint64_t flows_active = 0;
   uint64_t stream_packets = 0;  // this worker's view of the shared stream
   FlowExporterCounters records;
@@ -86,7 +86,7 @@ struct TapCounters {
 class TapWorker {
  public:
   static absl::StatusOr<std::unique_ptr<TapWorker>> Create(const TapWorkerOptions& options,
-                                                           std::unique_ptr<FlowTable> flows);
+                                                           std::unique_ptr<WorkerFlowTable> flows);
 
   // The poll loop; returns when `stop` is set, the duration passed or the
   // input went idle, after the final flush.
@@ -97,17 +97,17 @@ class TapWorker {
   TapCounters LiveCounters() const;
   // Valid after Run returned.
   TapCounters counters() const;
-  const FlowTable& flows() const { return *flows_; }
+  const WorkerFlowTable& flows() const { return *flows_; }
 
  private:
-  explicit TapWorker(const TapWorkerOptions& options, std::unique_ptr<FlowTable> flows);
+  explicit TapWorker(const TapWorkerOptions& options, std::unique_ptr<WorkerFlowTable> flows);
   uint64_t TscNs() const;
   uint64_t StreamPackets() const;
   void ProcessBurst(rte_mbuf** pkts, uint16_t n, uint64_t tsc_now);
   void Publish();
 
   TapWorkerOptions options_;
-  std::unique_ptr<FlowTable> flows_;
+  std::unique_ptr<WorkerFlowTable> flows_;
   StreamPosition stream_;
   std::optional<FlowExporter> exporter_;
   uint64_t tsc_start_ = 0;

@@ -117,7 +117,7 @@ class Gateway {
     EXPECT_TRUE(classifier.ok()) << classifier.status();
     classifier_ = *std::move(classifier);
     static int table_seq = 0;
-    auto flows = FlowTable::Create("pair_flows" + std::to_string(table_seq++),
+    auto flows = WorkerFlowTable::Create("pair_flows" + std::to_string(table_seq++),
                                    config.flows.max_flows, SOCKET_ID_ANY);
     EXPECT_TRUE(flows.ok()) << flows.status();
     GatewayWorkerOptions o = WorkerOptionsFromConfig(config);

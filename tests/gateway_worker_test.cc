@@ -85,7 +85,7 @@ class GatewayWorkerTest : public ::testing::Test {
     EXPECT_TRUE(classifier.ok()) << classifier.status();
     classifier_ = *std::move(classifier);
     static int table_seq = 0;
-    auto flows = FlowTable::Create("test_flows" + std::to_string(table_seq++),
+    auto flows = WorkerFlowTable::Create("test_flows" + std::to_string(table_seq++),
                                    config.flows.max_flows, SOCKET_ID_ANY);
     EXPECT_TRUE(flows.ok()) << flows.status();
     GatewayWorkerOptions o = WorkerOptionsFromConfig(config);
@@ -100,7 +100,7 @@ class GatewayWorkerTest : public ::testing::Test {
     (*worker)->Run(stop);
     GatewayCounters c = (*worker)->counters();
     last_flows_.clear();
-    const FlowTable& t = (*worker)->flows();
+    const WorkerFlowTable& t = (*worker)->flows();
     for (uint32_t i = 0; i < t.capacity(); ++i) {
       if (t.slot(i).in_use) last_flows_.push_back(t.slot(i));
     }

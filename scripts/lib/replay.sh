@@ -19,6 +19,7 @@ shroud_replay() {
       --vdev="net_pcap0,rx_pcap=$inside,tx_pcap=$work/to-inside.pcap" \
       --vdev="net_pcap1,rx_pcap=$outside,tx_pcap=$work/to-wan.pcap" \
       -- --config="$config" --seed="$seed" --replay_speed=1 --exit_when_idle_ms=1500 \
+      --runtime_dir="$work/run" \
       --stats_interval_s=0 "$@" 2>"$work/dataplane.log"; then
     echo "shroud-dataplane failed (config $config, seed $seed); its log ends:" >&2
     tail -5 "$work/dataplane.log" >&2
