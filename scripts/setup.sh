@@ -37,7 +37,11 @@ packages=(
   libabsl-dev libgflags-dev libgoogle-glog-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libpcap-dev libboost1.81-dev nlohmann-json3-dev libtoml11-dev libsodium-dev
+  # shroud-control's HTTP API; curl for the demo and for users of the API
+  libcpp-httplib-dev curl
   clang libclang-rt-14-dev
+  # setpriv (the control socket refuses other users: tested as uid 65534)
+  util-linux
   # end-to-end tests of the dataplane: real kernel TCP across namespaces
   iproute2 ethtool iperf3 jq
 )
