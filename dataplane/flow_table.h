@@ -31,6 +31,13 @@ struct FlowEntry {
   bool in_use = false;
 };
 
+// Brings a whole entry towards the cache: FlowFeatures::Observe touches
+// most of its lines, and with a million flows each is a miss.
+inline void PrefetchFlowEntry(const FlowEntry* e) {
+  const char* p = reinterpret_cast<const char*>(e);
+  for (size_t off = 0; off < sizeof(FlowEntry); off += 64) __builtin_prefetch(p + off, 1, 3);
+}
+
 struct WorkerFlowTableCounters {
   uint64_t created = 0;
   uint64_t evicted_idle = 0;

@@ -228,7 +228,7 @@ void GatewayWorker::ProcessBurst(Direction dir, rte_mbuf** pkts, uint16_t n, uin
     flows_->LookupBulk(keys, nkeys, found);
     for (uint32_t k = 0; k < nkeys; ++k) {
       entry_of[key_slot[k]] = found[k];
-      if (found[k] != nullptr) rte_prefetch0(found[k]);
+      if (found[k] != nullptr) PrefetchFlowEntry(found[k]);
     }
     for (uint16_t i = 0; i < count; ++i) {
       if (pkts[base + i] == nullptr) continue;  // absorbed chaff

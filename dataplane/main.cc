@@ -434,7 +434,9 @@ int RunTap(const GatewayConfig& config, const RuntimePaths& paths) {
   uint64_t ts_flag = 0;
   if (capture_times && rte_mbuf_dyn_rx_timestamp_register(&ts_offset, &ts_flag) != 0) ts_offset = -1;
   LOG(INFO) << "tap: " << workers << " worker(s), " << ports << " port(s); packet times from "
-            << (ts_offset >= 0 ? "the capture (net_pcap rx timestamps)" : "the TSC at receipt")
+            << (ts_offset >= 0 ? "the capture where net_pcap stamps them (rx_pcap; not with "
+                                 "infinite_rx), else the TSC at receipt"
+                               : "the TSC at receipt")
             << "; up to " << config.flows.max_flows << " flows per worker, idle after "
             << config.flows.idle_timeout_ms << " ms";
 

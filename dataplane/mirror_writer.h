@@ -58,6 +58,12 @@ class MirrorProducer {
   uint64_t published() const { return ring_->head.load(std::memory_order_relaxed); }
   uint64_t dropped() const { return ring_->dropped.load(std::memory_order_relaxed); }
 
+  // True when a TryWrite now would drop: lets a caller skip building a
+  // record nobody has room for. Counts nothing.
+  bool Full() { return !HasRoom(ring_->head.load(std::memory_order_relaxed)); }
+  // Counts a record the caller dropped without calling TryWrite (Full()).
+  void CountDropped() { CountDrop(); }
+
  private:
   friend class MirrorWriter;
   MirrorProducer(MirrorRingHeader* ring, MirrorRecord* slots, uint32_t capacity)

@@ -109,7 +109,7 @@ void TapWorker::ProcessBurst(rte_mbuf** pkts, uint16_t n, uint64_t tsc_now) {
     FlowEntry* found[kChunk] = {};
     flows_->LookupBulk(keys, nkeys, found);
     for (uint32_t k = 0; k < nkeys; ++k) {
-      if (found[k] != nullptr) rte_prefetch0(found[k]);
+      if (found[k] != nullptr) PrefetchFlowEntry(found[k]);
     }
     for (uint32_t k = 0; k < nkeys; ++k) {
       const uint16_t i = key_slot[k];

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Writes a pcap of small IPv4 TCP/UDP frames over many flows, for
-scripts/bench-dataplane.sh (net_pcap rx_pcap=FILE,infinite_rx=1).
+scripts/bench-dataplane.sh and scripts/bench-tap.sh (net_pcap
+rx_pcap=FILE,infinite_rx=1).
 
 One frame per flow, flows interleaved, so a device that replays the file in a
 loop sends every flow once per pass. Addresses are TEST-NET (RFC 5737):
@@ -31,6 +32,8 @@ UDP_HDR = 8
 MIGRATION_PORT_FIRST = 49152
 MIGRATION_PORTS = 64  # 49152-49215
 DEFAULT_DST_PORTS = (443, 80, 8080, 8443, 5201, 3478, 1194, 51820)
+# 2^20: make_flows' 5-tuples are distinct up to here (checked as they are made).
+MAX_FLOWS = 1 << 20
 
 
 def checksum(data: bytes) -> int:
@@ -105,7 +108,8 @@ def main() -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog=__doc__.split("\n\n", 1)[1])
     ap.add_argument("output", help="pcap file to write")
-    ap.add_argument("--flows", type=int, default=1024, help="flows (= frames), default 1024")
+    ap.add_argument("--flows", type=int, default=1024,
+                    help=f"flows (= frames), default 1024, at most {MAX_FLOWS}")
     ap.add_argument("--migration-percent", type=float, default=0.0,
                     help="percent of flows to TCP 49152-49215 (default 0)")
     ap.add_argument("--frame-size", type=int, default=60,
@@ -113,8 +117,8 @@ def main() -> int:
     ap.add_argument("--reverse", action="store_true",
                     help="write the return direction (server to client) of the same flows")
     args = ap.parse_args()
-    if not 1 <= args.flows <= 1_000_000:
-        ap.error("--flows must be in [1, 1000000]")
+    if not 1 <= args.flows <= MAX_FLOWS:
+        ap.error(f"--flows must be in [1, {MAX_FLOWS}]")
     if not 0 <= args.migration_percent <= 100:
         ap.error("--migration-percent must be in [0, 100]")
     if not ETH_HDR + IPV4_HDR + TCP_HDR + 1 <= args.frame_size <= 1514:
