@@ -76,15 +76,6 @@ std::string Shorten(std::string text, size_t max = 80) {
   return text;
 }
 
-// nlohmann's messages start with "[json.exception.parse_error.101] ", which
-// means nothing to an operator.
-std::string CleanJsonError(std::string message) {
-  if (!message.empty() && message[0] == '[') {
-    const size_t end = message.find("] ");
-    if (end != std::string::npos) message.erase(0, end + 2);
-  }
-  return message;
-}
 
 }  // namespace
 

@@ -127,6 +127,19 @@ class FlowExporter {
   FlowExporterCounters counters_;
 };
 
+// One paced sweep step of a worker: evicts idle flows and, with a mirror,
+// writes their end records and the changed flows' updates.
+inline void SweepFlows(WorkerFlowTable& table, FlowExporter* exporter, uint64_t now_ns,
+                       uint64_t idle_ns, uint32_t max_slots, uint64_t stream_packets) {
+  if (exporter == nullptr) {
+    table.SweepIdle(now_ns, idle_ns, max_slots);
+    return;
+  }
+  table.Sweep(now_ns, idle_ns, max_slots, [&](FlowEntry& e, bool evicting) {
+    exporter->Visit(e, evicting, now_ns, stream_packets);
+  });
+}
+
 }  // namespace shroud
 
 #endif  // SHROUD_DATAPLANE_FLOW_EXPORTER_H_

@@ -615,13 +615,8 @@ void GatewayWorker::Run(const std::atomic<bool>& stop) {
     // Paced by time, not per loop: a busy loop would otherwise spend more on
     // sweeping than an idle table needs.
     if (now >= next_sweep_ns_) {
-      if (exporter_.has_value()) {
-        const uint64_t stream = stream_.packets();
-        flows_->Sweep(now, options_.idle_timeout_ns, kSweepSlotsPerLoop,
-                      [&](FlowEntry& e, bool evicting) { exporter_->Visit(e, evicting, now, stream); });
-      } else {
-        flows_->SweepIdle(now, options_.idle_timeout_ns, kSweepSlotsPerLoop);
-      }
+      SweepFlows(*flows_, exporter_.has_value() ? &*exporter_ : nullptr, now,
+                 options_.idle_timeout_ns, kSweepSlotsPerLoop, stream_.packets());
       next_sweep_ns_ = now + kSweepPeriodNs;
     }
 

@@ -187,15 +187,8 @@ void TapWorker::Run(const std::atomic<bool>& stop) {
     }
     if (!use_rx_timestamps_) flow_now_ = now;
     if (now >= next_sweep) {
-      const uint64_t stream = StreamPackets();
-      if (exporter_.has_value()) {
-        flows_->Sweep(flow_now_, options_.idle_timeout_ns, kSweepSlotsPerLoop,
-                      [&](FlowEntry& e, bool evicting) {
-                        exporter_->Visit(e, evicting, flow_now_, stream);
-                      });
-      } else {
-        flows_->SweepIdle(flow_now_, options_.idle_timeout_ns, kSweepSlotsPerLoop);
-      }
+      SweepFlows(*flows_, exporter_.has_value() ? &*exporter_ : nullptr, flow_now_,
+                 options_.idle_timeout_ns, kSweepSlotsPerLoop, StreamPackets());
       next_sweep = now + kSweepPeriodNs;
     }
     if ((loop & kChoreLoopMask) != 0) continue;

@@ -572,14 +572,7 @@ int main(int argc, char** argv) {
       {"b_outside", g_env.wan[0], g_env.wan[1]},
   };
   for (int p = 0; ok && p < 4; ++p) {
-    rte_ring* rx = ports[p].rx;
-    rte_ring* tx = ports[p].tx;
-    const int port = rte_eth_from_rings(ports[p].name, &rx, 1, &tx, 1, SOCKET_ID_ANY);
-    rte_eth_conf conf = {};
-    ok = port == p && rte_eth_dev_configure(port, 1, 1, &conf) == 0 &&
-         rte_eth_rx_queue_setup(port, 0, 1024, SOCKET_ID_ANY, nullptr, g_env.pool) == 0 &&
-         rte_eth_tx_queue_setup(port, 0, 1024, SOCKET_ID_ANY, nullptr) == 0 &&
-         rte_eth_dev_start(port) == 0;
+    ok = shroud::test_frames::StartRingPort(ports[p].name, ports[p].rx, ports[p].tx, g_env.pool) == p;
   }
   if (!ok) {
     fprintf(stderr, "FAIL: ring ports could not be set up\n");

@@ -358,14 +358,7 @@ int main(int argc, char** argv) {
                                     RING_F_SP_ENQ | RING_F_SC_DEQ);
       ok = g_env.rx[p] && g_env.tx[p];
       if (!ok) break;
-      const int port = rte_eth_from_rings(("ring" + n).c_str(), &g_env.rx[p], 1, &g_env.tx[p], 1,
-                                          SOCKET_ID_ANY);
-      ok = port == p;
-      rte_eth_conf conf = {};
-      ok = ok && rte_eth_dev_configure(port, 1, 1, &conf) == 0 &&
-           rte_eth_rx_queue_setup(port, 0, 1024, SOCKET_ID_ANY, nullptr, g_env.pool) == 0 &&
-           rte_eth_tx_queue_setup(port, 0, 1024, SOCKET_ID_ANY, nullptr) == 0 &&
-           rte_eth_dev_start(port) == 0;
+      ok = shroud::test_frames::StartRingPort("ring" + n, g_env.rx[p], g_env.tx[p], g_env.pool) == p;
     }
     g_env.ok = ok;
     if (!ok) {

@@ -4,6 +4,8 @@
 #define SHROUD_TESTS_RING_FRAMES_H_
 
 #include <rte_eal.h>
+#include <rte_eth_ring.h>
+#include <rte_ethdev.h>
 #include <rte_mbuf.h>
 #include <rte_ring.h>
 
@@ -65,6 +67,20 @@ inline bool StartTestEal(const std::string& name, int memory_mb) {
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   return rte_eal_init(static_cast<int>(argv.size()), argv.data()) >= 0;
+}
+
+// A started ethdev port on `rx`/`tx` (one queue each, 1024 descriptors);
+// its port id, or -1 when any step failed.
+inline int StartRingPort(const std::string& name, rte_ring* rx, rte_ring* tx, rte_mempool* pool) {
+  const int port = rte_eth_from_rings(name.c_str(), &rx, 1, &tx, 1, SOCKET_ID_ANY);
+  if (port < 0) return -1;
+  rte_eth_conf conf = {};
+  const auto p = static_cast<uint16_t>(port);
+  const bool ok = rte_eth_dev_configure(p, 1, 1, &conf) == 0 &&
+                  rte_eth_rx_queue_setup(p, 0, 1024, SOCKET_ID_ANY, nullptr, pool) == 0 &&
+                  rte_eth_tx_queue_setup(p, 0, 1024, SOCKET_ID_ANY, nullptr) == 0 &&
+                  rte_eth_dev_start(p) == 0;
+  return ok ? port : -1;
 }
 
 }  // namespace shroud::test_frames

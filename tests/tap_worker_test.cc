@@ -275,12 +275,7 @@ int main(int argc, char** argv) {
     rte_ring* tx = rte_ring_create(("taptx" + n).c_str(), 1024, SOCKET_ID_ANY, 0);
     ok = g_env.rx[p] && tx;
     if (!ok) break;
-    const int port = rte_eth_from_rings(("tapring" + n).c_str(), &g_env.rx[p], 1, &tx, 1, SOCKET_ID_ANY);
-    rte_eth_conf conf = {};
-    ok = port == p && rte_eth_dev_configure(port, 1, 1, &conf) == 0 &&
-         rte_eth_rx_queue_setup(port, 0, 1024, SOCKET_ID_ANY, nullptr, g_env.pool) == 0 &&
-         rte_eth_tx_queue_setup(port, 0, 1024, SOCKET_ID_ANY, nullptr) == 0 &&
-         rte_eth_dev_start(port) == 0;
+    ok = shroud::test_frames::StartRingPort("tapring" + n, g_env.rx[p], tx, g_env.pool) == p;
   }
   g_env.ok = ok;
   if (!ok) {

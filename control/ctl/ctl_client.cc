@@ -77,14 +77,6 @@ absl::Status ConnectError(int err, const std::string& path) {
 
 std::string TimeoutText(absl::Duration timeout) { return absl::FormatDuration(timeout); }
 
-// nlohmann's messages start with "[json.exception.parse_error.101] ".
-std::string CleanJsonError(std::string message) {
-  if (!message.empty() && message[0] == '[') {
-    const size_t end = message.find("] ");
-    if (end != std::string::npos) message.erase(0, end + 2);
-  }
-  return message;
-}
 
 }  // namespace
 

@@ -27,23 +27,6 @@ absl::Status BadParameter(absl::string_view name, absl::string_view value, absl:
       absl::StrCat("query parameter '", name, "': ", want, ", got '", value, "'"));
 }
 
-// Refuses unknown and repeated parameters; returns the single value of each.
-absl::StatusOr<std::map<std::string, std::string>> SingleValues(
-    const QueryParams& params, const std::set<absl::string_view>& known) {
-  std::map<std::string, std::string> out;
-  for (const auto& [name, value] : params) {
-    if (!known.contains(name)) {
-      return absl::InvalidArgumentError(absl::StrCat("unknown query parameter '", name,
-                                                     "' (known: ", absl::StrJoin(known, ", "),
-                                                     ")"));
-    }
-    if (!out.emplace(name, value).second) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("query parameter '", name, "' given more than once"));
-    }
-  }
-  return out;
-}
 
 absl::StatusOr<uint64_t> ParseUint(absl::string_view name, const std::string& value, uint64_t min,
                                    uint64_t max) {
@@ -300,6 +283,24 @@ const std::vector<GatewayFamily>& GatewayFamilies() {
 }
 
 }  // namespace
+
+// Refuses unknown and repeated parameters; returns the single value of each.
+absl::StatusOr<std::map<std::string, std::string>> SingleValues(
+    const QueryParams& params, const std::set<absl::string_view>& known) {
+  std::map<std::string, std::string> out;
+  for (const auto& [name, value] : params) {
+    if (!known.contains(name)) {
+      return absl::InvalidArgumentError(absl::StrCat("unknown query parameter '", name,
+                                                     "' (known: ", absl::StrJoin(known, ", "),
+                                                     ")"));
+    }
+    if (!out.emplace(name, value).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("query parameter '", name, "' given more than once"));
+    }
+  }
+  return out;
+}
 
 absl::StatusOr<FlowFilter> ParseFlowQuery(const QueryParams& params, uint64_t default_min_packets) {
   absl::StatusOr<std::map<std::string, std::string>> values =

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,12 @@ inline constexpr uint32_t kDefaultKsWindow = 1000;
 // Query parameters as the HTTP library hands them over (name -> value,
 // repeated names allowed so that they can be refused).
 using QueryParams = std::multimap<std::string, std::string>;
+
+// Refuses unknown and repeated query parameters (a typo must not silently
+// return everything); returns the single value of each. Every route's query
+// follows these rules and messages.
+absl::StatusOr<std::map<std::string, std::string>> SingleValues(
+    const QueryParams& params, const std::set<absl::string_view>& known);
 
 // Which flows a request wants.
 struct FlowFilter {

@@ -67,6 +67,7 @@
 #define SHROUD_CTL_PROTOCOL_H_
 
 #include <cstddef>
+#include <string>
 #include <string_view>
 
 namespace shroud {
@@ -88,6 +89,16 @@ inline constexpr std::string_view kCtlCmdStatus = "status";
 inline constexpr std::string_view kCtlCmdGet = "get";
 inline constexpr std::string_view kCtlCmdSet = "set";
 inline constexpr std::string_view kCtlCmdReload = "reload";
+
+// nlohmann's parse errors start with "[json.exception.parse_error.101] ",
+// which means nothing to an operator; both ends show the rest.
+inline std::string CleanJsonError(std::string message) {
+  if (!message.empty() && message[0] == '[') {
+    const size_t end = message.find("] ");
+    if (end != std::string::npos) message.erase(0, end + 2);
+  }
+  return message;
+}
 
 }  // namespace shroud
 
