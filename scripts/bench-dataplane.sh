@@ -285,7 +285,7 @@ print(m - 1)")
 echo
 echo "=== (a) packets/s per core: shroud-dataplane vs dpdk-testpmd --forward-mode=io ==="
 echo "duration ${duration}s x ${runs} runs per program and mix; EAL -l: testpmd ${lcores} (--nb-cores=1), gateway ${gateway_lcores}; ${mbufs} mbufs, 1024/1024 descriptors, burst 32"
-if ! python3 - "$tmp" "$testpmd" "$dataplane" "$config" "$duration" "$runs" "$mixes" "$lcores" \
+if ! PYTHONPATH="$(dirname "$0")/lib" python3 - "$tmp" "$testpmd" "$dataplane" "$config" "$duration" "$runs" "$mixes" "$lcores" \
   "$mbufs" "$link_rate" "$flows" "$migration_percent" "$gateway_lcores" "$chaff_rate" <<'PYEOF'
 import json, os, queue, re, resource, signal, statistics, subprocess, sys, threading, time
 
@@ -362,37 +362,7 @@ def eal(mix, lc):
             f"--file-prefix=shroud-bench-{os.getpid()}-{run_no[0]}", *vdevs(mix)]
 
 # ---- load from other processes during a run ----
-def cpu_busy_s():
-    f = open("/proc/stat").readline().split()[1:]
-    v = [int(x) for x in f]
-    # user nice system idle iowait irq softirq steal (guest is inside user)
-    busy = v[0] + v[1] + v[2] + v[5] + v[6] + (v[7] if len(v) > 7 else 0)
-    return busy / os.sysconf("SC_CLK_TCK")
-
-def children_cpu_s():
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
-class Load:
-    def __enter__(self):
-        self.t, self.busy, self.child = time.monotonic(), cpu_busy_s(), children_cpu_s()
-        return self
-    def __exit__(self, *a):
-        wall = time.monotonic() - self.t
-        self.own = (children_cpu_s() - self.child) / wall
-        self.other = max(0.0, (cpu_busy_s() - self.busy) / wall - self.own)
-
-def kill_group(p):
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(p.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            p.wait(timeout=5)
-            return
-        except subprocess.TimeoutExpired:
-            pass
+from benchlib import Load, children_cpu_s, cpu_busy_s, kill_group  # scripts/lib/benchlib.py
 
 def log_path(name):
     return os.path.join(tmp, f"run{run_no[0]}-{name}.log")

@@ -254,7 +254,7 @@ pcap_small=""
 find "$workdir" -maxdepth 1 -name 'flows-*.pcap' ! -name "*-$gen_sum.pcap" -delete 2>/dev/null || true
 
 echo
-python3 - "$run_dir" "$testpmd" "$build_dir" "$pcap_main" "$pcap_small" "$flows" "$duration" "$runs" \
+PYTHONPATH="$(dirname "$0")/lib" python3 - "$run_dir" "$testpmd" "$build_dir" "$pcap_main" "$pcap_small" "$flows" "$duration" "$runs" \
   "$lcores" "$breakdown" "$records" "$export_ms" "$records_s" "$mirror_bench" "$rerun" <<'PYEOF'
 import json, math, mmap, os, queue, re, resource, shutil, signal, statistics, struct, subprocess, sys
 import threading, time
@@ -318,35 +318,7 @@ idle_timeout_ms = 3600000
 config = tap_config("tap-bench.toml")
 
 # ---- load from other processes during a run ----
-def cpu_busy_s():
-    v = [int(x) for x in open("/proc/stat").readline().split()[1:]]
-    busy = v[0] + v[1] + v[2] + v[5] + v[6] + (v[7] if len(v) > 7 else 0)
-    return busy / os.sysconf("SC_CLK_TCK")
-
-def children_cpu_s():
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
-class Load:
-    def __enter__(self):
-        self.t, self.busy, self.child = time.monotonic(), cpu_busy_s(), children_cpu_s()
-        return self
-    def __exit__(self, *a):
-        wall = time.monotonic() - self.t
-        self.own = (children_cpu_s() - self.child) / wall
-        self.other = max(0.0, (cpu_busy_s() - self.busy) / wall - self.own)
-
-def kill_group(p):
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(p.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            p.wait(timeout=5)
-            return
-        except subprocess.TimeoutExpired:
-            pass
+from benchlib import Load, children_cpu_s, cpu_busy_s, kill_group  # scripts/lib/benchlib.py
 
 class Lines:
     """A child's merged output, each line stamped (monotonic) as it arrives."""
