@@ -44,6 +44,9 @@ packages=(
   util-linux
   # end-to-end tests of the dataplane: real kernel TCP across namespaces
   iproute2 ethtool iperf3 jq
+  # the dashboard's browser test (tests/dashboard_browser_test.sh): headless
+  # chromium driven over the DevTools pipe (python3 only, no websocket module)
+  chromium
 )
 # dpdk-dev ships dpdk-testpmd, the baseline of scripts/bench-dataplane.sh.
 [ "$bench_tools" = 1 ] && packages+=(tshark hyperfine iproute2 dpdk-dev)

@@ -500,10 +500,16 @@ class HttpServerTest : public ::testing::Test {
 };
 
 TEST_F(HttpServerTest, GetRoutesAnswer) {
-  httplib::Result r = client_->Get("/");
+  // The JSON index of the routes is at /api; / is the dashboard (HTML,
+  // tests/dashboard_api_test.cc).
+  httplib::Result r = client_->Get("/api");
   ASSERT_TRUE(r) << httplib::to_string(r.error());
   EXPECT_EQ(r->status, 200);
   EXPECT_THAT(r->body, HasSubstr("/api/flows"));
+  r = client_->Get("/");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_THAT(r->get_header_value("Content-Type"), HasSubstr("text/html"));
 
   r = client_->Get("/api/flows");
   ASSERT_TRUE(r);

@@ -18,11 +18,13 @@ int RunAnalyze(const CommandArgs& args);
 int RunTrain(const CommandArgs& args);
 int RunEval(const CommandArgs& args);
 int RunCtl(const CommandArgs& args);
+int RunRttmon(const CommandArgs& args);
 
 void PrintAnalyzeHelp();
 void PrintTrainHelp();
 void PrintEvalHelp();
 void PrintCtlHelp();
+void PrintRttmonHelp();
 
 }  // namespace shroud::cli
 

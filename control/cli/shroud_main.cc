@@ -17,7 +17,8 @@ constexpr char kUsage[] =
     "  analyze   per-flow features and the adversary's verdicts for pcap/pcapng captures\n"
     "  train     train the maximum-entropy attack's model on labelled captures\n"
     "  eval      the paper's evaluation: CoV table, chi-square/KS, detection rates\n"
-    "  ctl       read and change a running shroud-dataplane's parameters\n\n"
+    "  ctl       read and change a running shroud-dataplane's parameters\n"
+    "  rttmon    ping a VM and watch its round-trip times for live migrations\n\n"
     "`shroud COMMAND --help` explains a command and its options.";
 
 bool WantsHelp(int argc, char** argv) {
@@ -45,6 +46,8 @@ int main(int argc, char** argv) {
       shroud::cli::PrintEvalHelp();
     } else if (command == "ctl") {
       shroud::cli::PrintCtlHelp();
+    } else if (command == "rttmon") {
+      shroud::cli::PrintRttmonHelp();
     } else {
       std::cout << kUsage << "\n";
     }
@@ -59,6 +62,8 @@ int main(int argc, char** argv) {
     run = shroud::cli::RunEval;
   } else if (command == "ctl") {
     run = shroud::cli::RunCtl;
+  } else if (command == "rttmon") {
+    run = shroud::cli::RunRttmon;
   } else {
     std::cerr << "shroud: unknown command '" << command << "'\n\n" << kUsage << "\n";
     return 2;

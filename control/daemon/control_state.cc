@@ -1,16 +1,27 @@
 #include "control/daemon/control_state.h"
 
+#include <cmath>
 #include <limits>
 #include <utility>
 
 namespace shroud::control {
+namespace {
+
+constexpr absl::Duration kDefaultRateInterval = absl::Milliseconds(200);
+
+size_t RateCapacity(absl::Duration interval) {
+  return static_cast<size_t>(std::ceil(kRateHistory / interval)) + 1;
+}
+
+}  // namespace
 
 ControlState::ControlState(FlowStore store, uint64_t default_min_packets,
                            GatewayStatusFn gateway, absl::Time start)
     : default_min_packets_(default_min_packets),
       gateway_(std::move(gateway)),
       start_(start),
-      store_(std::move(store)) {}
+      store_(std::move(store)),
+      rate_(RateCapacity(kDefaultRateInterval), absl::ToDoubleMilliseconds(kDefaultRateInterval)) {}
 
 absl::StatusOr<std::shared_ptr<const RunContext>> ControlState::BeginRun(
     uint64_t run_id, const FeatureConfig& config, uint64_t now_ns,
@@ -127,6 +138,43 @@ std::string ControlState::Metrics() {
     m.attaches = attaches_;
   }
   return MetricsText(m);
+}
+
+void ControlState::SetRttSource(RttSnapshotFn snapshot) {
+  absl::MutexLock lock(&dash_mu_);
+  rtt_ = std::move(snapshot);
+}
+
+void ControlState::SetRateInterval(absl::Duration interval) {
+  absl::MutexLock lock(&dash_mu_);
+  rate_ = RateTrace(RateCapacity(interval), absl::ToDoubleMilliseconds(interval));
+}
+
+void ControlState::ObserveGatewayStatus(absl::Time now,
+                                        const absl::StatusOr<nlohmann::json>& answer) {
+  absl::MutexLock lock(&dash_mu_);
+  rate_.Observe(absl::ToDoubleSeconds(now - start_), answer);
+}
+
+absl::StatusOr<nlohmann::json> ControlState::Rtt(const QueryParams& params) {
+  absl::StatusOr<RttQuery> query = ParseRttQuery(params);
+  if (!query.ok()) return query.status();
+  RttSnapshotFn snapshot;
+  {
+    absl::ReaderMutexLock lock(&dash_mu_);
+    snapshot = rtt_;
+  }
+  if (!snapshot) return RttDisabledJson();
+  // The monitor copies under its own lock; rendering happens out of it.
+  return RttJson(snapshot(), *query);
+}
+
+absl::StatusOr<nlohmann::json> ControlState::Rate(const QueryParams& params) {
+  absl::StatusOr<RateTrace::Query> query = ParseRateQuery(params);
+  if (!query.ok()) return query.status();
+  const double now_s = absl::ToDoubleSeconds(absl::Now() - start_);
+  absl::ReaderMutexLock lock(&dash_mu_);
+  return rate_.ToJson(*query, now_s);
 }
 
 }  // namespace shroud::control

@@ -16,6 +16,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "control/daemon/api.h"
+#include "control/daemon/dashboard_api.h"
 #include "control/daemon/flow_store.h"
 #include "control/daemon/http_server.h"
 
@@ -25,6 +26,12 @@ namespace shroud::control {
 // socket). Unavailable when nothing answers; FailedPrecondition when it
 // answers with an error.
 using GatewayStatusFn = std::function<absl::StatusOr<nlohmann::json>()>;
+
+// A copy of the RTT monitor's current state (RttMonitor::Snapshot).
+using RttSnapshotFn = std::function<rttmon::RttSnapshot()>;
+
+// The migration rate trace keeps this much history (the dashboard's window).
+inline constexpr absl::Duration kRateHistory = absl::Seconds(60);
 
 // What the mirror loop knows about the mirror it follows.
 struct MirrorStatus {
@@ -64,11 +71,24 @@ class ControlState final : public ApiSource {
   // --flows_json at exit).
   nlohmann::json AllFlowsJson(uint64_t min_packets) const;
 
+  // --- the dashboard (issue 6) ---
+  // The RTT monitor /api/rtt shows (none: {"enabled": false}). Set once,
+  // before serving; `snapshot` must stay callable while the state lives.
+  void SetRttSource(RttSnapshotFn snapshot);
+  // The rate trace's sampling interval (before any Observe): sizes the ring
+  // to kRateHistory. Default 200 ms.
+  void SetRateInterval(absl::Duration interval);
+  // One sample of the dataplane's status for /api/rate (the rate sampler's
+  // thread calls this every interval).
+  void ObserveGatewayStatus(absl::Time now, const absl::StatusOr<nlohmann::json>& answer);
+
   // --- ApiSource (HTTP threads) ---
   absl::StatusOr<nlohmann::json> Flows(const QueryParams& params) override;
   absl::StatusOr<nlohmann::json> Evaluation(const QueryParams& params) override;
   absl::StatusOr<nlohmann::json> Gateway() override;
   std::string Metrics() override;
+  absl::StatusOr<nlohmann::json> Rtt(const QueryParams& params) override;
+  absl::StatusOr<nlohmann::json> Rate(const QueryParams& params) override;
 
  private:
   const uint64_t default_min_packets_;
@@ -78,6 +98,12 @@ class ControlState final : public ApiSource {
   FlowStore store_ ABSL_GUARDED_BY(mu_);
   MirrorStatus mirror_ ABSL_GUARDED_BY(mu_);
   uint64_t attaches_ ABSL_GUARDED_BY(mu_) = 0;
+
+  // The dashboard's sources: separate lock, so that neither the rate sampler
+  // nor a poll of /api/rtt ever waits on the mirror loop.
+  mutable absl::Mutex dash_mu_;
+  RttSnapshotFn rtt_ ABSL_GUARDED_BY(dash_mu_);
+  RateTrace rate_ ABSL_GUARDED_BY(dash_mu_);
 };
 
 }  // namespace shroud::control

@@ -12,6 +12,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "dashboard_html.h"
 
 namespace shroud::control {
 namespace {
@@ -39,6 +40,8 @@ void SendJson(httplib::Response& res, const absl::StatusOr<nlohmann::json>& doc)
     return;
   }
   res.status = 200;
+  // Live data, polled: a cached answer would be a stale graph.
+  res.set_header("Cache-Control", "no-store");
   // Flow keys come from the network; replace rather than throw on bad UTF-8.
   res.set_content(doc->dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), kJson);
 }
@@ -60,7 +63,9 @@ QueryParams ToQueryParams(const httplib::Params& params) {
 nlohmann::json IndexJson() {
   return {{"service", "shroud-control"},
           {"routes",
-           {{{"path", "/api/flows"},
+           {{{"path", "/"}, {"description", "the live dashboard (HTML)"}},
+            {{"path", "/api"}, {"description", "this index"}},
+            {{"path", "/api/flows"},
              {"query", "migration=0|1, min_packets=N, limit=1..100000 (default 1000)"},
              {"description", "flows with the fields of `shroud analyze --json` plus class, state, worker"}},
             {{"path", "/api/evaluation"},
@@ -68,6 +73,12 @@ nlohmann::json IndexJson() {
              {"description", "CoV per window by class and verdict; chi-square and KS between groups"}},
             {{"path", "/api/gateway"},
              {"description", "the dataplane's status over its control socket"}},
+            {{"path", "/api/rtt"},
+             {"query", "since=SEQ (samples after it; pass back the answer's \"next\"), events_after=ID"},
+             {"description", "the RTT monitor: traffic light, baseline, recent samples, events, counters"}},
+            {{"path", "/api/rate"},
+             {"query", "since=SEQ (points after it)"},
+             {"description", "the gateway's migration rate, sampled by shroud-control"}},
             {{"path", "/metrics"}, {"description", "Prometheus metrics"}}}}};
 }
 
@@ -155,7 +166,25 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpListenAd
     }
     return httplib::Server::HandlerResponse::Unhandled;
   });
-  svr.Get("/", [](const httplib::Request&, httplib::Response& res) { SendJson(res, IndexJson()); });
+  svr.Get("/", [](const httplib::Request&, httplib::Response& res) {
+    res.status = 200;
+    // The page is self-contained: the policy makes sure it stays so (no
+    // script, style or request to anywhere but this server), and data the
+    // network controls (flow keys) can never run as script.
+    res.set_header("Content-Security-Policy",
+                   "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+                   "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'");
+    res.set_header("X-Content-Type-Options", "nosniff");
+    res.set_header("Cache-Control", "no-cache");
+    res.set_content(std::string(kDashboardHtml), "text/html; charset=utf-8");
+  });
+  svr.Get("/api", [](const httplib::Request&, httplib::Response& res) { SendJson(res, IndexJson()); });
+  svr.Get("/api/rtt", [source](const httplib::Request& req, httplib::Response& res) {
+    SendJson(res, source->Rtt(ToQueryParams(req.params)));
+  });
+  svr.Get("/api/rate", [source](const httplib::Request& req, httplib::Response& res) {
+    SendJson(res, source->Rate(ToQueryParams(req.params)));
+  });
   svr.Get("/api/flows", [source](const httplib::Request& req, httplib::Response& res) {
     SendJson(res, source->Flows(ToQueryParams(req.params)));
   });
@@ -170,7 +199,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpListenAd
     res.set_content(source->Metrics(), kPrometheusText);
   });
   svr.Get(".*", [](const httplib::Request& req, httplib::Response& res) {
-    SendError(res, 404, absl::StrCat("no route ", req.path, " (GET / lists the routes)"));
+    SendError(res, 404, absl::StrCat("no route ", req.path, " (GET /api lists the routes)"));
   });
   // Statuses httplib sets itself (413, 400 for a malformed request) get a
   // JSON body too; responses that already have one are left alone.

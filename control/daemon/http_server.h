@@ -3,10 +3,13 @@
 // connection on a pool thread; the handlers only call the ApiSource, whose
 // implementation does its own locking (control_state.h).
 //
-//   GET /                 index of the routes (JSON)
+//   GET /                 the live dashboard (control/daemon/dashboard.html, HTML)
+//   GET /api              index of the routes (JSON)
 //   GET /api/flows        ?migration=0|1 &min_packets=N &limit=1..100000
 //   GET /api/evaluation   ?min_packets=N &ks_window=W
 //   GET /api/gateway      the dataplane's status over its control socket
+//   GET /api/rtt          ?since=SEQ &events_after=ID: the RTT monitor (dashboard_api.h)
+//   GET /api/rate         ?since=SEQ: the gateway's migration rate trace
 //   GET /metrics          Prometheus text exposition format
 //
 // Errors are JSON {"error": "...", "status": N}: 400 for a bad query value
@@ -45,6 +48,9 @@ class ApiSource {
   virtual absl::StatusOr<nlohmann::json> Evaluation(const QueryParams& params) = 0;
   virtual absl::StatusOr<nlohmann::json> Gateway() = 0;
   virtual std::string Metrics() = 0;
+  // The dashboard's polls (dashboard_api.h).
+  virtual absl::StatusOr<nlohmann::json> Rtt(const QueryParams& params) = 0;
+  virtual absl::StatusOr<nlohmann::json> Rate(const QueryParams& params) = 0;
 };
 
 struct HttpListenAddress {
