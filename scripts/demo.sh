@@ -49,12 +49,12 @@ echo >&2
 echo "== 3. live: the capture through the tap (shroud-dataplane --mode=tap), verdicts from shroud-control ==" >&2
 # Paired with no naming flags: both follow instance "default" of one runtime
 # directory (a private one here, so the demo never meets a real instance).
-rt="$work/run"
+rt="$work/live"   # not the replay's runtime dir: its stopped gateway run would be followed too
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 build/shroud-control --runtime_dir="$rt" --http="127.0.0.1:$port" --min_packets=1000 \
   2>"$work/control.log" &
 control=$!
-trap 'kill "$control" 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill "$control" 2>/dev/null || true; rm -rf "$work"' EXIT
 build/shroud-dataplane --no-huge -m 512 --no-shconf --no-pci --no-telemetry \
   --file-prefix="shroud-demo-$$" -l 0-1 --vdev="net_pcap0,rx_pcap=$capture" \
   -- --mode=tap --config=conf/tap.example.toml --runtime_dir="$rt" --exit_when_idle_ms=500 \

@@ -83,13 +83,7 @@ absl::StatusOr<RttQuery> ParseRttQuery(const QueryParams& params) {
 nlohmann::json RttJson(const rttmon::RttSnapshot& s, const RttQuery& query) {
   nlohmann::json j;
   j["enabled"] = true;
-  j["target"] = s.target;
-  j["address"] = s.address;
-  j["family"] = s.family == AF_INET6 ? "ipv6" : "ipv4";
-  j["socket"] = s.socket_kind;
-  j["interval_ms"] = s.interval_ms;
-  j["timeout_ms"] = s.timeout_ms;
-  j["started_unix"] = s.started_unix_s;
+  AddProbeIdentityJson(s, j);
   j["now_s"] = Seconds(s.elapsed_s);
   j["running"] = s.running;
   if (!s.error.empty()) j["error"] = s.error;

@@ -121,10 +121,7 @@ nlohmann::json EventToJson(const RttEvent& e, int64_t origin) {
   return j;
 }
 
-nlohmann::json SummaryToJson(const RttSnapshot& s) {
-  const RttCounters& c = s.counters;
-  nlohmann::json j;
-  j["summary"] = true;
+void AddProbeIdentityJson(const RttSnapshot& s, nlohmann::json& j) {
   j["target"] = s.target;
   j["address"] = s.address;
   j["family"] = s.family == AF_INET6 ? "ipv6" : "ipv4";
@@ -132,6 +129,13 @@ nlohmann::json SummaryToJson(const RttSnapshot& s) {
   j["interval_ms"] = s.interval_ms;
   j["timeout_ms"] = s.timeout_ms;
   j["started_unix"] = s.started_unix_s;
+}
+
+nlohmann::json SummaryToJson(const RttSnapshot& s) {
+  const RttCounters& c = s.counters;
+  nlohmann::json j;
+  j["summary"] = true;
+  AddProbeIdentityJson(s, j);
   j["duration_s"] = s.elapsed_s;
   j["sent"] = c.sent;
   j["received"] = c.received;

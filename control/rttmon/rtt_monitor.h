@@ -111,6 +111,9 @@ struct RttSnapshot {
 // JSON for --json lines and the dashboard API. Times are seconds since the
 // monitor started.
 nlohmann::json EventToJson(const RttEvent& event, int64_t origin_mono_ns);
+// What is probed and how (target, address, family, socket, interval, timeout,
+// start time): the fields the CLI's summary and the dashboard's /api/rtt share.
+void AddProbeIdentityJson(const RttSnapshot& s, nlohmann::json& j);
 // The summary line ("summary": true); samples and events are left out.
 nlohmann::json SummaryToJson(const RttSnapshot& snapshot);
 // Everything, samples included (the dashboard's poll).
