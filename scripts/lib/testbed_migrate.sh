@@ -1,0 +1,222 @@
+# shellcheck shell=bash
+# `scripts/testbed migrate` and `scripts/testbed background` (sourced by
+# scripts/testbed; needs its STATE, ns_of, node_exec, st, log, die).
+#
+# migrate: one real QEMU (TCG) live migration src (192.0.2.10) -> dst
+#   (198.51.100.10:PORT) across gwa, the WAN emulator and gwb, with the tiny
+#   guest of scripts/guest dirtying RAM (scripts/lib/guest.sh) and QMP driven
+#   by scripts/qmp.py, as scripts/record-migration.sh does between two plain
+#   namespaces. PORT is in 49152-49215, so the stealth gateways' rules class
+#   the flow as migration. Prints QEMU's query-migrate (total time, downtime)
+#   and then the tap's verdict on the flow (shroud-control's /api/flows).
+# background: the Markov users of scripts/lib/background.sh between bga
+#   (192.0.2.11) and bgb (198.51.100.11), for --duration seconds.
+
+SHROUD_SCRIPTS=$ROOT/scripts
+SHROUD_LIB=$ROOT/scripts/lib
+export SHROUD_SCRIPTS SHROUD_LIB
+# shellcheck source=scripts/lib/guest.sh
+source "$SHROUD_LIB/guest.sh"       # guest_build, guest_ram_file
+# shellcheck source=scripts/lib/background.sh
+source "$SHROUD_LIB/background.sh"  # bg_start, bg_stop, bg_summary
+
+TB_SRC_IP=192.0.2.10
+TB_DST_IP=198.51.100.10
+TB_BGA_IP=192.0.2.11
+TB_BGB_IP=198.51.100.11
+
+# Seconds left before the testbed's own bound (--max-s) removes everything.
+tb_seconds_left() {
+    local dl
+    dl=$(st deadline)
+    [[ $dl =~ ^[0-9]+$ ]] || { echo 0; return; }
+    echo $((dl - $(date +%s)))
+}
+
+tb_need_up() {
+    [[ -f $STATE/namespaces ]] || die "no testbed is up at $STATE (scripts/testbed up first)"
+    local nd
+    for nd in gwa gwb tap wan; do
+        kill -0 "$(st "pids/$nd")" 2>/dev/null || die "testbed process $nd is not running (scripts/testbed status)"
+    done
+}
+
+# --- migrate --------------------------------------------------------------
+TB_MIG_WORK="" TB_QEMU_SRC="" TB_QEMU_DST="" TB_MIG_PID=""
+tb_migrate_cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    set +e
+    [[ -n $TB_MIG_PID ]] && kill_wait "$TB_MIG_PID" TERM 3
+    [[ -n $TB_QEMU_SRC ]] && kill_wait "$TB_QEMU_SRC" TERM 5
+    [[ -n $TB_QEMU_DST ]] && kill_wait "$TB_QEMU_DST" TERM 5
+    if [[ -n $TB_MIG_WORK && -d $TB_MIG_WORK ]]; then
+        rm -f "$TB_MIG_WORK/ram.bin"  # large; the logs and JSON stay until `down`
+    fi
+    exit "$rc"
+}
+
+cmd_migrate() {
+    local rate=8 ram=64 port=49152 dirty=10 seed=1 max_time=0
+    while (($#)); do
+        case $1 in
+            --rate-mib) rate=$2; shift 2 ;;
+            --ram-mb) ram=$2; shift 2 ;;
+            --port) port=$2; shift 2 ;;
+            --dirty) dirty=$2; shift 2 ;;
+            --seed) seed=$2; shift 2 ;;
+            --max-time) max_time=$2; shift 2 ;;
+            *) die "migrate: unknown option $1 (see scripts/testbed --help)" ;;
+        esac
+    done
+    local v
+    for v in rate ram port dirty seed max_time; do
+        [[ ${!v} =~ ^[0-9]+$ ]] || die "migrate: --${v//_/-} must be a non-negative integer (got '${!v}')"
+    done
+    ((rate >= 1 && rate <= 100)) || die "migrate: --rate-mib must be in 1..100"
+    ((ram >= 24 && ram <= 1024)) || die "migrate: --ram-mb must be in 24..1024"
+    ((port >= 49152 && port <= 65535)) || die "migrate: --port must be in 49152..65535 (49152-49215: classed as migration)"
+    ((dirty <= 50)) || die "migrate: --dirty must be in 0..50"
+    tb_need_up
+    local bw=$((rate * 1024 * 1024))
+    # Pre-copy sends at least the RAM once; allow twice that plus start-up.
+    local mig_timeout=$((2 * ram * 1024 * 1024 / bw + 60))
+    local left
+    left=$(tb_seconds_left)
+    ((max_time > 0)) || max_time=$((mig_timeout + 60))
+    ((max_time < left - 5)) || max_time=$((left - 5))
+    ((max_time >= 30)) || die "migrate: only $left s left before the testbed's bound (--max-s); bring it up again"
+    ((mig_timeout < max_time - 20)) || mig_timeout=$((max_time - 20))
+
+    TB_MIG_WORK=$(mktemp -d "$STATE/migrate.XXXXXX")
+    local work=$TB_MIG_WORK
+    trap tb_migrate_cleanup EXIT
+    trap 'log "interrupted"; exit 130' INT
+    trap 'log "terminated"; exit 143' TERM
+    log "migrate: guest ram=${ram}MiB dirty=${dirty}% of the rate, max-bandwidth $rate MiB/s, src $TB_SRC_IP -> tcp:$TB_DST_IP:$port (migration timeout ${mig_timeout}s, bound ${max_time}s)"
+    guest_ram_file "$work/ram.bin" "$ram" "$seed"
+    guest_build "$work/guest.elf"
+    local dirty_bps=$((bw * dirty / 100)) hot=0
+    ((dirty > 0)) && hot=8
+    local qargs=(-accel tcg -machine pc -m "$ram" -smp 1 -nodefaults -no-user-config -display none
+        -device "loader,file=$work/ram.bin,addr=0x1000000,force-raw=on"
+        -kernel "$work/guest.elf" -append "seed=$seed dirty=$dirty_bps hot=$hot hz=250")
+    node_exec dst timeout -k 5 "$max_time" qemu-system-x86_64 -name shroud-tb-dst "${qargs[@]}" \
+        -serial "file:$work/serial-dst.log" -qmp "unix:$work/dst.qmp,server=on,wait=off" \
+        -incoming "tcp:$TB_DST_IP:$port" >"$work/qemu-dst.err" 2>&1 </dev/null &
+    TB_QEMU_DST=$!
+    node_exec src timeout -k 5 "$max_time" qemu-system-x86_64 -name shroud-tb-src "${qargs[@]}" \
+        -serial "file:$work/serial-src.log" -qmp "unix:$work/src.qmp,server=on,wait=off" \
+        >"$work/qemu-src.err" 2>&1 </dev/null &
+    TB_QEMU_SRC=$!
+    local qmp=(timeout 30 python3 "$ROOT/scripts/qmp.py")
+    "${qmp[@]}" "$work/dst.qmp" wait --timeout 20 >/dev/null ||
+        die "destination QEMU did not start: $(cat "$work/qemu-dst.err")"
+    "${qmp[@]}" "$work/src.qmp" wait --timeout 20 >/dev/null ||
+        die "source QEMU did not start: $(cat "$work/qemu-src.err")"
+    local i
+    for ((i = 0; i < 150; i++)); do
+        grep -q 'shroud-guest: ready' "$work/serial-src.log" 2>/dev/null && break
+        sleep 0.2
+    done
+    grep -q 'shroud-guest: ready' "$work/serial-src.log" ||
+        die "guest did not boot (serial: $(head -c 300 "$work/serial-src.log" 2>/dev/null))"
+    log "guest: $(grep -m1 'shroud-guest: ready' "$work/serial-src.log")"
+
+    local t0 rc=0
+    t0=$(date +%s.%N)
+    timeout -k 5 $((mig_timeout + 15)) python3 "$ROOT/scripts/qmp.py" "$work/src.qmp" migrate \
+        --uri "tcp:$TB_DST_IP:$port" --bandwidth "$bw" --timeout "$mig_timeout" \
+        >"$work/migrate.json" 2>"$work/migrate.err" &
+    TB_MIG_PID=$!
+    wait "$TB_MIG_PID" || rc=$?
+    TB_MIG_PID=""
+    local wall
+    wall=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+    sleep 1
+    # QEMU sets "completed" a moment before it fills in total-time/downtime.
+    "${qmp[@]}" "$work/src.qmp" exec query-migrate >"$work/migrate-final.json" 2>/dev/null || true
+    local dst_status
+    dst_status=$("${qmp[@]}" "$work/dst.qmp" exec query-status 2>/dev/null | jq -r '.status // "unknown"' 2>/dev/null || echo unknown)
+    local q
+    q=$(jq -c 'if (.status == "completed") then . else empty end' "$work/migrate-final.json" 2>/dev/null || true)
+    [[ -n $q ]] || q=$(jq -c '.query_migrate // {}' "$work/migrate.json" 2>/dev/null || echo '{}')
+    local status
+    status=$(jq -r '.status // "error"' "$work/migrate.json" 2>/dev/null || echo error)
+    echo "migration: status=$status (qmp.py exit $rc$([[ -s $work/migrate.err ]] && printf ', %s' "$(tr '\n' ' ' <"$work/migrate.err")"))" \
+        "wall=${wall}s dst_after=$dst_status"
+    jq -r --arg rate "$rate" '"qemu: total_time=\(.["total-time"] // "?") ms downtime=\(.downtime // "?") ms setup=\(.["setup-time"] // "?") ms transferred=\((.ram.transferred // 0) / 1048576 | . * 10 | floor / 10) MiB dirty_syncs=\(.ram["dirty-sync-count"] // "?") mbps=\(.ram.mbps // "?") (max-bandwidth \($rate) MiB/s)"' <<<"$q"
+    kill_wait "$TB_QEMU_SRC" TERM 5
+    TB_QEMU_SRC=""
+    kill_wait "$TB_QEMU_DST" TERM 5
+    TB_QEMU_DST=""
+
+    # The tap's verdict (shroud-control exports once a second).
+    sleep 2
+    local flows
+    flows=$(node_exec tap timeout 10 curl -s --max-time 5 "http://$CONTROL_HTTP/api/flows?min_packets=1000" || true)
+    echo "$flows" >"$work/tap-flows.json"
+    local pat="198\\.51\\.100\\.10[^0-9]+$port([^0-9]|$)"
+    local hit
+    hit=$(jq -r --arg p "$pat" '[.flows[]? | select(.flow | tostring | test($p))] | sort_by(-.packets) | .[]
+        | "tap: flow \(.flow) packets=\(.packets) bytes=\(.bytes) duration=\(.duration_s | . * 10 | floor / 10)s class=\(.class) state=\(.state) pattern=\(.pattern) (counter \(.pattern_counter)/\(.pattern_windows) windows) maxent=\(.maxent) migration=\(.migration)"' \
+        <<<"$flows" 2>/dev/null || true)
+    if [[ -n $hit ]]; then
+        echo "$hit"
+    else
+        echo "tap: no flow to $TB_DST_IP:$port with >= 1000 packets in /api/flows ($(jq -r '.matched // "no answer"' <<<"$flows" 2>/dev/null) flows matched)"
+    fi
+    local others
+    others=$(jq -r --arg p "$pat" '[.flows[]? | select(.flow | tostring | test($p) | not)] as $o
+        | "tap: other flows >= 1000 packets: \($o | length), flagged as migration: \([$o[] | select(.migration == true)] | length)"' <<<"$flows" 2>/dev/null || true)
+    [[ -n $others ]] && echo "$others"
+    log "migrate: logs and JSON in $work"
+    [[ $status == completed ]]
+}
+
+# --- background -----------------------------------------------------------
+cmd_background() {
+    local load=light duration=60 seed=1
+    while (($#)); do
+        case $1 in
+            --load) load=$2; shift 2 ;;
+            --duration) duration=$2; shift 2 ;;
+            --seed) seed=$2; shift 2 ;;
+            *) die "background: unknown option $1 (see scripts/testbed --help)" ;;
+        esac
+    done
+    [[ $load =~ ^(light|medium|heavy)$ ]] || die "background: --load must be light, medium or heavy"
+    [[ $duration =~ ^[0-9]+$ && $duration -ge 1 ]] || die "background: --duration must be a positive integer"
+    [[ $seed =~ ^[0-9]+$ ]] || die "background: --seed must be a non-negative integer"
+    tb_need_up
+    local left
+    left=$(tb_seconds_left)
+    if ((duration > left - 50)); then
+        ((left > 60)) || die "background: only $left s left before the testbed's bound (--max-s)"
+        duration=$((left - 50))
+        log "background: --duration cut to $duration s (the testbed's bound)"
+    fi
+    # Load levels are relative to the WAN's rate (--rate-mbit; 0 = unlimited).
+    local rate
+    rate=$(sed -n 's/.*rate_mbit=\([0-9]*\).*/\1/p' "$STATE/settings")
+    BG_LINK_MBIT=${rate:-0}
+    BG_SCALE_PCT=${BG_SCALE_PCT:-100}
+    export BG_LINK_MBIT BG_SCALE_PCT
+    BG_WORK=$(mktemp -d "$STATE/background.XXXXXX")
+    # shellcheck disable=SC2317
+    tb_bg_cleanup() {
+        local rc=$?
+        trap - EXIT INT TERM
+        set +e
+        bg_stop 2>/dev/null
+        exit "$rc"
+    }
+    trap tb_bg_cleanup EXIT
+    trap 'log "interrupted"; exit 130' INT
+    trap 'log "terminated"; exit 143' TERM
+    bg_start "$BG_WORK" "$load" "$seed" "$duration" "$(ns_of bga)" "$TB_BGA_IP" "$(ns_of bgb)" "$TB_BGB_IP"
+    sleep "$duration" &
+    wait $!
+    bg_stop
+    echo "background: $(bg_summary "$BG_WORK")"
+}
