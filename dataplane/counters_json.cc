@@ -59,7 +59,7 @@ nlohmann::json TapCountersToJson(const std::vector<TapCounters>& workers,
   j["version"] = 1;
   j["mode"] = "tap";
   j["ports"] = PortsJson(ports);
-  TapCounters total;
+  const TapCounters total = SumTapCounters(workers);
   nlohmann::json wj = nlohmann::json::array();
   for (const TapCounters& w : workers) {
     wj.push_back({{"rx_packets", w.rx_packets},
@@ -70,20 +70,6 @@ nlohmann::json TapCountersToJson(const std::vector<TapCounters>& workers,
                   {"flows_table_full", w.flows.table_full},
                   {"mirror", MirrorJson(w.records, w.mirror_ring_dropped)},
                   {"elapsed_s", static_cast<double>(w.elapsed_ns) * 1e-9}});
-    total.rx_packets += w.rx_packets;
-    total.rx_bytes += w.rx_bytes;
-    total.wire_length_from_ip += w.wire_length_from_ip;
-    total.flows_active += w.flows_active;
-    total.flows.created += w.flows.created;
-    total.flows.evicted_idle += w.flows.evicted_idle;
-    total.flows.table_full += w.flows.table_full;
-    total.records.updates += w.records.updates;
-    total.records.ends += w.records.ends;
-    total.records.finals += w.records.finals;
-    total.records.dropped += w.records.dropped;
-    total.mirror_ring_dropped += w.mirror_ring_dropped;
-    total.stream_packets = std::max(total.stream_packets, w.stream_packets);
-    for (size_t i = 0; i < w.parse_status.size(); ++i) total.parse_status[i] += w.parse_status[i];
   }
   j["workers"] = wj;
   j["rx_packets"] = total.rx_packets;

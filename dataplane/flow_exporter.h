@@ -67,11 +67,11 @@ class FlowExporter {
     const bool reader = producer_.ReaderAttached(UnixNowNs());
     const uint64_t deadline = MonotonicNs() + timeout_ns;
     for (uint32_t i = 0; i < table.capacity(); ++i) {
-      const FlowEntry& e = table.slot(i);
+      FlowEntry& e = table.mutable_slot(i);
       if (!e.in_use) continue;
       const uint64_t now = MonotonicNs();
       const uint64_t wait = reader && now < deadline ? deadline - now : 0;
-      Write(const_cast<FlowEntry&>(e), MirrorRecordType::kEndStop, now_ns, stream_packets, wait);
+      Write(e, MirrorRecordType::kEndStop, now_ns, stream_packets, wait);
     }
   }
 

@@ -13,20 +13,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "dataplane/worker_cadence.h"
 #include "glog/logging.h"
 
 namespace shroud {
 namespace {
-
-// Slots of the flow table looked at every kSweepPeriodNs: 3.2 M slots/s, so a
-// 64k table is swept every 20 ms and a 4M table every 1.3 s, far inside any
-// sensible idle timeout.
-constexpr uint32_t kSweepSlotsPerLoop = 64;
-constexpr uint64_t kSweepPeriodNs = 20'000;
-// Chores (deadlines, idle exit, stats) are checked once per this many loops.
-constexpr uint64_t kChoreLoopMask = 1023;
-// Live counters (status, telemetry) are published this often.
-constexpr uint64_t kPublishPeriodNs = 100'000'000;
 
 // Chaff frames kept queued in the chaff class while the policy generates:
 // enough that the shaper never waits for the generator, few enough that a

@@ -209,19 +209,7 @@ int TelemetryTap(const char*, const char*, rte_tel_data* d) {
   const DataplaneRuntime* rt = locked.load();
   rte_tel_data_start_dict(d);
   if (rt == nullptr || rt->taps.empty()) return 0;
-  TapCounters t;
-  for (const TapWorker* w : rt->taps) {
-    const TapCounters c = w->LiveCounters();
-    t.rx_packets += c.rx_packets;
-    t.rx_bytes += c.rx_bytes;
-    t.flows_active += c.flows_active;
-    t.flows.created += c.flows.created;
-    t.flows.evicted_idle += c.flows.evicted_idle;
-    t.flows.table_full += c.flows.table_full;
-    t.records.updates += c.records.updates;
-    t.records.ends += c.records.ends;
-    t.mirror_ring_dropped += c.mirror_ring_dropped;
-  }
+  const TapCounters t = SumTapCounters(LiveTapCounters(*rt));
   AddU64(d, "workers", rt->taps.size());
   AddU64(d, "rx_packets", t.rx_packets);
   AddU64(d, "rx_bytes", t.rx_bytes);

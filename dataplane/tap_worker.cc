@@ -11,19 +11,31 @@
 #include <algorithm>
 
 #include "absl/strings/str_format.h"
+#include "dataplane/worker_cadence.h"
 #include "glog/logging.h"
 
 namespace shroud {
-namespace {
 
-// As the gateway's: 3.2 M slots per second of wall time, so a 1 M-flow table
-// is swept (idle eviction, changed flows exported) about three times a second.
-constexpr uint32_t kSweepSlotsPerLoop = 64;
-constexpr uint64_t kSweepPeriodNs = 20'000;
-constexpr uint64_t kChoreLoopMask = 1023;
-constexpr uint64_t kPublishPeriodNs = 100'000'000;
-
-}  // namespace
+TapCounters SumTapCounters(const std::vector<TapCounters>& workers) {
+  TapCounters total;
+  for (const TapCounters& w : workers) {
+    total.rx_packets += w.rx_packets;
+    total.rx_bytes += w.rx_bytes;
+    total.wire_length_from_ip += w.wire_length_from_ip;
+    for (size_t i = 0; i < w.parse_status.size(); ++i) total.parse_status[i] += w.parse_status[i];
+    total.flows.created += w.flows.created;
+    total.flows.evicted_idle += w.flows.evicted_idle;
+    total.flows.table_full += w.flows.table_full;
+    total.flows_active += w.flows_active;
+    total.stream_packets = std::max(total.stream_packets, w.stream_packets);
+    total.records.updates += w.records.updates;
+    total.records.ends += w.records.ends;
+    total.records.finals += w.records.finals;
+    total.records.dropped += w.records.dropped;
+    total.mirror_ring_dropped += w.mirror_ring_dropped;
+  }
+  return total;
+}
 
 absl::StatusOr<std::unique_ptr<TapWorker>> TapWorker::Create(const TapWorkerOptions& options,
                                                              std::unique_ptr<WorkerFlowTable> flows) {

@@ -83,6 +83,10 @@ struct TapCounters {
   uint64_t loops = 0;
 };
 
+// All workers' counters as one (stream_packets: the largest view of the
+// shared stream).
+TapCounters SumTapCounters(const std::vector<TapCounters>& workers);
+
 class TapWorker {
  public:
   static absl::StatusOr<std::unique_ptr<TapWorker>> Create(const TapWorkerOptions& options,
