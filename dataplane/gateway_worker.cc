@@ -577,9 +577,11 @@ void GatewayWorker::Run(const std::atomic<bool>& stop) {
 
   for (uint64_t loop = 0;; ++loop) {
     now = NowNs();
+    bool busy = false;
     for (Direction dir : {kInsideToOutside, kOutsideToInside}) {
       const uint16_t n = Receive(dir, now, rx.data());
       if (n == 0) continue;
+      busy = true;
       last_rx_ns_ = now;
       ProcessBurst(dir, rx.data(), n, now);
       Flush(kInsideToOutside);  // chaff answers go out while processing outside -> inside
@@ -590,6 +592,7 @@ void GatewayWorker::Run(const std::atomic<bool>& stop) {
     for (;;) {
       const size_t n = shaper_.Dequeue(now, handles.data(), options_.burst);
       if (n == 0) break;
+      busy = true;
       TxBuffer& t = tx_[kInsideToOutside];
       for (size_t i = 0; i < n; ++i) t.pkts[t.count++] = reinterpret_cast<rte_mbuf*>(handles[i]);
       Flush(kInsideToOutside);
@@ -610,6 +613,7 @@ void GatewayWorker::Run(const std::atomic<bool>& stop) {
                  options_.idle_timeout_ns, kSweepSlotsPerLoop, stream_.packets());
       next_sweep_ns_ = now + kSweepPeriodNs;
     }
+    if (!busy) IdleSleep(options_.idle_sleep_ns);
 
     if ((loop & kChoreLoopMask) != 0) continue;
     counters_.loops = loop;

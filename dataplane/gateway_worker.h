@@ -96,6 +96,9 @@ struct GatewayWorkerOptions {
   std::optional<MirrorProducer> mirror;
   uint64_t export_interval_ns = 1'000'000'000ull;
   uint64_t flush_timeout_ns = 2'000'000'000ull;
+  // Sleep this long after a loop that received and released nothing
+  // (0: busy-poll). See IdleSleep in worker_cadence.h.
+  uint64_t idle_sleep_ns = 0;
 };
 
 struct ChaffCounters {

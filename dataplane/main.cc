@@ -51,6 +51,10 @@ DEFINE_uint64(exit_when_idle_ms, 0,
 DEFINE_double(replay_speed, 0,
               "Pace packets that carry an rx timestamp (net_pcap rx_pcap=FILE) by it: 1 = the "
               "capture's own timing, 2 = twice as fast; 0 = as fast as they come.");
+DEFINE_uint32(idle_sleep_us, 0,
+              "Sleep this many microseconds after a poll loop that found nothing to do, to share "
+              "the cores with other programs (a test bed, a laptop). 0 busy-polls: the line-rate "
+              "setting. A packet arriving meanwhile waits up to this long; at most 10000.");
 DEFINE_double(stats_interval_s, 10, "Log a counter line this often (0: only at exit).");
 DEFINE_string(counters_json, "", "Write the final counters as JSON to this file at exit.");
 DEFINE_uint64(seed, 0, "Seed of Algorithm 3's randomness; overrides rate_variation.seed when non-zero.");
@@ -284,6 +288,7 @@ int RunGateway(const GatewayConfig& config, const Classifier& classifier, const 
   options.timestamp_offset = ts_offset;
   options.timestamp_flag = ts_flag;
   options.exit_when_idle_ns = FLAGS_exit_when_idle_ms * 1'000'000;
+  options.idle_sleep_ns = uint64_t{FLAGS_idle_sleep_us} * 1000;
   options.duration_ns = static_cast<uint64_t>(FLAGS_duration_s * 1e9);
   options.stats_interval_ns = static_cast<uint64_t>(FLAGS_stats_interval_s * 1e9);
   options.export_interval_ns = uint64_t{FLAGS_export_interval_ms} * 1'000'000;
@@ -469,6 +474,7 @@ int RunTap(const GatewayConfig& config, const RuntimePaths& paths) {
     if (*mirror != nullptr) o.mirror = (*mirror)->producer(k);
     o.worker_index = static_cast<uint8_t>(k);
     o.exit_when_idle_ns = FLAGS_exit_when_idle_ms * 1'000'000;
+    o.idle_sleep_ns = uint64_t{FLAGS_idle_sleep_us} * 1000;
     o.duration_ns = static_cast<uint64_t>(FLAGS_duration_s * 1e9);
     o.stats_interval_ns = static_cast<uint64_t>(FLAGS_stats_interval_s * 1e9);
     absl::StatusOr<std::unique_ptr<TapWorker>> t = TapWorker::Create(o, *std::move(flows));
@@ -608,6 +614,10 @@ int Run(int argc, char** argv) {
       LOG(ERROR) << "bad config for --mode=" << FLAGS_mode << ", not starting:\n" << s.message();
       return 2;
     }
+  }
+  if (FLAGS_idle_sleep_us > 10'000) {
+    LOG(ERROR) << "--idle_sleep_us must be at most 10000 (10 ms), got " << FLAGS_idle_sleep_us;
+    return 2;
   }
   if (FLAGS_replay_speed < 0 || FLAGS_duration_s < 0 || FLAGS_stats_interval_s < 0) {
     LOG(ERROR) << "--replay_speed, --duration_s and --stats_interval_s must be >= 0";

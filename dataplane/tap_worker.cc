@@ -191,9 +191,11 @@ void TapWorker::Run(const std::atomic<bool>& stop) {
   if (!use_rx_timestamps_) flow_now_ = now;
   for (uint64_t loop = 0;; ++loop) {
     now = TscNs();
+    bool busy = false;
     for (uint16_t port : options_.ports) {
       const uint16_t n = rte_eth_rx_burst(port, options_.queue, rx.data(), options_.burst);
       if (n == 0) continue;
+      busy = true;
       last_rx = now;
       ProcessBurst(rx.data(), n, now);
     }
@@ -203,6 +205,7 @@ void TapWorker::Run(const std::atomic<bool>& stop) {
                  options_.idle_timeout_ns, kSweepSlotsPerLoop, StreamPackets());
       next_sweep = now + kSweepPeriodNs;
     }
+    if (!busy) IdleSleep(options_.idle_sleep_ns);
     if ((loop & kChoreLoopMask) != 0) continue;
     counters_.loops = loop;
     if (now >= next_publish) {

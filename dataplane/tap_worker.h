@@ -65,6 +65,7 @@ struct TapWorkerOptions {
   uint64_t exit_when_idle_ns = 0;  // stop once nothing arrived for this long (0: never)
   uint64_t duration_ns = 0;        // stop after this long (0: never)
   uint64_t stats_interval_ns = 0;  // log a counter line this often (0: never)
+  uint64_t idle_sleep_ns = 0;      // sleep after a loop that received nothing (0: busy-poll)
 };
 
 struct TapCounters {

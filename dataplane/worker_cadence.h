@@ -3,6 +3,8 @@
 #ifndef SHROUD_DATAPLANE_WORKER_CADENCE_H_
 #define SHROUD_DATAPLANE_WORKER_CADENCE_H_
 
+#include <time.h>
+
 #include <cstdint>
 
 namespace shroud {
@@ -19,6 +21,17 @@ inline constexpr uint64_t kSweepPeriodNs = 20'000;
 inline constexpr uint64_t kChoreLoopMask = 1023;
 // Live counters (status, telemetry) are published this often.
 inline constexpr uint64_t kPublishPeriodNs = 100'000'000;
+
+// --idle_sleep_us: a loop that found nothing to do sleeps this long, giving
+// the core to whatever shares it (the testbed runs three dataplanes, two
+// QEMUs and the WAN emulator on two CPUs). 0 busy-polls: the line-rate
+// setting, like l2fwd. The cost is latency: a packet that arrives during the
+// sleep waits up to ns (plus the kernel's timer slack).
+inline void IdleSleep(uint64_t ns) {
+  if (ns == 0) return;
+  const timespec t{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
+  nanosleep(&t, nullptr);
+}
 
 }  // namespace shroud
 

@@ -4,8 +4,9 @@
 #
 #   scripts/setup.sh [--build-dir DIR] [--no-build] [--with-capture-tools] [--with-bench-tools]
 #
-# --with-capture-tools also installs what scripts/record-migration.sh needs
-# (QEMU, tcpdump, iperf3, nginx, curl, ...); --with-bench-tools what the
+# --with-capture-tools also installs what scripts/record-migration.sh,
+# scripts/testbed and scripts/evaluate need (QEMU, tcpdump, iperf3, nginx,
+# curl, socat, matplotlib, ...); --with-bench-tools what the
 # bench scripts compare against (tshark, hyperfine). The tests need neither.
 # The base set includes iperf3, ethtool and jq for the dataplane's netns test.
 set -euo pipefail
@@ -55,6 +56,8 @@ if [ "$capture_tools" = 1 ]; then
   . "$here/scripts/lib/netns.sh" 2>/dev/null || true
   # shellcheck disable=SC2206
   packages+=(${SHROUD_CAPTURE_PACKAGES:-qemu-system-x86 tcpdump iperf3 nginx-light curl ethtool iproute2})
+  # scripts/testbed and scripts/evaluate: the dashboard forwarder, the plots
+  packages+=(socat python3-matplotlib python3-numpy)
 fi
 
 missing=()

@@ -18,7 +18,9 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-scripts/setup.sh --build-dir build
+# The capture tools too: the testbed's end-to-end tests run real QEMU
+# migrations (tests/evaluate_demo_test.sh).
+scripts/setup.sh --build-dir build --with-capture-tools
 meson test -C build --print-errorlogs --num-processes 2
 # One summary line for people and CI, counted from meson's own log.
 summary=$(python3 - build/meson-logs/testlog.json <<'PY'

@@ -749,6 +749,17 @@ touched=()
 bad_config negative_rate $'[rate_variation]\nmin_rate_mbyte_s = -1' "rate_variation\.min_rate_mbyte_s: must be > 0"
 bad_config unknown_key $'[shaper]\nburst_kbyte = 16' "shaper\.burst_kbyte: unknown key"
 bad_config bad_policy $'[dataplane]\nmalformed = "maybe"' "dataplane\.malformed: must be \"forward\" or \"drop\""
+# A bad flag is refused the same way (--idle_sleep_us: the testbed's core sharing).
+rc=0
+runs=$((runs + 1))
+timeout -k 5 30 "$dp" --no-huge -m 512 --no-shconf --no-pci --no-telemetry "$lcores" \
+  --file-prefix="shroud-pipeline-$$-$runs" "--vdev=net_null0" "--vdev=net_null1" \
+  -- --idle_sleep_us=20000 >"$tmp/idle_sleep.log" 2>&1 || rc=$?
+if [[ $rc -eq 2 ]] && grep -q -- "--idle_sleep_us must be at most 10000" "$tmp/idle_sleep.log"; then
+  ok "--idle_sleep_us=20000: exit 2, says the bound"
+else
+  bad "--idle_sleep_us=20000: exit $rc" "$(tail -5 "$tmp/idle_sleep.log")"
+fi
 # A rejected config must not cost the user the previous run's captures.
 if [[ ${#touched[@]} -eq 0 ]]; then
   ok "bad configs: rejected before any port was opened, existing output files untouched"

@@ -39,6 +39,7 @@ absl::StatusOr<CaptureAnalysis> AnalyzeCapture(const std::string& path,
     if (observed.created && selector != nullptr) {
       observed.flow->selected = (*reader)->LastRecordMatches(*selector);
     }
+    if (options.on_packet) options.on_packet(parsed, record.time_ns);
   }
   return result;
 }

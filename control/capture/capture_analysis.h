@@ -3,6 +3,7 @@
 #ifndef SHROUD_CONTROL_CAPTURE_CAPTURE_ANALYSIS_H_
 #define SHROUD_CONTROL_CAPTURE_CAPTURE_ANALYSIS_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -25,6 +26,10 @@ struct CaptureOptions {
   // selected (e.g. labelled as migration). Empty: no flow is selected.
   std::string selector;
   size_t max_flows = 50'000'000;
+  // Called for every parsed packet after the flow table saw it (offline
+  // evaluations that need more than the per-flow features, e.g. exact
+  // inter-packet-time histograms). May be empty.
+  std::function<void(const ParsedPacket& packet, uint64_t time_ns)> on_packet;
 };
 
 // Reads the whole file. Errors name the file: missing, not a capture,

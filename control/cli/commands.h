@@ -17,12 +17,14 @@ struct CommandArgs {
 int RunAnalyze(const CommandArgs& args);
 int RunTrain(const CommandArgs& args);
 int RunEval(const CommandArgs& args);
+int RunJudge(const CommandArgs& args);
 int RunCtl(const CommandArgs& args);
 int RunRttmon(const CommandArgs& args);
 
 void PrintAnalyzeHelp();
 void PrintTrainHelp();
 void PrintEvalHelp();
+void PrintJudgeHelp();
 void PrintCtlHelp();
 void PrintRttmonHelp();
 

@@ -17,6 +17,7 @@ constexpr char kUsage[] =
     "  analyze   per-flow features and the adversary's verdicts for pcap/pcapng captures\n"
     "  train     train the maximum-entropy attack's model on labelled captures\n"
     "  eval      the paper's evaluation: CoV table, chi-square/KS, detection rates\n"
+    "  judge     every run of scripts/evaluate judged by every detector (ours included)\n"
     "  ctl       read and change a running shroud-dataplane's parameters\n"
     "  rttmon    ping a VM and watch its round-trip times for live migrations\n\n"
     "`shroud COMMAND --help` explains a command and its options.";
@@ -44,6 +45,8 @@ int main(int argc, char** argv) {
       shroud::cli::PrintTrainHelp();
     } else if (command == "eval") {
       shroud::cli::PrintEvalHelp();
+    } else if (command == "judge") {
+      shroud::cli::PrintJudgeHelp();
     } else if (command == "ctl") {
       shroud::cli::PrintCtlHelp();
     } else if (command == "rttmon") {
@@ -60,6 +63,8 @@ int main(int argc, char** argv) {
     run = shroud::cli::RunTrain;
   } else if (command == "eval") {
     run = shroud::cli::RunEval;
+  } else if (command == "judge") {
+    run = shroud::cli::RunJudge;
   } else if (command == "ctl") {
     run = shroud::cli::RunCtl;
   } else if (command == "rttmon") {

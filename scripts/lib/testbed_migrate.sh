@@ -42,7 +42,7 @@ tb_need_up() {
 }
 
 # --- migrate --------------------------------------------------------------
-TB_MIG_WORK="" TB_QEMU_SRC="" TB_QEMU_DST="" TB_MIG_PID=""
+TB_MIG_WORK="" TB_QEMU_SRC="" TB_QEMU_DST="" TB_MIG_PID="" TB_BG_OUT=""
 tb_migrate_cleanup() {
     local rc=$?
     trap - EXIT INT TERM
@@ -57,9 +57,10 @@ tb_migrate_cleanup() {
 }
 
 cmd_migrate() {
-    local rate=8 ram=64 port=49152 dirty=10 seed=1 max_time=0
+    local rate=8 ram=64 port=49152 dirty=10 seed=1 max_time=0 out=""
     while (($#)); do
         case $1 in
+            --out) out=$2; shift 2 ;;
             --rate-mib) rate=$2; shift 2 ;;
             --ram-mb) ram=$2; shift 2 ;;
             --port) port=$2; shift 2 ;;
@@ -77,10 +78,16 @@ cmd_migrate() {
     ((ram >= 24 && ram <= 1024)) || die "migrate: --ram-mb must be in 24..1024"
     ((port >= 49152 && port <= 65535)) || die "migrate: --port must be in 49152..65535 (49152-49215: classed as migration)"
     ((dirty <= 50)) || die "migrate: --dirty must be in 0..50"
+    if [[ -n $out ]]; then
+        mkdir -p "$out" || die "migrate: cannot create --out $out"
+    fi
     tb_need_up
     local bw=$((rate * 1024 * 1024))
     # Pre-copy sends at least the RAM once; allow twice that plus start-up.
     local mig_timeout=$((2 * ram * 1024 * 1024 / bw + 60))
+    # Under heavy background load on a small machine a migration runs well
+    # below its limit; give it at least 3 s per MiB of RAM.
+    ((mig_timeout >= 3 * ram)) || mig_timeout=$((3 * ram))
     local left
     left=$(tb_seconds_left)
     ((max_time > 0)) || max_time=$((mig_timeout + 60))
@@ -170,15 +177,29 @@ cmd_migrate() {
     others=$(jq -r --arg p "$pat" '[.flows[]? | select(.flow | tostring | test($p) | not)] as $o
         | "tap: other flows >= 1000 packets: \($o | length), flagged as migration: \([$o[] | select(.migration == true)] | length)"' <<<"$flows" 2>/dev/null || true)
     [[ -n $others ]] && echo "$others"
+    if [[ -n $out ]]; then
+        # What scripts/evaluate keeps of the run: QEMU's report, the live
+        # tap's flows, the logs.
+        printf '%s\n' "$q" >"$out/qemu.json"
+        cp "$work/tap-flows.json" "$out/tap-flows.json" 2>/dev/null || true
+        cp "$work/migrate.json" "$out/qmp-migrate.json" 2>/dev/null || true
+        cp "$work/serial-src.log" "$out/serial-src.log" 2>/dev/null || true
+        jq -n --arg status "$status" --argjson wall "$wall" --arg dst "$dst_status" \
+            --argjson rate "$rate" --argjson ram "$ram" --argjson port "$port" --argjson dirty "$dirty" \
+            --argjson seed "$seed" --arg src "$TB_SRC_IP" --arg dstip "$TB_DST_IP" \
+            '{status: $status, wall_s: $wall, dst_status_after: $dst, rate_mib_s: $rate, ram_mb: $ram,
+              dirty_pct: $dirty, seed: $seed, src: $src, dst: $dstip, dport: $port}' >"$out/migrate.json"
+    fi
     log "migrate: logs and JSON in $work"
     [[ $status == completed ]]
 }
 
 # --- background -----------------------------------------------------------
 cmd_background() {
-    local load=light duration=60 seed=1
+    local load=light duration=60 seed=1 out=""
     while (($#)); do
         case $1 in
+            --out) out=$2; shift 2 ;;
             --load) load=$2; shift 2 ;;
             --duration) duration=$2; shift 2 ;;
             --seed) seed=$2; shift 2 ;;
@@ -203,12 +224,16 @@ cmd_background() {
     BG_SCALE_PCT=${BG_SCALE_PCT:-100}
     export BG_LINK_MBIT BG_SCALE_PCT
     BG_WORK=$(mktemp -d "$STATE/background.XXXXXX")
+    TB_BG_OUT=$out
     # shellcheck disable=SC2317
     tb_bg_cleanup() {
         local rc=$?
         trap - EXIT INT TERM
         set +e
         bg_stop 2>/dev/null
+        # Stopped early (TERM, as scripts/evaluate does once the migration
+        # is over) or not: the summary is written.
+        [[ -n $TB_BG_OUT ]] && bg_summary "$BG_WORK" >"$TB_BG_OUT" 2>/dev/null
         exit "$rc"
     }
     trap tb_bg_cleanup EXIT
@@ -218,5 +243,9 @@ cmd_background() {
     sleep "$duration" &
     wait $!
     bg_stop
-    echo "background: $(bg_summary "$BG_WORK")"
+    local summary
+    summary=$(bg_summary "$BG_WORK")
+    [[ -n $out ]] && printf '%s\n' "$summary" >"$out"
+    TB_BG_OUT=""
+    echo "background: $summary"
 }

@@ -1,0 +1,374 @@
+#include "control/analysis/judge.h"
+
+#include <algorithm>
+#include <set>
+#include <tuple>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+
+namespace shroud {
+namespace {
+
+bool IsNative(const RunFlows& r) { return r.spec.mode == "native"; }
+
+struct TrainingSet {
+  std::vector<LabelledFlow> flows;  // is_migration = the training label
+  size_t runs = 0;
+  bool has_positive = false, has_negative = false;
+};
+
+// The paper's adversary learns from native migrations: the flows of every
+// native run but `skip`. Chaff (none in native runs) is left out.
+TrainingSet NativeTraining(const std::vector<RunFlows>& runs, const RunFlows* skip) {
+  TrainingSet t;
+  for (const RunFlows& r : runs) {
+    if (&r == skip || !IsNative(r)) continue;
+    ++t.runs;
+    for (const JudgedFlow& f : r.flows) {
+      if (f.label == FlowLabel::kChaff) continue;
+      t.flows.push_back(f.flow);
+      t.flows.back().is_migration = f.label == FlowLabel::kMigration;
+      (f.label == FlowLabel::kMigration ? t.has_positive : t.has_negative) = true;
+    }
+  }
+  return t;
+}
+
+// The adaptive adversary learns from shroud's output: stealth migrations of
+// every stealth run but `skip` against all non-migration flows (background
+// and chaff) of every run but `skip`.
+TrainingSet AdaptiveTraining(const std::vector<RunFlows>& runs, const RunFlows* skip) {
+  TrainingSet t;
+  for (const RunFlows& r : runs) {
+    if (&r == skip) continue;
+    if (!IsNative(r)) ++t.runs;
+    for (const JudgedFlow& f : r.flows) {
+      const bool positive = f.label == FlowLabel::kMigration;
+      if (positive && IsNative(r)) continue;
+      t.flows.push_back(f.flow);
+      t.flows.back().is_migration = positive;
+      (positive ? t.has_positive : t.has_negative) = true;
+    }
+  }
+  return t;
+}
+
+absl::StatusOr<TimingAttack> TrainTimingAttack(const TrainingSet& t, const JudgeOptions& o,
+                                               const std::string& name) {
+  std::vector<std::vector<double>> x;
+  std::vector<bool> y;
+  for (const LabelledFlow& f : t.flows) {
+    x.push_back(TimingFeatures(f.view(o.config)));
+    y.push_back(f.is_migration);
+  }
+  absl::StatusOr<TimingModel> model =
+      TrainTiming(x, y, TimingFeatureNames(o.config), o.timing_training);
+  if (!model.ok()) return model.status();
+  return TimingAttack::Create(*std::move(model), o.config, name);
+}
+
+std::string Describe(const TrainingSet& t, const char* what) {
+  size_t pos = 0;
+  for (const LabelledFlow& f : t.flows) pos += f.is_migration ? 1 : 0;
+  return absl::StrCat(what, " (", t.runs, " runs: ", pos, " migration, ", t.flows.size() - pos,
+                      " other flows)");
+}
+
+// CompareGroups on the exact histograms.
+absl::StatusOr<GroupComparison> CompareJudged(const std::vector<const JudgedFlow*>& a,
+                                              const std::vector<const JudgedFlow*>& b,
+                                              const FeatureConfig& config, uint32_t ks_window) {
+  if (a.empty() || b.empty()) {
+    return absl::InvalidArgumentError("both groups need at least one flow to compare");
+  }
+  const int slot = config.WindowSlot(ks_window);
+  if (slot < 0) return absl::InvalidArgumentError(absl::StrCat("KS window ", ks_window, " is not configured"));
+  GroupComparison g;
+  g.n_a = a.size();
+  g.n_b = b.size();
+  g.ks_window = ks_window;
+  std::vector<IptCounts> ha, hb;
+  std::vector<double> ca, cb;
+  for (const JudgedFlow* f : a) {
+    ha.push_back(f->ipt);
+    ca.push_back(ByteWindowCov(f->flow.features, config, slot, f->flow.stream_packets));
+  }
+  for (const JudgedFlow* f : b) {
+    hb.push_back(f->ipt);
+    cb.push_back(ByteWindowCov(f->flow.features, config, slot, f->flow.stream_packets));
+  }
+  absl::StatusOr<ChiSquareResult> chi = PaperChiSquare(ha, hb);
+  if (!chi.ok()) return chi.status();
+  g.chi_square = *std::move(chi);
+  absl::StatusOr<KsResult> ks = KolmogorovSmirnovTwoSample(ca, cb);
+  if (!ks.ok()) return absl::InvalidArgumentError(absl::StrCat("KS: ", ks.status().message()));
+  g.ks = *ks;
+  return g;
+}
+
+}  // namespace
+
+const char* FlowLabelName(FlowLabel label) {
+  switch (label) {
+    case FlowLabel::kMigration: return "migration";
+    case FlowLabel::kBackground: return "background";
+    case FlowLabel::kChaff: return "chaff";
+  }
+  return "?";
+}
+
+bool Ipv4Net::Contains(const std::array<uint8_t, 16>& addr) const {
+  for (int bit = 0; bit < prefix; ++bit) {
+    const uint8_t mask = static_cast<uint8_t>(0x80 >> (bit % 8));
+    if ((addr[bit / 8] & mask) != (address[bit / 8] & mask)) return false;
+  }
+  return true;
+}
+
+absl::StatusOr<std::vector<Ipv4Net>> ParseIpv4Nets(const std::string& text) {
+  std::vector<Ipv4Net> nets;
+  for (absl::string_view item : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
+    item = absl::StripAsciiWhitespace(item);
+    std::vector<absl::string_view> parts = absl::StrSplit(item, '/');
+    std::vector<absl::string_view> octets =
+        parts.empty() ? std::vector<absl::string_view>{} : absl::StrSplit(parts[0], '.');
+    Ipv4Net net;
+    bool ok = parts.size() <= 2 && octets.size() == 4;
+    for (size_t i = 0; ok && i < 4; ++i) {
+      int v = 0;
+      ok = absl::SimpleAtoi(octets[i], &v) && v >= 0 && v <= 255;
+      net.address[i] = static_cast<uint8_t>(v);
+    }
+    if (ok && parts.size() == 2) {
+      ok = absl::SimpleAtoi(parts[1], &net.prefix) && net.prefix >= 0 && net.prefix <= 32;
+    }
+    if (!ok) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("'", item, "' is not an IPv4 network (like 192.0.2.128/25)"));
+    }
+    nets.push_back(net);
+  }
+  return nets;
+}
+
+RunFlows LabelFlows(const JudgeRunSpec& spec, const std::vector<LabelledFlow>& flows,
+                    uint64_t stream_packets, const FlowLabelRules& rules,
+                    const absl::flat_hash_map<FlowKey, IptCounts>* exact) {
+  RunFlows run;
+  run.spec = spec;
+  run.stream_packets = stream_packets;
+  for (const LabelledFlow& f : flows) {
+    if (f.features.packets < rules.min_packets) continue;
+    JudgedFlow j;
+    j.flow = f;
+    const FlowKey& k = f.key;
+    bool chaff = false;
+    for (const Ipv4Net& net : rules.chaff_nets) {
+      chaff = chaff || (k.ip_version == 4 && (net.Contains(k.src_addr) || net.Contains(k.dst_addr)));
+    }
+    // Chaff first: the gateways may give chaff the migration's ports.
+    j.label = chaff ? FlowLabel::kChaff
+                    : (f.is_migration ? FlowLabel::kMigration : FlowLabel::kBackground);
+    j.flow.is_migration = j.label == FlowLabel::kMigration;
+    auto in_bulk = [&](uint16_t p) { return p >= rules.bulk_port_lo && p <= rules.bulk_port_hi; };
+    j.bulk = j.label == FlowLabel::kBackground && k.protocol == kProtoTcp &&
+             (in_bulk(k.src_port) || in_bulk(k.dst_port));
+    auto it = exact != nullptr ? exact->find(k) : decltype(exact->end()){};
+    j.ipt = exact != nullptr && it != exact->end() ? it->second : IptHistogram(f.features);
+    run.flows.push_back(std::move(j));
+  }
+  return run;
+}
+
+absl::StatusOr<RunFlows> LoadRun(const JudgeRunSpec& spec, const FlowLabelRules& rules,
+                                 const CaptureOptions& base) {
+  CaptureOptions options = base;
+  options.selector = rules.migration_filter;
+  // Exact gaps per flow, as FlowFeatures::Observe measures them (a gap that
+  // goes backwards counts as zero).
+  struct Gaps {
+    uint64_t last_ns = 0;
+    bool seen = false;
+    absl::flat_hash_map<uint32_t, uint32_t> counts;
+  };
+  absl::flat_hash_map<FlowKey, Gaps> gaps;
+  options.on_packet = [&gaps](const ParsedPacket& p, uint64_t t) {
+    Gaps& g = gaps[p.key];
+    if (g.seen) {
+      const uint64_t us = (t > g.last_ns ? t - g.last_ns : 0) / 1000;
+      ++g.counts[us > UINT32_MAX ? UINT32_MAX : static_cast<uint32_t>(us)];
+    }
+    g.seen = true;
+    g.last_ns = std::max(g.last_ns, t);
+  };
+  absl::StatusOr<CaptureAnalysis> analysis = AnalyzeCapture(spec.capture, options);
+  if (!analysis.ok()) {
+    return absl::Status(analysis.status().code(),
+                        absl::StrCat("run ", spec.id, ": ", analysis.status().message()));
+  }
+  const FlowTable& table = *analysis->table;
+  // A migration's reverse direction (its ACKs) is neither migration nor
+  // background, as in CollectLabelledFlows.
+  absl::flat_hash_set<FlowKey> reverse;
+  for (const FlowRecord& r : table.flows()) {
+    if (r.selected) reverse.insert(r.key.Reversed());
+  }
+  std::vector<LabelledFlow> flows;
+  for (const FlowRecord& r : table.flows()) {
+    if (r.features.packets < rules.min_packets) continue;
+    if (!r.selected && reverse.contains(r.key)) continue;
+    flows.push_back(LabelledFlow{spec.capture, r.key, r.features, table.stream_packets(), r.selected});
+  }
+  absl::flat_hash_map<FlowKey, IptCounts> exact;
+  for (const LabelledFlow& f : flows) {
+    IptCounts& h = exact[f.key];
+    for (const auto& [us, n] : gaps[f.key].counts) h[us] = n;
+  }
+  return LabelFlows(spec, flows, table.stream_packets(), rules, &exact);
+}
+
+const std::vector<std::string>& JudgeDetectorNames() {
+  static const std::vector<std::string> names = {"pattern", "maxent", "maxent_shipped", "timing",
+                                                 "timing_adaptive"};
+  return names;
+}
+
+absl::StatusOr<JudgeResult> JudgeRuns(const std::vector<RunFlows>& runs, const JudgeOptions& o) {
+  std::set<std::string> ids;
+  for (const RunFlows& r : runs) {
+    if (r.spec.mode != "native" && r.spec.mode != "stealth") {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "run ", r.spec.id, ": mode must be \"native\" or \"stealth\", got \"", r.spec.mode, "\""));
+    }
+    if (!ids.insert(r.spec.id).second) {
+      return absl::InvalidArgumentError(absl::StrCat("run id ", r.spec.id, " appears twice"));
+    }
+  }
+  absl::StatusOr<std::unique_ptr<MaxEntAttack>> shipped = MaxEntAttack::Create(o.shipped, o.config);
+  if (!shipped.ok()) return shipped.status();
+  const PatternAttack pattern;
+
+  // Models trained on all native runs serve every stealth run; cache them.
+  std::optional<absl::StatusOr<std::unique_ptr<MaxEntAttack>>> all_native_maxent;
+  std::optional<absl::StatusOr<TimingAttack>> all_native_timing;
+  std::string all_native_desc;
+
+  JudgeResult result;
+  for (const RunFlows& run : runs) {
+    JudgedRun jr;
+    jr.run = &run;
+    const bool native = IsNative(run);
+    absl::StatusOr<std::unique_ptr<MaxEntAttack>> maxent = absl::UnknownError("");
+    absl::StatusOr<TimingAttack> timing = absl::UnknownError("");
+    std::string desc;
+    auto train_native = [&](const RunFlows* skip) {
+      TrainingSet t = NativeTraining(runs, skip);
+      desc = Describe(t, skip ? "trained on the other native runs" : "trained on all native runs");
+      absl::StatusOr<MaxEntModel> m =
+          t.has_positive && t.has_negative
+              ? TrainOnFlows(t.flows, o.config, o.maxent_windows, o.maxent_training)
+              : absl::FailedPreconditionError(
+                    "no other native run with a migration flow and background flows");
+      absl::StatusOr<std::unique_ptr<MaxEntAttack>> a =
+          m.ok() ? MaxEntAttack::Create(*m, o.config) : m.status();
+      absl::StatusOr<TimingAttack> ta =
+          t.has_positive && t.has_negative
+              ? TrainTimingAttack(t, o, "timing")
+              : absl::FailedPreconditionError(
+                    "no other native run with a migration flow and background flows");
+      return std::make_pair(std::move(a), std::move(ta));
+    };
+    if (native) {
+      auto [a, ta] = train_native(&run);
+      maxent = std::move(a);
+      timing = std::move(ta);
+    } else {
+      if (!all_native_maxent.has_value()) {
+        auto [a, ta] = train_native(nullptr);
+        all_native_maxent = std::move(a);
+        all_native_timing = std::move(ta);
+        all_native_desc = desc;
+      }
+      desc = all_native_desc;
+      maxent = all_native_maxent->ok() ? absl::StatusOr<std::unique_ptr<MaxEntAttack>>(
+                                             std::make_unique<MaxEntAttack>(***all_native_maxent))
+                                       : all_native_maxent->status();
+      timing = *all_native_timing;
+    }
+    jr.models["pattern"] = "no training (Algorithm 1)";
+    jr.models["maxent_shipped"] = "the given model";
+    jr.models["maxent"] = maxent.ok() ? desc : absl::StrCat("none: ", maxent.status().message());
+    jr.models["timing"] = timing.ok() ? desc : absl::StrCat("none: ", timing.status().message());
+    auto keep_weights = [&jr](const std::string& name, const TimingAttack& a) {
+      for (size_t i = 0; i < a.model().names.size(); ++i) {
+        jr.weights[name].emplace_back(a.model().names[i], a.model().weights[i]);
+      }
+    };
+    if (timing.ok()) keep_weights("timing", *timing);
+
+    absl::StatusOr<TimingAttack> adaptive = absl::FailedPreconditionError("native run");
+    if (native) {
+      jr.models["timing_adaptive"] = "not applicable (native run)";
+    } else {
+      TrainingSet t = AdaptiveTraining(runs, &run);
+      adaptive = t.has_positive && t.has_negative
+                     ? TrainTimingAttack(t, o, "timing_adaptive")
+                     : absl::FailedPreconditionError("no other stealth run with a migration flow");
+      jr.models["timing_adaptive"] =
+          adaptive.ok() ? Describe(t, "trained on the other stealth runs' migrations")
+                        : absl::StrCat("none: ", adaptive.status().message());
+      if (adaptive.ok()) keep_weights("timing_adaptive", *adaptive);
+    }
+
+    for (const JudgedFlow& f : run.flows) {
+      const FlowView view = f.flow.view(o.config);
+      std::map<std::string, std::optional<DetectorResult>> v;
+      v["pattern"] = pattern.Evaluate(view);
+      v["maxent_shipped"] = (*shipped)->Evaluate(view);
+      v["maxent"] = maxent.ok() ? std::optional<DetectorResult>((*maxent)->Evaluate(view)) : std::nullopt;
+      v["timing"] = timing.ok() ? std::optional<DetectorResult>(timing->Evaluate(view)) : std::nullopt;
+      v["timing_adaptive"] =
+          adaptive.ok() ? std::optional<DetectorResult>(adaptive->Evaluate(view)) : std::nullopt;
+      jr.verdicts.push_back(std::move(v));
+    }
+    result.runs.push_back(std::move(jr));
+  }
+
+  // Table III groups, pooled over the runs of a mode: a migration is
+  // compared with the background flows that crossed the same network at the
+  // same time (with the gateways and chaff of that mode), as in the paper.
+  std::vector<const JudgedFlow*> native_mig, stealth_mig, chaff;
+  std::vector<const JudgedFlow*> native_bg, native_bulk, stealth_bg, stealth_bulk;
+  for (const RunFlows& r : runs) {
+    const bool native = IsNative(r);
+    for (const JudgedFlow& f : r.flows) {
+      switch (f.label) {
+        case FlowLabel::kMigration: (native ? native_mig : stealth_mig).push_back(&f); break;
+        case FlowLabel::kChaff: chaff.push_back(&f); break;
+        case FlowLabel::kBackground:
+          (native ? native_bg : stealth_bg).push_back(&f);
+          if (f.bulk) (native ? native_bulk : stealth_bulk).push_back(&f);
+          break;
+      }
+    }
+  }
+  const std::vector<std::tuple<std::string, std::string, const std::vector<const JudgedFlow*>*,
+                               const std::vector<const JudgedFlow*>*>>
+      pairs = {{"native migration", "background", &native_mig, &native_bg},
+               {"native migration", "bulk", &native_mig, &native_bulk},
+               {"stealth migration", "background", &stealth_mig, &stealth_bg},
+               {"stealth migration", "bulk", &stealth_mig, &stealth_bulk},
+               {"chaff", "background", &chaff, &stealth_bg}};
+  for (const auto& [a, b, ga, gb] : pairs) {
+    NamedComparison c{a, b};
+    c.result = CompareJudged(*ga, *gb, o.config, o.ks_window);
+    result.comparisons.push_back(std::move(c));
+  }
+  return result;
+}
+
+}  // namespace shroud

@@ -1,0 +1,136 @@
+// The testbed's verdicts: every migration run's capture judged by every
+// detector, each trained only on runs other than the one it judges.
+//
+// scripts/evaluate records the WAN of each run (a native or a stealth
+// migration under background load). Per run, the flows are labelled
+// (migration by the port filter, chaff by the gateways' address pools,
+// everything else background; bulk = background on the iperf3 ports, the
+// paper's "FTP flows") and judged by:
+//   pattern          Algorithm 1 (no training)
+//   maxent           Algorithm 2 trained on the *other* native runs
+//                    (leave-one-run-out; a stealth run: all native runs),
+//                    the paper's adversary, who knows native migrations
+//   maxent_shipped   Algorithm 2 with the given model (what the tap runs)
+//   timing           ours, richer timing features, trained like maxent
+//   timing_adaptive  ours, trained on the other *stealth* runs' migrations
+//                    against everything else: an adversary who knows shroud
+//                    is in the path and has labelled examples of its output
+//                    (stealth runs only)
+// plus the paper's Table III comparisons (chi-square over exact IPT
+// categories, KS over the CoV): each mode's migrations against the background
+// flows of the same mode's runs (chaff: against stealth runs' background).
+#ifndef SHROUD_CONTROL_ANALYSIS_JUDGE_H_
+#define SHROUD_CONTROL_ANALYSIS_JUDGE_H_
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "control/analysis/detectors.h"
+#include "control/analysis/evaluation.h"
+#include "control/analysis/maxent_model.h"
+#include "control/analysis/timing_attack.h"
+#include "control/capture/capture_analysis.h"
+
+namespace shroud {
+
+struct JudgeRunSpec {
+  std::string id;
+  std::string mode;  // "native" or "stealth"
+  std::string capture;
+};
+
+enum class FlowLabel { kMigration, kBackground, kChaff };
+const char* FlowLabelName(FlowLabel label);
+
+struct Ipv4Net {
+  std::array<uint8_t, 4> address{};
+  int prefix = 32;
+  bool Contains(const std::array<uint8_t, 16>& addr) const;
+};
+// "192.0.2.128/25,198.51.100.128/25" -> nets; errors name the bad item.
+absl::StatusOr<std::vector<Ipv4Net>> ParseIpv4Nets(const std::string& text);
+
+struct FlowLabelRules {
+  std::string migration_filter = "tcp dst portrange 49152-49215";
+  std::vector<Ipv4Net> chaff_nets;  // a flow with either address in one is chaff
+  uint16_t bulk_port_lo = 5201, bulk_port_hi = 5299;
+  uint64_t min_packets = 1000;
+};
+
+// Exact inter-packet-time histogram of a flow, 1 us categories (the sketch
+// in FlowFeatures keeps only the top k, and in a flow whose gaps spread over
+// thousands of categories its tail entries are arbitrary: fine for a
+// detector's feature, wrong for Table III's distributions).
+using IptCounts = std::map<uint32_t, double>;
+
+struct JudgedFlow {
+  LabelledFlow flow;  // is_migration == (label == kMigration)
+  FlowLabel label = FlowLabel::kBackground;
+  bool bulk = false;
+  IptCounts ipt;  // exact when read by LoadRun; else from the sketch
+};
+
+struct RunFlows {
+  JudgeRunSpec spec;
+  uint64_t stream_packets = 0;
+  std::vector<JudgedFlow> flows;  // >= min_packets; a migration's ACK direction is left out
+};
+
+// Reads one run's capture and labels its flows.
+absl::StatusOr<RunFlows> LoadRun(const JudgeRunSpec& spec, const FlowLabelRules& rules,
+                                 const CaptureOptions& options);
+
+// Labels flows already read (the pure half of LoadRun, for tests). `exact`
+// holds exact IPT histograms by flow key; a flow missing there gets its
+// sketch's.
+RunFlows LabelFlows(const JudgeRunSpec& spec, const std::vector<LabelledFlow>& flows,
+                    uint64_t stream_packets, const FlowLabelRules& rules,
+                    const absl::flat_hash_map<FlowKey, IptCounts>* exact = nullptr);
+
+struct JudgeOptions {
+  FeatureConfig config;
+  MaxEntModel shipped;
+  std::array<uint32_t, kMaxEntFeatures> maxent_windows = {100, 500, 1000};
+  MaxEntTrainingOptions maxent_training;
+  TimingTrainingOptions timing_training;
+  uint32_t ks_window = 1000;
+};
+
+// The detectors' names, in output order.
+const std::vector<std::string>& JudgeDetectorNames();
+
+struct JudgedRun {
+  const RunFlows* run = nullptr;
+  // detector -> how its model was obtained for this run (or why none).
+  std::map<std::string, std::string> models;
+  // detector -> (feature, standardised weight) of the timing models used for
+  // this run: what the adversary leaned on.
+  std::map<std::string, std::vector<std::pair<std::string, double>>> weights;
+  // Per flow (same order as run->flows): detector -> verdict, nullopt when
+  // the detector does not apply to this run or had no model.
+  std::vector<std::map<std::string, std::optional<DetectorResult>>> verdicts;
+};
+
+struct NamedComparison {
+  std::string a, b;
+  absl::StatusOr<GroupComparison> result = absl::UnknownError("not computed");
+};
+
+struct JudgeResult {
+  std::vector<JudgedRun> runs;
+  std::vector<NamedComparison> comparisons;
+};
+
+// Errors on a run with an unknown mode or a duplicate id; a detector that
+// cannot be trained for a run is recorded in `models`, not an error.
+absl::StatusOr<JudgeResult> JudgeRuns(const std::vector<RunFlows>& runs, const JudgeOptions& options);
+
+}  // namespace shroud
+
+#endif  // SHROUD_CONTROL_ANALYSIS_JUDGE_H_

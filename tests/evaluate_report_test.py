@@ -1,0 +1,336 @@
+#!/usr/bin/env python3
+"""Tests of scripts/lib/evaluate_report.py on a synthetic scripts/evaluate output.
+
+Two native and two stealth runs with tiny generated pcaps and a synthetic
+judge.json in a temporary directory; the report is run as scripts/evaluate
+runs it and its summary.json, CSVs, PNGs and report.md are checked.
+
+    /usr/bin/python3 tests/evaluate_report_test.py
+"""
+import csv
+import importlib.util
+import json
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import unittest
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "scripts" / "lib" / "evaluate_report.py"
+DETECTORS = ["pattern", "maxent", "timing", "timing_adaptive"]
+PNGS = ["fig1_native_throughput.png", "fig3_pattern_native.png", "fig4_maxent_native.png",
+        "fig6_stealth_throughput.png", "fig7_pattern_stealth.png", "fig8_maxent_stealth.png",
+        "fig_ours.png", "table2.png", "table4.png"]
+MIG_PACKETS, MIG_LEN = 1000, 1514
+BG_PACKETS, BG_LEN = 200, 600
+
+
+# --- synthetic captures ---------------------------------------------------------
+def frame(src, sport, dst, dport, vlan=None, proto=6, snap=96):
+    """An Ethernet/IPv4/TCP frame cut at snap bytes."""
+    eth = b"\x02" * 6 + b"\x04" * 6
+    if vlan is not None:
+        eth += struct.pack("!HH", 0x8100, vlan)
+    eth += struct.pack("!H", 0x0800)
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 1500, 0, 0, 64, proto, 0,
+                     bytes(map(int, src.split("."))), bytes(map(int, dst.split("."))))
+    l4 = struct.pack("!HH", sport, dport) + b"\x00" * 16
+    return (eth + ip + l4).ljust(snap, b"\x00")[:snap]
+
+
+def write_pcap(path, mig_sport=40000):
+    """1000 migration packets over 2 s, 200 VLAN-tagged background packets, one ARP, a cut record."""
+    recs = []
+    for i in range(MIG_PACKETS):
+        recs.append((1000 + i * 0.002, MIG_LEN, frame("192.0.2.10", mig_sport, "198.51.100.10", 49152)))
+    for i in range(BG_PACKETS):
+        recs.append((1000.5 + i * 0.01, BG_LEN, frame("198.51.100.11", 8080, "192.0.2.11", 38000, vlan=7)))
+    recs.append((1001.0, 60, b"\xff" * 6 + b"\x02" * 6 + b"\x08\x06" + b"\x00" * 28))
+    recs.sort(key=lambda r: r[0])
+    with open(path, "wb") as f:
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 96, 1))
+        for t, orig, data in recs:
+            f.write(struct.pack("<IIII", int(t), round((t % 1) * 1e6), len(data), orig) + data)
+        f.write(struct.pack("<IIII", 1003, 0, 96, 1514) + b"\x00" * 10)  # tcpdump killed mid-record
+
+
+# --- synthetic runs and judge ---------------------------------------------------
+GOOD = {
+    # id: (total-time ms, downtime ms, migration flagged by {detector}, background flagged by {detector})
+    "native-r4-light-1": (10000, 200, {"pattern": True, "maxent": True, "timing": True}, {"pattern": 1}),
+    "native-r8-light-1": (6000, 150, {"pattern": True, "maxent": True, "timing": True}, {}),
+    "stealth-r4-light-1": (11000, 300, {}, {"pattern": 1, "maxent": 1}),
+    "stealth-r8-light-1": (6600, 250, {}, {}),
+}
+BAD = {
+    "native-r4-light-1": (10000, 200, {"pattern": False, "maxent": True}, {"pattern": 1}),
+    "native-r8-light-1": (6000, 150, {"pattern": True, "maxent": True}, {}),
+    "stealth-r4-light-1": (20000, 1500, {"maxent": True}, {}),
+    "stealth-r8-light-1": (12000, 1250, {"maxent": True}, {}),
+}
+BG_FLOWS = {"native": 50, "stealth": 40}
+
+
+def mig_flow(rid):
+    """The synthetic migration flow of a run: a port per rate and mode."""
+    mode, rate = rid.split("-")[0], int(rid.split("-")[1][1:])
+    return f"192.0.2.10:{40000 + rate * 10 + (mode == 'stealth')}>198.51.100.10:49152/tcp"
+
+
+def flow_entry(name, label, packets, flagged, mode, cov=0.5):
+    verdicts = {d: {"flagged": bool(flagged.get(d)), "score": 7.0 if flagged.get(d) else 0.5, "decided": True}
+                for d in DETECTORS}
+    if mode == "native":
+        verdicts["timing_adaptive"] = None  # only trained on stealth runs
+    return {"flow": name, "label": label, "bulk": False, "packets": packets, "bytes": packets * 1000,
+            "duration_s": 5.0, "cov": {str(w): cov for w in (100, 200, 300, 500, 1000, 2000, 3000)},
+            "verdicts": verdicts}
+
+
+def judge_run(rid, mig_flagged, bg_flagged):
+    mode = rid.split("-")[0]
+    flows = [flow_entry(mig_flow(rid), "migration", 30000,
+                        mig_flagged, mode, cov=0.01 if mode == "native" else 0.7),
+             flow_entry("192.0.2.10:1>198.51.100.10:49152/tcp", "migration", 10, {"pattern": True}, mode)]
+    for i in range(BG_FLOWS[mode]):
+        flagged = {d: i < n for d, n in bg_flagged.items()}
+        flows.append(flow_entry(f"192.0.2.11:{5000 + i}>198.51.100.11:80/tcp", "background",
+                                2000 + i, flagged, mode, cov=0.8 + i / 100))
+    if mode == "stealth":
+        for i in range(3):
+            flows.append(flow_entry(f"192.0.2.137:443>198.51.100.{i}:5000/tcp", "chaff", 1500,
+                                    {"maxent": i == 0}, mode))
+    return {"id": rid, "mode": mode, "capture": f"runs/{rid}/wan.pcap", "stream_packets": 99999,
+            "models": {}, "flows": flows}
+
+
+def comparisons(stealth_p):
+    comp = [{"a": "native migration", "b": "background", "n_a": 2, "n_b": 100, "chi2": 30.1, "df": 9,
+             "chi2_p": 0.001, "categories_us": list(range(10)), "ks_window": 1000, "ks_d": 0.9,
+             "ks_p": 0.002},
+            {"a": "native migration", "b": "bulk", "error": "no bulk flows"},
+            {"a": "chaff", "b": "background", "n_a": 6, "n_b": 80, "chi2": 5.0, "df": 9, "chi2_p": 0.8,
+             "ks_window": 1000, "ks_d": 0.1, "ks_p": 0.9}]
+    for b in ("background", "bulk"):
+        comp.append({"a": "stealth migration", "b": b, "n_a": 2, "n_b": 80, "chi2": 4.0, "df": 9,
+                     "chi2_p": stealth_p, "ks_window": 1000, "ks_d": 0.2, "ks_p": stealth_p})
+    return comp
+
+
+def make_out(base, scenario, stealth_p):
+    out = Path(base)
+    for rid, (total, down, _, _) in scenario.items():
+        mode, rate = rid.split("-")[0], int(rid.split("-")[1][1:])
+        d = out / "runs" / rid
+        d.mkdir(parents=True)
+        (d / "run.json").write_text(json.dumps(
+            {"id": rid, "mode": mode, "rate_mib_s": rate, "load": "light", "rep": 1, "ram_mb": 32,
+             "migrate_exit": 0, "started": 1.0, "wall_s": 20.0, "testbed": "synthetic"}))
+        (d / "qemu.json").write_text(json.dumps(
+            {"status": "completed", "total-time": total, "downtime": down, "setup-time": 1,
+             "ram": {"transferred": 40 * (1 << 20), "mbps": 33.554432, "dirty-sync-count": 4}}))
+        (d / "migrate.json").write_text(json.dumps(
+            {"status": "completed", "wall_s": total / 1000, "rate_mib_s": rate, "ram_mb": 32,
+             "src": "192.0.2.10", "dst": "198.51.100.10", "dport": 49152}))
+        (d / "tap-flows.json").write_text(json.dumps({"flows": [
+            {"flow": "192.0.2.10:39998>198.51.100.10:49152/tcp", "packets": 50000, "pattern": True,
+             "maxent": 0.99, "migration": True},  # an earlier run's, bigger: the judge's flow wins
+            {"flow": mig_flow(rid), "packets": 30000,
+             "pattern": False, "maxent": 0.42, "migration": mode == "native"},
+            {"flow": "192.0.2.11:5000>198.51.100.11:80/tcp", "packets": 90000, "pattern": False,
+             "maxent": 0.1, "migration": False}]}))
+        write_pcap(d / "wan.pcap")
+    judge = {"tool": "shroud judge", "min_packets": 1000,
+             "feature_config": {"windows": [100, 200, 300, 500, 1000, 2000, 3000], "pwin": 1000,
+                                "delta": 0.05, "pct": 3, "burst_gap_ms": 10},
+             "detectors": [{"name": d, "description": f"synthetic {d}"} for d in DETECTORS],
+             "runs": [judge_run(rid, mig, bg) for rid, (_, _, mig, bg) in scenario.items()],
+             "comparisons": comparisons(stealth_p)}
+    (out / "judge.json").write_text(json.dumps(judge))
+    (out / "matrix.json").write_text(json.dumps(
+        {"started": 0, "ended": 3725, "duration_s": 3725, "machine": "2 CPUs, synthetic",
+         "command": "scripts/evaluate --rates 4,8 --loads light --reps 1"}))
+    return out
+
+
+def run_report(out):
+    return subprocess.run([sys.executable, str(SCRIPT), str(out)], capture_output=True, text=True)
+
+
+def checks_of(report):
+    """{check id: [results]} from report.md's What must hold section."""
+    section = report.split("## What must hold", 1)[1]
+    found = {}
+    for m in re.finditer(r"^- (\*\*PASS\*\*|\*\*FAIL\*\*|\*not measured\*) \((\w)\)", section, re.M):
+        found.setdefault(m[2], []).append(m[1].strip("*"))
+    return found
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+class ReportTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="evaluate-report-test-")
+
+    def tearDown(self):
+        shutil.rmtree(self.tmp)
+
+    def report(self, scenario=GOOD, stealth_p=0.5, edit=None):
+        out = make_out(self.tmp, scenario, stealth_p)
+        if edit:
+            edit(out)
+        r = run_report(out)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        summary = json.loads((out / "summary.json").read_text())
+        return out, {rec["id"]: rec for rec in summary["runs"]}, summary, (out / "report.md").read_text()
+
+    def test_summary_records(self):
+        out, runs, summary, _ = self.report()
+        self.assertEqual(summary["matrix"]["duration_s"], 3725)
+        self.assertEqual(len(summary["runs"]), 4)
+        r = runs["native-r4-light-1"]
+        self.assertEqual(r["status"], "completed")
+        self.assertAlmostEqual(r["total_time_s"], 10.0)
+        self.assertEqual(r["downtime_ms"], 200)
+        self.assertAlmostEqual(r["transferred_mib"], 40.0)
+        self.assertAlmostEqual(r["achieved_mib_s"], 4.0)  # 33.554432 Mbit/s
+        self.assertEqual(r["migration_flow"], "192.0.2.10:40040>198.51.100.10:49152/tcp")
+        self.assertEqual(r["verdicts"]["pattern"], {"flagged": True, "score": 7.0})
+        self.assertEqual(r["verdicts"]["timing_adaptive"], {"flagged": None, "score": None})
+        self.assertEqual(r["background_flows"], 50)
+        self.assertAlmostEqual(r["fpr"]["pattern"], 1 / 50)
+        self.assertEqual(r["fpr"]["maxent"], 0.0)
+        self.assertIsNone(r["fpr"]["timing_adaptive"])
+        self.assertEqual(r["chaff_flows"], 0)
+        self.assertEqual(r["live_tap"], {"flow": r["migration_flow"], "pattern": False, "maxent": 0.42,
+                                         "migration": True})
+        s = runs["stealth-r4-light-1"]
+        self.assertAlmostEqual(s["total_time_s"], 11.0)
+        self.assertEqual(s["verdicts"]["maxent"], {"flagged": False, "score": 0.5})
+        self.assertEqual(s["background_flows"], 40)
+        self.assertAlmostEqual(s["fpr"]["maxent"], 1 / 40)
+        self.assertEqual(s["chaff_flows"], 3)
+        self.assertEqual(s["chaff_flagged"], {"pattern": 0, "maxent": 1, "timing": 0, "timing_adaptive": 0})
+
+    def test_pooled_rates_and_tables(self):
+        out, _, _, report = self.report()
+        det = {(row["mode"], row["detector"]): row for row in read_csv(out / "detection.csv")}
+        self.assertEqual(det[("native", "pattern")]["background_flagged"], "1")
+        self.assertEqual(det[("native", "pattern")]["background_judged"], "100")
+        self.assertAlmostEqual(float(det[("native", "pattern")]["pooled_fpr"]), 0.01)
+        self.assertAlmostEqual(float(det[("native", "pattern")]["mean_fpr"]), 0.01)
+        self.assertEqual(det[("native", "timing_adaptive")]["tpr"], "")
+        self.assertEqual(float(det[("stealth", "maxent")]["tpr"]), 0.0)
+        t5 = read_csv(out / "table5.csv")
+        self.assertEqual([row["rate_mib_s"] for row in t5], ["4", "8", "mean over rates"])
+        self.assertAlmostEqual(float(t5[0]["ratio"]), 1.1)
+        self.assertAlmostEqual(float(t5[2]["extra_downtime_s"]), 0.1)
+        t3 = read_csv(out / "table3.csv")
+        self.assertEqual(t3[0]["chi2_result"], "Distinguishable")
+        self.assertEqual(t3[-1]["ks_result"], "Indistinguishable")
+        t2 = read_csv(out / "table2.csv")
+        self.assertEqual([row["type"] for row in t2][:3], ["TCP"] * 3)
+        self.assertEqual(t2[0]["packets"], "2049")  # the biggest background flow first
+        self.assertEqual(sum(row["type"] == "Nat. Mig." for row in t2), 2)
+        self.assertIn("scripts/evaluate --rates 4,8", report)
+        self.assertIn("1 h 02 min 05 s", report)
+
+    def test_must_hold_pass(self):
+        _, _, _, report = self.report()
+        checks = checks_of(report)
+        self.assertEqual(checks["a"], ["PASS", "PASS"])
+        self.assertEqual(checks["b"], ["PASS"] * len(DETECTORS))
+        self.assertEqual(checks["c"], ["PASS", "PASS"])
+        self.assertEqual(checks["d"], ["PASS"])
+        self.assertEqual(checks["e"], ["PASS"])
+
+    def test_must_hold_fail(self):
+        _, _, _, report = self.report(BAD, stealth_p=0.01)
+        checks = checks_of(report)
+        self.assertEqual(checks["a"], ["FAIL", "PASS"])  # pattern TPR 1/2
+        self.assertEqual(checks["b"], ["PASS", "FAIL", "PASS", "PASS"])  # maxent caught the stealth runs
+        self.assertEqual(checks["c"], ["FAIL", "FAIL"])
+        self.assertEqual(checks["d"], ["FAIL"])
+        self.assertEqual(checks["e"], ["FAIL"])
+        self.assertIn("TPR 1.000 (2/2)", report)
+
+    def test_not_measured_without_stealth(self):
+        def drop_stealth(out):
+            for d in (out / "runs").glob("stealth-*"):
+                shutil.rmtree(d)
+            judge = json.loads((out / "judge.json").read_text())
+            judge["runs"] = [r for r in judge["runs"] if r["mode"] == "native"]
+            judge["comparisons"] = [c if not c["a"].startswith("stealth") else
+                                    {"a": c["a"], "b": c["b"], "error": "no stealth migrations"}
+                                    for c in judge["comparisons"]]
+            (out / "judge.json").write_text(json.dumps(judge))
+        out, runs, _, report = self.report(edit=drop_stealth)
+        self.assertEqual(len(runs), 2)
+        checks = checks_of(report)
+        self.assertEqual(checks["a"], ["PASS", "PASS"])
+        for cid in "bcde":
+            self.assertTrue(checks[cid] and set(checks[cid]) == {"not measured"}, (cid, checks[cid]))
+        for png in PNGS:  # placeholders for what was not measured
+            self.assertTrue((out / png).exists(), png)
+
+    def test_run_missing_in_judge(self):
+        def forget_run(out):
+            judge = json.loads((out / "judge.json").read_text())
+            judge["runs"] = [r for r in judge["runs"] if r["id"] != "native-r8-light-1"]
+            (out / "judge.json").write_text(json.dumps(judge))
+        _, runs, _, _ = self.report(edit=forget_run)
+        r = runs["native-r8-light-1"]
+        self.assertIsNone(r["migration_flow"])
+        self.assertEqual(r["verdicts"]["pattern"], {"flagged": None, "score": None})
+        self.assertEqual(r["fpr"]["pattern"], None)
+        self.assertAlmostEqual(r["total_time_s"], 6.0)
+
+    def test_pngs(self):
+        out, _, _, report = self.report()
+        for png in PNGS:
+            self.assertEqual((out / png).read_bytes()[:8], b"\x89PNG\r\n\x1a\n", png)
+            self.assertIn(f"({png})", report)
+        for name in ("table2.csv", "table3.csv", "table4.csv", "table5.csv", "fig_ours.csv", "detection.csv"):
+            self.assertTrue((out / name).stat().st_size > 0, name)
+
+    def test_pcap_parser(self):
+        spec = importlib.util.spec_from_file_location("evaluate_report", SCRIPT)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        path = Path(self.tmp) / "t.pcap"
+        write_pcap(path, mig_sport=41000)
+        s = mod.capture_series(path)
+        self.assertEqual(s["flow"], "192.0.2.10:41000>198.51.100.10:49152/tcp")
+        self.assertEqual(len(s["t"]), MIG_PACKETS + BG_PACKETS + 1)  # the cut record is dropped
+        self.assertEqual(s["len"][s["mig"]].sum(), MIG_PACKETS * MIG_LEN)
+        self.assertEqual(s["len"][~s["mig"]].sum(), BG_PACKETS * BG_LEN + 60)
+        t, mib_s = mod.binned(s["t"][s["mig"]], s["len"][s["mig"]], 0.1, 2.0)
+        self.assertEqual(len(t), 20)
+        self.assertAlmostEqual(mib_s[5], 50 * MIG_LEN / 0.1 / (1 << 20), places=6)
+
+    def test_errors(self):
+        r = run_report(self.tmp)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("no runs", r.stderr)
+        out = make_out(self.tmp, GOOD, 0.5)
+        (out / "judge.json").write_text("{not json")
+        r = run_report(out)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("judge.json is not valid JSON", r.stderr)
+
+
+if __name__ == "__main__":
+    try:
+        import matplotlib  # noqa: F401  (the report's plots)
+        import numpy  # noqa: F401
+    except ImportError as e:
+        print(f"skipped: {e} (apt-get install python3-matplotlib python3-numpy)")
+        sys.exit(77)
+    unittest.main()
