@@ -124,6 +124,17 @@ TEST(EvaluationTest, CollectLabelledFlowsFromRealCaptures) {
     }
   }
   ASSERT_EQ(migrations, 1u);
+  // Every flow read from a capture has its exact gap histogram (one gap per
+  // packet after the first), and Table III uses it rather than the sketch.
+  for (const auto& f : *flows) {
+    double gaps = 0;
+    for (const auto& [us, n] : f.exact_ipt) gaps += n;
+    EXPECT_EQ(gaps, static_cast<double>(f.features.packets - 1)) << FormatFlowKey(f.key);
+    EXPECT_EQ(IptHistogram(f), f.exact_ipt);
+  }
+  LabelledFlow live = flows->front();
+  live.exact_ipt.clear();  // a live flow (shroud-control) has only the sketch
+  EXPECT_EQ(IptHistogram(live), IptHistogram(live.features));
   // The migration's ACK direction is in neither group, even with min_packets 1.
   captures.min_packets = 1;
   auto all = CollectLabelledFlows(captures, options);

@@ -234,12 +234,12 @@ TEST(JudgeTest, LoadRunKeepsExactGapsOfARealCapture) {
   size_t migrations = 0;
   for (const JudgedFlow& f : run->flows) {
     double gaps = 0;
-    for (const auto& [us, n] : f.ipt) gaps += n;
+    for (const auto& [us, n] : f.flow.exact_ipt) gaps += n;
     EXPECT_EQ(gaps, static_cast<double>(f.flow.features.packets - 1)) << FormatFlowKey(f.flow.key);
     if (f.label != FlowLabel::kMigration) continue;
     ++migrations;
     // More distinct gaps than the sketch's k: the exact histogram is wider.
-    EXPECT_GT(f.ipt.size(), kIptTopK);
+    EXPECT_GT(f.flow.exact_ipt.size(), kIptTopK);
   }
   EXPECT_EQ(migrations, 1u);
   auto missing = LoadRun({"gone", "native", "/nonexistent.pcap"}, Rules(), options);

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <random>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 
@@ -15,6 +16,23 @@ absl::Status AddCapture(const std::string& path, const std::string& filter, bool
                         std::vector<LabelledFlow>* out) {
   CaptureOptions options = base;
   options.selector = labelled ? filter : "";
+  // Exact gaps per flow, measured as FlowFeatures::Observe does (a gap that
+  // goes backwards counts as zero).
+  struct Gaps {
+    uint64_t last_ns = 0;
+    bool seen = false;
+    absl::flat_hash_map<uint32_t, uint32_t> counts;
+  };
+  absl::flat_hash_map<FlowKey, Gaps> gaps;
+  options.on_packet = [&gaps](const ParsedPacket& p, uint64_t t) {
+    Gaps& g = gaps[p.key];
+    if (g.seen) {
+      const uint64_t us = (t > g.last_ns ? t - g.last_ns : 0) / 1000;
+      ++g.counts[us > UINT32_MAX ? UINT32_MAX : static_cast<uint32_t>(us)];
+    }
+    g.seen = true;
+    g.last_ns = std::max(g.last_ns, t);
+  };
   absl::StatusOr<CaptureAnalysis> analysis = AnalyzeCapture(path, options);
   if (!analysis.ok()) return analysis.status();
   const FlowTable& table = *analysis->table;
@@ -29,7 +47,8 @@ absl::Status AddCapture(const std::string& path, const std::string& filter, bool
     if (flow.features.packets < min_packets) continue;
     if (!flow.selected && migration_reverse.contains(flow.key)) continue;
     out->push_back(LabelledFlow{path, flow.key, flow.features, table.stream_packets(),
-                                labelled && flow.selected});
+                                labelled && flow.selected, {}});
+    for (const auto& [us, n] : gaps[flow.key].counts) out->back().exact_ipt[us] = n;
   }
   return absl::OkStatus();
 }
@@ -63,6 +82,10 @@ std::map<uint32_t, double> IptHistogram(const FlowFeatures& features) {
   return h;
 }
 
+std::map<uint32_t, double> IptHistogram(const LabelledFlow& flow) {
+  return flow.exact_ipt.empty() ? IptHistogram(flow.features) : flow.exact_ipt;
+}
+
 absl::StatusOr<GroupComparison> CompareGroups(const std::vector<const LabelledFlow*>& a,
                                               const std::vector<const LabelledFlow*>& b,
                                               const FeatureConfig& config, uint32_t ks_window) {
@@ -82,11 +105,11 @@ absl::StatusOr<GroupComparison> CompareGroups(const std::vector<const LabelledFl
   std::vector<std::map<uint32_t, double>> ha, hb;
   std::vector<double> cov_a, cov_b;
   for (const LabelledFlow* f : a) {
-    ha.push_back(IptHistogram(f->features));
+    ha.push_back(IptHistogram(*f));
     cov_a.push_back(ByteWindowCov(f->features, config, slot, f->stream_packets));
   }
   for (const LabelledFlow* f : b) {
-    hb.push_back(IptHistogram(f->features));
+    hb.push_back(IptHistogram(*f));
     cov_b.push_back(ByteWindowCov(f->features, config, slot, f->stream_packets));
   }
   absl::StatusOr<ChiSquareResult> chi = PaperChiSquare(ha, hb);

@@ -23,6 +23,10 @@ struct LabelledFlow {
   FlowFeatures features;
   uint64_t stream_packets = 0;  // of the capture the flow came from
   bool is_migration = false;
+  // Exact inter-packet-time histogram (1 us category -> count) when the flow
+  // was read from a capture by CollectLabelledFlows; empty for live flows,
+  // which have only the features' top-k sketch. See IptHistogram.
+  std::map<uint32_t, double> exact_ipt;
 
   FlowView view(const FeatureConfig& config) const {
     return FlowView{key, features, stream_packets, config};
@@ -45,6 +49,11 @@ absl::StatusOr<std::vector<LabelledFlow>> CollectLabelledFlows(const LabelledCap
 
 // Per-flow IPT histogram (1 us category -> count) from the flow's sketch.
 std::map<uint32_t, double> IptHistogram(const FlowFeatures& features);
+// The flow's exact histogram when it has one, else its sketch's. Table III
+// needs the exact one: in a flow whose gaps spread over thousands of 1 us
+// categories the sketch's tail entries are arbitrary categories holding the
+// tail's mass.
+std::map<uint32_t, double> IptHistogram(const LabelledFlow& flow);
 
 struct GroupComparison {
   size_t n_a = 0, n_b = 0;

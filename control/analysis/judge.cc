@@ -4,7 +4,6 @@
 #include <set>
 #include <tuple>
 
-#include "absl/container/flat_hash_set.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -78,38 +77,6 @@ std::string Describe(const TrainingSet& t, const char* what) {
                       " other flows)");
 }
 
-// CompareGroups on the exact histograms.
-absl::StatusOr<GroupComparison> CompareJudged(const std::vector<const JudgedFlow*>& a,
-                                              const std::vector<const JudgedFlow*>& b,
-                                              const FeatureConfig& config, uint32_t ks_window) {
-  if (a.empty() || b.empty()) {
-    return absl::InvalidArgumentError("both groups need at least one flow to compare");
-  }
-  const int slot = config.WindowSlot(ks_window);
-  if (slot < 0) return absl::InvalidArgumentError(absl::StrCat("KS window ", ks_window, " is not configured"));
-  GroupComparison g;
-  g.n_a = a.size();
-  g.n_b = b.size();
-  g.ks_window = ks_window;
-  std::vector<IptCounts> ha, hb;
-  std::vector<double> ca, cb;
-  for (const JudgedFlow* f : a) {
-    ha.push_back(f->ipt);
-    ca.push_back(ByteWindowCov(f->flow.features, config, slot, f->flow.stream_packets));
-  }
-  for (const JudgedFlow* f : b) {
-    hb.push_back(f->ipt);
-    cb.push_back(ByteWindowCov(f->flow.features, config, slot, f->flow.stream_packets));
-  }
-  absl::StatusOr<ChiSquareResult> chi = PaperChiSquare(ha, hb);
-  if (!chi.ok()) return chi.status();
-  g.chi_square = *std::move(chi);
-  absl::StatusOr<KsResult> ks = KolmogorovSmirnovTwoSample(ca, cb);
-  if (!ks.ok()) return absl::InvalidArgumentError(absl::StrCat("KS: ", ks.status().message()));
-  g.ks = *ks;
-  return g;
-}
-
 }  // namespace
 
 const char* FlowLabelName(FlowLabel label) {
@@ -156,8 +123,7 @@ absl::StatusOr<std::vector<Ipv4Net>> ParseIpv4Nets(const std::string& text) {
 }
 
 RunFlows LabelFlows(const JudgeRunSpec& spec, const std::vector<LabelledFlow>& flows,
-                    uint64_t stream_packets, const FlowLabelRules& rules,
-                    const absl::flat_hash_map<FlowKey, IptCounts>* exact) {
+                    uint64_t stream_packets, const FlowLabelRules& rules) {
   RunFlows run;
   run.spec = spec;
   run.stream_packets = stream_packets;
@@ -177,58 +143,28 @@ RunFlows LabelFlows(const JudgeRunSpec& spec, const std::vector<LabelledFlow>& f
     auto in_bulk = [&](uint16_t p) { return p >= rules.bulk_port_lo && p <= rules.bulk_port_hi; };
     j.bulk = j.label == FlowLabel::kBackground && k.protocol == kProtoTcp &&
              (in_bulk(k.src_port) || in_bulk(k.dst_port));
-    auto it = exact != nullptr ? exact->find(k) : decltype(exact->end()){};
-    j.ipt = exact != nullptr && it != exact->end() ? it->second : IptHistogram(f.features);
     run.flows.push_back(std::move(j));
   }
   return run;
 }
 
 absl::StatusOr<RunFlows> LoadRun(const JudgeRunSpec& spec, const FlowLabelRules& rules,
-                                 const CaptureOptions& base) {
-  CaptureOptions options = base;
-  options.selector = rules.migration_filter;
-  // Exact gaps per flow, as FlowFeatures::Observe measures them (a gap that
-  // goes backwards counts as zero).
-  struct Gaps {
-    uint64_t last_ns = 0;
-    bool seen = false;
-    absl::flat_hash_map<uint32_t, uint32_t> counts;
-  };
-  absl::flat_hash_map<FlowKey, Gaps> gaps;
-  options.on_packet = [&gaps](const ParsedPacket& p, uint64_t t) {
-    Gaps& g = gaps[p.key];
-    if (g.seen) {
-      const uint64_t us = (t > g.last_ns ? t - g.last_ns : 0) / 1000;
-      ++g.counts[us > UINT32_MAX ? UINT32_MAX : static_cast<uint32_t>(us)];
-    }
-    g.seen = true;
-    g.last_ns = std::max(g.last_ns, t);
-  };
-  absl::StatusOr<CaptureAnalysis> analysis = AnalyzeCapture(spec.capture, options);
-  if (!analysis.ok()) {
-    return absl::Status(analysis.status().code(),
-                        absl::StrCat("run ", spec.id, ": ", analysis.status().message()));
+                                 const CaptureOptions& options) {
+  // CollectLabelledFlows reads exact gaps and leaves the migration's ACK
+  // direction out, as Table III and the detectors want.
+  LabelledCaptures captures;
+  captures.migration = {spec.capture};
+  captures.migration_filter = rules.migration_filter;
+  captures.min_packets = rules.min_packets;
+  absl::StatusOr<std::vector<LabelledFlow>> flows = CollectLabelledFlows(captures, options);
+  if (!flows.ok()) {
+    return absl::Status(flows.status().code(),
+                        absl::StrCat("run ", spec.id, ": ", flows.status().message()));
   }
-  const FlowTable& table = *analysis->table;
-  // A migration's reverse direction (its ACKs) is neither migration nor
-  // background, as in CollectLabelledFlows.
-  absl::flat_hash_set<FlowKey> reverse;
-  for (const FlowRecord& r : table.flows()) {
-    if (r.selected) reverse.insert(r.key.Reversed());
-  }
-  std::vector<LabelledFlow> flows;
-  for (const FlowRecord& r : table.flows()) {
-    if (r.features.packets < rules.min_packets) continue;
-    if (!r.selected && reverse.contains(r.key)) continue;
-    flows.push_back(LabelledFlow{spec.capture, r.key, r.features, table.stream_packets(), r.selected});
-  }
-  absl::flat_hash_map<FlowKey, IptCounts> exact;
-  for (const LabelledFlow& f : flows) {
-    IptCounts& h = exact[f.key];
-    for (const auto& [us, n] : gaps[f.key].counts) h[us] = n;
-  }
-  return LabelFlows(spec, flows, table.stream_packets(), rules, &exact);
+  // The stream's length is the same for every flow of the capture; a
+  // capture without long flows has none to judge anyway.
+  const uint64_t stream = flows->empty() ? 0 : flows->front().stream_packets;
+  return LabelFlows(spec, *flows, stream, rules);
 }
 
 const std::vector<std::string>& JudgeDetectorNames() {
@@ -341,23 +277,23 @@ absl::StatusOr<JudgeResult> JudgeRuns(const std::vector<RunFlows>& runs, const J
   // Table III groups, pooled over the runs of a mode: a migration is
   // compared with the background flows that crossed the same network at the
   // same time (with the gateways and chaff of that mode), as in the paper.
-  std::vector<const JudgedFlow*> native_mig, stealth_mig, chaff;
-  std::vector<const JudgedFlow*> native_bg, native_bulk, stealth_bg, stealth_bulk;
+  std::vector<const LabelledFlow*> native_mig, stealth_mig, chaff;
+  std::vector<const LabelledFlow*> native_bg, native_bulk, stealth_bg, stealth_bulk;
   for (const RunFlows& r : runs) {
     const bool native = IsNative(r);
     for (const JudgedFlow& f : r.flows) {
       switch (f.label) {
-        case FlowLabel::kMigration: (native ? native_mig : stealth_mig).push_back(&f); break;
-        case FlowLabel::kChaff: chaff.push_back(&f); break;
+        case FlowLabel::kMigration: (native ? native_mig : stealth_mig).push_back(&f.flow); break;
+        case FlowLabel::kChaff: chaff.push_back(&f.flow); break;
         case FlowLabel::kBackground:
-          (native ? native_bg : stealth_bg).push_back(&f);
-          if (f.bulk) (native ? native_bulk : stealth_bulk).push_back(&f);
+          (native ? native_bg : stealth_bg).push_back(&f.flow);
+          if (f.bulk) (native ? native_bulk : stealth_bulk).push_back(&f.flow);
           break;
       }
     }
   }
-  const std::vector<std::tuple<std::string, std::string, const std::vector<const JudgedFlow*>*,
-                               const std::vector<const JudgedFlow*>*>>
+  const std::vector<std::tuple<std::string, std::string, const std::vector<const LabelledFlow*>*,
+                               const std::vector<const LabelledFlow*>*>>
       pairs = {{"native migration", "background", &native_mig, &native_bg},
                {"native migration", "bulk", &native_mig, &native_bulk},
                {"stealth migration", "background", &stealth_mig, &stealth_bg},
@@ -365,7 +301,8 @@ absl::StatusOr<JudgeResult> JudgeRuns(const std::vector<RunFlows>& runs, const J
                {"chaff", "background", &chaff, &stealth_bg}};
   for (const auto& [a, b, ga, gb] : pairs) {
     NamedComparison c{a, b};
-    c.result = CompareJudged(*ga, *gb, o.config, o.ks_window);
+    // CompareGroups uses each flow's exact IPT histogram (LoadRun has them).
+    c.result = CompareGroups(*ga, *gb, o.config, o.ks_window);
     result.comparisons.push_back(std::move(c));
   }
   return result;

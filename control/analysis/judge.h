@@ -29,7 +29,6 @@
 #include <string>
 #include <vector>
 
-#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "control/analysis/detectors.h"
 #include "control/analysis/evaluation.h"
@@ -63,17 +62,10 @@ struct FlowLabelRules {
   uint64_t min_packets = 1000;
 };
 
-// Exact inter-packet-time histogram of a flow, 1 us categories (the sketch
-// in FlowFeatures keeps only the top k, and in a flow whose gaps spread over
-// thousands of categories its tail entries are arbitrary: fine for a
-// detector's feature, wrong for Table III's distributions).
-using IptCounts = std::map<uint32_t, double>;
-
 struct JudgedFlow {
   LabelledFlow flow;  // is_migration == (label == kMigration)
   FlowLabel label = FlowLabel::kBackground;
   bool bulk = false;
-  IptCounts ipt;  // exact when read by LoadRun; else from the sketch
 };
 
 struct RunFlows {
@@ -86,12 +78,10 @@ struct RunFlows {
 absl::StatusOr<RunFlows> LoadRun(const JudgeRunSpec& spec, const FlowLabelRules& rules,
                                  const CaptureOptions& options);
 
-// Labels flows already read (the pure half of LoadRun, for tests). `exact`
-// holds exact IPT histograms by flow key; a flow missing there gets its
-// sketch's.
+// Labels flows already read (the pure half of LoadRun, for tests). Table III
+// uses each flow's exact IPT histogram when it has one (IptHistogram).
 RunFlows LabelFlows(const JudgeRunSpec& spec, const std::vector<LabelledFlow>& flows,
-                    uint64_t stream_packets, const FlowLabelRules& rules,
-                    const absl::flat_hash_map<FlowKey, IptCounts>* exact = nullptr);
+                    uint64_t stream_packets, const FlowLabelRules& rules);
 
 struct JudgeOptions {
   FeatureConfig config;
