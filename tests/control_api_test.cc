@@ -24,6 +24,7 @@
 #include "control/capture/capture_analysis.h"
 #include "control/daemon/control_state.h"
 #include "control/daemon/http_server.h"
+#include "tests/control_fixtures.h"
 #include "tests/synthetic_flows.h"
 #include "tests/test_util.h"
 
@@ -33,13 +34,6 @@ namespace {
 using ::testing::HasSubstr;
 
 constexpr uint64_t kRun = 0xabc;
-
-MaxEntModel DefaultModel() {
-  absl::StatusOr<MaxEntModel> m =
-      MaxEntModel::Load(shroud::testing::SourceRoot() + "/conf/maxent-default.json");
-  EXPECT_TRUE(m.ok()) << m.status();
-  return m.ok() ? *m : MaxEntModel{};
-}
 
 bool IsMigrationPort(const FlowKey& k) { return k.dst_port >= 49152 && k.dst_port <= 49215; }
 
@@ -59,7 +53,7 @@ MirrorRecord RecordOf(const FlowKey& key, const FlowFeatures& features, uint64_t
 // Flows to the libvirt migration ports get the migration class unless
 // `all_default`.
 FlowStore StoreFromCapture(const std::string& path, bool all_default = false) {
-  FlowStore store(DefaultModel(), {});
+  FlowStore store(testing::ShippedMaxEntModel(), {});
   EXPECT_TRUE(store.BeginRun(kRun, FeatureConfig{}, 0).ok());
   CaptureOptions options;  // FeatureConfig defaults = the CLI's flag defaults
   absl::StatusOr<CaptureAnalysis> analysis = AnalyzeCapture(path, options);
@@ -137,7 +131,7 @@ TEST(FlowJsonTest, FieldsAndValuesAreThoseOfShroudAnalyze) {
 }
 
 TEST(FlowJsonTest, NullWhereUndefinedAndEndedState) {
-  FlowStore store(DefaultModel(), {});
+  FlowStore store(testing::ShippedMaxEntModel(), {});
   ASSERT_TRUE(store.BeginRun(kRun, FeatureConfig{}, 0).ok());
   FlowKey key;
   key.ip_version = 4;
@@ -164,7 +158,7 @@ TEST(FlowJsonTest, NullWhereUndefinedAndEndedState) {
 }
 
 TEST(SelectFlowsTest, FiltersNewestFirstAndLimits) {
-  FlowStore store(DefaultModel(), {});
+  FlowStore store(testing::ShippedMaxEntModel(), {});
   ASSERT_TRUE(store.BeginRun(kRun, FeatureConfig{}, 0).ok());
   const std::vector<LabelledFlow> flows =
       shroud::testing::MakeSyntheticStream(11, 6, FeatureConfig{});
@@ -463,7 +457,7 @@ class HttpServerTest : public ::testing::Test {
  protected:
   void SetUp() override {
     state_ = std::make_unique<ControlState>(
-        FlowStore(DefaultModel(), {}), /*default_min_packets=*/0,
+        FlowStore(testing::ShippedMaxEntModel(), {}), /*default_min_packets=*/0,
         [this]() -> absl::StatusOr<nlohmann::json> {
           if (!gateway_up_) return absl::UnavailableError("no dataplane listening");
           return nlohmann::json{{"ok", true}, {"version", 1},
@@ -606,7 +600,7 @@ TEST_F(HttpServerTest, ErrorsAreJsonWithTheRightStatus) {
 }
 
 TEST(HttpServerStartTest, APortInUseIsAnError) {
-  ControlState state(FlowStore(DefaultModel(), {}), 0, nullptr, absl::Now());
+  ControlState state(FlowStore(testing::ShippedMaxEntModel(), {}), 0, nullptr, absl::Now());
   absl::StatusOr<std::unique_ptr<HttpServer>> first =
       HttpServer::Start(HttpListenAddress{"127.0.0.1", 0}, &state);
   ASSERT_TRUE(first.ok()) << first.status();

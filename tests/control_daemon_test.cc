@@ -28,6 +28,7 @@
 #include "control/daemon/flow_store.h"
 #include "dataplane/mirror_writer.h"
 #include "shroud/runtime_paths.h"
+#include "tests/control_fixtures.h"
 #include "tests/synthetic_flows.h"
 #include "tests/test_util.h"
 
@@ -35,13 +36,6 @@ namespace shroud::control {
 namespace {
 
 using ::testing::HasSubstr;
-
-MaxEntModel DefaultModel() {
-  absl::StatusOr<MaxEntModel> m =
-      MaxEntModel::Load(shroud::testing::SourceRoot() + "/conf/maxent-default.json");
-  EXPECT_TRUE(m.ok()) << m.status();
-  return m.ok() ? *m : MaxEntModel{};
-}
 
 uint64_t UnixNowNs() { return static_cast<uint64_t>(absl::ToUnixNanos(absl::Now())); }
 
@@ -162,21 +156,9 @@ class FakeDataplane {
   std::thread heartbeat_;
 };
 
-MirrorRecord RecordOf(const LabelledFlow& f, uint8_t worker) {
-  MirrorRecord r{};
-  r.type = MirrorRecordType::kUpdate;
-  r.flow_class = f.is_migration ? MirrorFlowClass::kMigration : MirrorFlowClass::kDefault;
-  r.worker = worker;
-  r.stream_packets = f.stream_packets;
-  r.time_ns = f.features.last_ns;
-  r.key = f.key;
-  r.features = f.features;
-  return r;
-}
-
 // What /api/flows must say about `r` (run and times do not show).
 nlohmann::json ExpectedJson(const MirrorRecord& r, bool ended, bool* flagged = nullptr) {
-  FlowStore store(DefaultModel(), {});
+  FlowStore store(testing::ShippedMaxEntModel(), {});
   EXPECT_TRUE(store.BeginRun(1, FeatureConfig{}, 0).ok());
   store.Apply(r, 1);
   if (ended) store.EndRun(1, 2);
@@ -250,7 +232,7 @@ TEST_F(ControlDaemonTest, FindsTheMirrorServesFlowsAndFollowsARestart) {
   for (const LabelledFlow& f : flows_) {
     const uint8_t worker = f.is_migration ? 0 : 1;
     ring0 += worker == 0 ? 1 : 0;
-    MirrorRecord r = RecordOf(f, worker);
+    MirrorRecord r = testing::MirrorRecordOf(f, MirrorRecordType::kUpdate, worker);
     ASSERT_TRUE(dataplane->Write(r));
     bool flagged = false;
     nlohmann::json want = ExpectedJson(r, /*ended=*/false, &flagged);
@@ -297,11 +279,11 @@ TEST_F(ControlDaemonTest, FindsTheMirrorServesFlowsAndFollowsARestart) {
     if (f.is_migration) migration = &f;
   }
   ASSERT_NE(migration, nullptr);
-  MirrorRecord again = RecordOf(*migration, 1);  // now on worker 1
+  MirrorRecord again = testing::MirrorRecordOf(*migration, MirrorRecordType::kUpdate, 1);  // now on worker 1
   LabelledFlow other = flows_.back();
   other.key.src_port = 4242;
   other.is_migration = false;
-  MirrorRecord fresh = RecordOf(other, 0);
+  MirrorRecord fresh = testing::MirrorRecordOf(other, MirrorRecordType::kUpdate, 0);
   ASSERT_TRUE(dataplane->Write(again));
   ASSERT_TRUE(dataplane->Write(fresh));
   ASSERT_TRUE(WaitFor([&] { auto f = Flows(client); return f && f->size() == flows_.size() + 2; },
@@ -335,7 +317,7 @@ TEST_F(ControlDaemonTest, ExitsWhenTheDataplaneStopsAndWritesFlowsJson) {
     FakeDataplane dataplane(paths_.mirror, 1);
     ASSERT_TRUE(dataplane.ok());
     for (const LabelledFlow& f : flows_) {
-      MirrorRecord r = RecordOf(f, 0);
+      MirrorRecord r = testing::MirrorRecordOf(f, MirrorRecordType::kUpdate, 0);
       ASSERT_TRUE(dataplane.Write(r));
       // --flows_json applies --min_packets as `shroud analyze` does.
       if (f.features.packets >= 1000) expected.push_back(ExpectedJson(r, /*ended=*/true));
@@ -344,7 +326,7 @@ TEST_F(ControlDaemonTest, ExitsWhenTheDataplaneStopsAndWritesFlowsJson) {
     LabelledFlow short_flow = flows_.back();
     short_flow.key.src_port = 4343;
     short_flow.features.packets = 999;
-    ASSERT_TRUE(dataplane.Write(RecordOf(short_flow, 0)));
+    ASSERT_TRUE(dataplane.Write(testing::MirrorRecordOf(short_flow, MirrorRecordType::kUpdate, 0)));
   }  // stopped, the records still in the ring
   ASSERT_GE(expected.size(), 1u);
   const std::string out = dir_ + "/flows.json";
@@ -364,8 +346,8 @@ TEST_F(ControlDaemonTest, ARestartedDaemonResumesFromTheRingTails) {
   ASSERT_TRUE(PrepareRuntimeDir(paths_).ok());
   FakeDataplane dataplane(paths_.mirror, 1);
   ASSERT_TRUE(dataplane.ok());
-  ASSERT_TRUE(dataplane.Write(RecordOf(flows_[0], 0)));
-  ASSERT_TRUE(dataplane.Write(RecordOf(flows_[1], 0)));
+  ASSERT_TRUE(dataplane.Write(testing::MirrorRecordOf(flows_[0], MirrorRecordType::kUpdate, 0)));
+  ASSERT_TRUE(dataplane.Write(testing::MirrorRecordOf(flows_[1], MirrorRecordType::kUpdate, 0)));
   const int port = FreeLoopbackPort();
   const std::vector<std::string> args = {"--runtime_dir=" + dir_ + "/run",
                                          absl::StrCat("--http=127.0.0.1:", port),
@@ -381,7 +363,7 @@ TEST_F(ControlDaemonTest, ARestartedDaemonResumesFromTheRingTails) {
         << first.Log();
     ASSERT_EQ(first.Terminate(), 0) << first.Log();
   }
-  ASSERT_TRUE(dataplane.Write(RecordOf(flows_[2], 0)));
+  ASSERT_TRUE(dataplane.Write(testing::MirrorRecordOf(flows_[2], MirrorRecordType::kUpdate, 0)));
   Daemon second(args, dir_ + "/second.log");
   ASSERT_TRUE(WaitFor([&] { auto f = Flows(client); return f && !f->empty(); },
                       std::chrono::seconds(10)))

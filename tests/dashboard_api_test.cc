@@ -14,6 +14,7 @@
 
 #include "control/daemon/control_state.h"
 #include "control/daemon/http_server.h"
+#include "tests/control_fixtures.h"
 #include "tests/test_util.h"
 
 namespace shroud::control {
@@ -362,17 +363,10 @@ TEST(ParseRateQueryTest, SinceOnly) {
 
 // --- the routes ---
 
-MaxEntModel DefaultModel() {
-  absl::StatusOr<MaxEntModel> m =
-      MaxEntModel::Load(shroud::testing::SourceRoot() + "/conf/maxent-default.json");
-  EXPECT_TRUE(m.ok()) << m.status();
-  return m.ok() ? *m : MaxEntModel{};
-}
-
 class DashboardRoutesTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    state_ = std::make_unique<ControlState>(FlowStore(DefaultModel(), {}), 0, nullptr, absl::Now());
+    state_ = std::make_unique<ControlState>(FlowStore(testing::ShippedMaxEntModel(), {}), 0, nullptr, absl::Now());
     absl::StatusOr<std::unique_ptr<HttpServer>> server =
         HttpServer::Start(HttpListenAddress{"127.0.0.1", 0}, state_.get());
     ASSERT_TRUE(server.ok()) << server.status();

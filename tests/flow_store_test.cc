@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "tests/control_fixtures.h"
 #include "tests/synthetic_flows.h"
 #include "tests/test_util.h"
 
@@ -11,26 +12,6 @@ namespace shroud {
 namespace {
 
 using testing::MakeSyntheticStream;
-
-MaxEntModel DefaultModel() {
-  absl::StatusOr<MaxEntModel> m =
-      MaxEntModel::Load(testing::SourceRoot() + "/conf/maxent-default.json");
-  EXPECT_TRUE(m.ok()) << m.status();
-  return m.ok() ? *m : MaxEntModel{};
-}
-
-MirrorRecord RecordOf(const LabelledFlow& f, MirrorRecordType type = MirrorRecordType::kUpdate,
-                      uint8_t worker = 0) {
-  MirrorRecord r{};
-  r.type = type;
-  r.flow_class = f.is_migration ? MirrorFlowClass::kMigration : MirrorFlowClass::kDefault;
-  r.worker = worker;
-  r.stream_packets = f.stream_packets;
-  r.time_ns = f.features.last_ns;
-  r.key = f.key;
-  r.features = f.features;
-  return r;
-}
 
 // A record of a flow with its own 5-tuple and no packets of consequence.
 MirrorRecord SmallRecord(uint16_t port, MirrorRecordType type = MirrorRecordType::kUpdate) {
@@ -71,14 +52,14 @@ constexpr uint64_t kRun1 = 0x1111, kRun2 = 0x2222;
 TEST(FlowStoreTest, VerdictsAreThoseOfPaperDetectorsOnTheSameFeatures) {
   const FeatureConfig config;
   const std::vector<LabelledFlow> flows = MakeSyntheticStream(11, 6, config);
-  absl::StatusOr<PaperDetectors> detectors = PaperDetectors::Create(DefaultModel(), config);
+  absl::StatusOr<PaperDetectors> detectors = PaperDetectors::Create(testing::ShippedMaxEntModel(), config);
   ASSERT_TRUE(detectors.ok()) << detectors.status();
 
-  FlowStore store(DefaultModel(), {});
+  FlowStore store(testing::ShippedMaxEntModel(), {});
   ASSERT_TRUE(store.BeginRun(kRun1, config, 1).ok());
   ASSERT_TRUE(store.current_run()->detectors.has_value()) << store.current_run()->detector_error;
   bool any_flagged = false, any_clean = false;
-  for (const LabelledFlow& f : flows) store.Apply(RecordOf(f), 5);
+  for (const LabelledFlow& f : flows) store.Apply(testing::MirrorRecordOf(f), 5);
   ASSERT_EQ(store.live_flows(), flows.size());
   for (const LabelledFlow& f : flows) {
     const StoredFlow* stored = store.Find({kRun1, 0, f.key});
@@ -107,12 +88,12 @@ TEST(FlowStoreTest, TransitionsAreReportedOncePerChange) {
   const LabelledFlow& background = Find(full, false);
   ASSERT_EQ(early.key, late.key);
 
-  FlowStore store(DefaultModel(), {});
+  FlowStore store(testing::ShippedMaxEntModel(), {});
   ASSERT_TRUE(store.BeginRun(kRun1, config, 0).ok());
-  EXPECT_FALSE(store.Apply(RecordOf(early), 1).has_value());
+  EXPECT_FALSE(store.Apply(testing::MirrorRecordOf(early), 1).has_value());
   ASSERT_FALSE(store.Find({kRun1, 0, early.key})->verdict.migration);
 
-  std::optional<VerdictTransition> t = store.Apply(RecordOf(late), 2);
+  std::optional<VerdictTransition> t = store.Apply(testing::MirrorRecordOf(late), 2);
   ASSERT_TRUE(t.has_value());
   EXPECT_TRUE(t->newly_flagged());
   EXPECT_FALSE(t->cleared());
@@ -128,11 +109,11 @@ TEST(FlowStoreTest, TransitionsAreReportedOncePerChange) {
   EXPECT_EQ(store.flagged_flows(), 1u);
 
   // Still flagged: no new transition, no new count.
-  EXPECT_FALSE(store.Apply(RecordOf(late), 3).has_value());
+  EXPECT_FALSE(store.Apply(testing::MirrorRecordOf(late), 3).has_value());
   EXPECT_EQ(store.counters().detections_any, 1u);
 
   // The same flow's features turning unremarkable clears it, once.
-  MirrorRecord unremarkable = RecordOf(background);
+  MirrorRecord unremarkable = testing::MirrorRecordOf(background);
   unremarkable.key = late.key;
   t = store.Apply(unremarkable, 4);
   ASSERT_TRUE(t.has_value());
@@ -143,7 +124,7 @@ TEST(FlowStoreTest, TransitionsAreReportedOncePerChange) {
   EXPECT_EQ(store.flagged_flows(), 0u);
 
   // A flow first seen already flagged is one transition too.
-  MirrorRecord other = RecordOf(late, MirrorRecordType::kUpdate, /*worker=*/1);
+  MirrorRecord other = testing::MirrorRecordOf(late, MirrorRecordType::kUpdate, /*worker=*/1);
   t = store.Apply(other, 6);
   ASSERT_TRUE(t.has_value());
   EXPECT_TRUE(t->newly_flagged());
@@ -156,9 +137,9 @@ TEST(FlowStoreTest, ShortFlowsRaiseNoDetectionButKeepTheirVerdict) {
   const LabelledFlow mig = Find(MakeSyntheticStream(5, 0, config), true);
   FlowStoreOptions options;
   options.detection_min_packets = mig.features.packets + 1;
-  FlowStore store(DefaultModel(), options);
+  FlowStore store(testing::ShippedMaxEntModel(), options);
   ASSERT_TRUE(store.BeginRun(kRun1, config, 0).ok());
-  EXPECT_FALSE(store.Apply(RecordOf(mig), 1).has_value());
+  EXPECT_FALSE(store.Apply(testing::MirrorRecordOf(mig), 1).has_value());
   const StoredFlow* stored = store.Find({kRun1, 0, mig.key});
   ASSERT_NE(stored, nullptr);
   EXPECT_TRUE(stored->verdict.migration);  // what `shroud analyze --min_packets=0` says
@@ -167,7 +148,7 @@ TEST(FlowStoreTest, ShortFlowsRaiseNoDetectionButKeepTheirVerdict) {
   EXPECT_EQ(store.counters().detections_pattern, 0u);
 
   // Long enough now: detected, once.
-  MirrorRecord longer = RecordOf(mig);
+  MirrorRecord longer = testing::MirrorRecordOf(mig);
   longer.features.packets = options.detection_min_packets;
   std::optional<VerdictTransition> t = store.Apply(longer, 2);
   ASSERT_TRUE(t.has_value());
@@ -177,7 +158,7 @@ TEST(FlowStoreTest, ShortFlowsRaiseNoDetectionButKeepTheirVerdict) {
 }
 
 TEST(FlowStoreTest, SameKeyOnAnotherWorkerOrRunIsAnotherFlow) {
-  FlowStore store(DefaultModel(), {});
+  FlowStore store(testing::ShippedMaxEntModel(), {});
   ASSERT_TRUE(store.BeginRun(kRun1, FeatureConfig{}, 0).ok());
   MirrorRecord r = SmallRecord(1000);
   store.Apply(r, 1);
@@ -210,7 +191,7 @@ TEST(FlowStoreTest, SameKeyOnAnotherWorkerOrRunIsAnotherFlow) {
 TEST(FlowStoreTest, EndRecordsEndFlowsAndRetentionEvictsTheEarliestEnded) {
   FlowStoreOptions options;
   options.max_ended_flows = 3;
-  FlowStore store(DefaultModel(), options);
+  FlowStore store(testing::ShippedMaxEntModel(), options);
   ASSERT_TRUE(store.BeginRun(kRun1, FeatureConfig{}, 0).ok());
   const MirrorRecordType ends[] = {MirrorRecordType::kEndIdle, MirrorRecordType::kEndStop,
                                    MirrorRecordType::kEndReplaced, MirrorRecordType::kEndIdle,
@@ -255,7 +236,7 @@ TEST(FlowStoreTest, EndRecordsEndFlowsAndRetentionEvictsTheEarliestEnded) {
 TEST(FlowStoreTest, LiveFlowLimitDropsNewFlowsOnly) {
   FlowStoreOptions options;
   options.max_live_flows = 2;
-  FlowStore store(DefaultModel(), options);
+  FlowStore store(testing::ShippedMaxEntModel(), options);
   ASSERT_TRUE(store.BeginRun(kRun1, FeatureConfig{}, 0).ok());
   store.Apply(SmallRecord(1), 1);
   store.Apply(SmallRecord(2), 1);
@@ -282,7 +263,7 @@ TEST(FlowStoreTest, LiveFlowLimitDropsNewFlowsOnly) {
 }
 
 TEST(FlowStoreTest, EndRunEndsOnlyThatRunsLiveFlows) {
-  FlowStore store(DefaultModel(), {});
+  FlowStore store(testing::ShippedMaxEntModel(), {});
   ASSERT_TRUE(store.BeginRun(kRun1, FeatureConfig{}, 0).ok());
   store.Apply(SmallRecord(1), 1);
   store.EndRun(kRun2, 2);  // not ours: nothing happens
@@ -293,14 +274,14 @@ TEST(FlowStoreTest, EndRunEndsOnlyThatRunsLiveFlows) {
 }
 
 TEST(FlowStoreTest, RecordsBeforeAnyRunAreRefused) {
-  FlowStore store(DefaultModel(), {});
+  FlowStore store(testing::ShippedMaxEntModel(), {});
   EXPECT_FALSE(store.Apply(SmallRecord(1), 1).has_value());
   EXPECT_EQ(store.counters().unknown_run, 1u);
   EXPECT_EQ(store.live_flows(), 0u);
 }
 
 TEST(FlowStoreTest, InvalidConfigurationIsRefused) {
-  FlowStore store(DefaultModel(), {});
+  FlowStore store(testing::ShippedMaxEntModel(), {});
   FeatureConfig bad;
   bad.byte_window_count = 0;
   absl::Status s = store.BeginRun(kRun1, bad, 0);
@@ -312,9 +293,9 @@ TEST(FlowStoreTest, ANewConfigurationOfTheSameRunReEvaluatesItsFlows) {
   FeatureConfig config;
   const std::vector<LabelledFlow> flows = MakeSyntheticStream(5, 0, config);
   const LabelledFlow& mig = Find(flows, true);
-  FlowStore store(DefaultModel(), {});
+  FlowStore store(testing::ShippedMaxEntModel(), {});
   ASSERT_TRUE(store.BeginRun(kRun1, config, 0).ok());
-  store.Apply(RecordOf(mig), 1);
+  store.Apply(testing::MirrorRecordOf(mig), 1);
   const StoredFlow* stored = store.Find({kRun1, 0, mig.key});
   ASSERT_TRUE(stored->verdict.pattern.flagged);
 
@@ -328,7 +309,7 @@ TEST(FlowStoreTest, ANewConfigurationOfTheSameRunReEvaluatesItsFlows) {
   EXPECT_FALSE(stored->ended);
   EXPECT_FALSE(stored->verdict.pattern.flagged);
   EXPECT_EQ(stored->config().pattern_count_threshold, stricter.pattern_count_threshold);
-  absl::StatusOr<PaperDetectors> want = PaperDetectors::Create(DefaultModel(), stricter);
+  absl::StatusOr<PaperDetectors> want = PaperDetectors::Create(testing::ShippedMaxEntModel(), stricter);
   ASSERT_TRUE(want.ok());
   FlowVerdict v = want->Evaluate(mig.view(stricter));
   EXPECT_EQ(stored->verdict.migration, v.migration);
@@ -341,12 +322,12 @@ TEST(FlowStoreTest, ModelThatDoesNotFitTheWindowsLeavesMaxEntUndecided) {
   config.byte_window_count = 3;
   const std::vector<LabelledFlow> flows = MakeSyntheticStream(5, 0, config);
   const LabelledFlow& mig = Find(flows, true);
-  FlowStore store(DefaultModel(), {});
+  FlowStore store(testing::ShippedMaxEntModel(), {});
   ASSERT_TRUE(store.BeginRun(kRun1, config, 0).ok());
   EXPECT_FALSE(store.current_run()->detectors.has_value());
   EXPECT_NE(store.current_run()->detector_error.find("500"), std::string::npos)
       << store.current_run()->detector_error;
-  std::optional<VerdictTransition> t = store.Apply(RecordOf(mig), 1);
+  std::optional<VerdictTransition> t = store.Apply(testing::MirrorRecordOf(mig), 1);
   const StoredFlow* stored = store.Find({kRun1, 0, mig.key});
   EXPECT_TRUE(std::isnan(stored->verdict.maxent.score));
   EXPECT_FALSE(stored->verdict.maxent.flagged);

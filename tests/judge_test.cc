@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include "control/analysis/timing_attack.h"
+#include "tests/control_fixtures.h"
 #include "tests/synthetic_flows.h"
 #include "tests/test_util.h"
 
@@ -21,9 +22,7 @@ using ::testing::HasSubstr;
 JudgeOptions Options(const FeatureConfig& config) {
   JudgeOptions o;
   o.config = config;
-  auto shipped = MaxEntModel::Load(testing::SourceRoot() + "/conf/maxent-default.json");
-  EXPECT_TRUE(shipped.ok()) << shipped.status();
-  if (shipped.ok()) o.shipped = *shipped;
+  o.shipped = testing::ShippedMaxEntModel();
   return o;
 }
 
