@@ -66,8 +66,8 @@ def num(key, fmt):
     return lambda r: "-" if r.get(key) is None else fmt.format(r[key])
 def bg(det):
     def f(r):
-        n = r.get("background_flows") or 0
-        k = round(((r.get("fpr") or {}).get(det) or 0) * n)
+        k = (r.get("background_flagged") or {}).get(det, 0)
+        n = (r.get("background_judged") or {}).get(det, 0)
         return f"{k}/{n}"
     return f
 rows = [

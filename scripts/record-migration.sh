@@ -229,15 +229,7 @@ if ((!bg_only)); then
         die "destination QEMU did not start: $(cat "$WORK/qemu-dst.err")"
     "${PYTHON:-python3}" "$SHROUD_SCRIPTS/qmp.py" "$WORK/src.qmp" wait --timeout 20 >/dev/null ||
         die "source QEMU did not start: $(cat "$WORK/qemu-src.err")"
-    if [[ $guest == tiny ]]; then
-        for _ in $(seq 1 150); do
-            grep -q 'shroud-guest: ready' "$WORK/serial-src.log" 2>/dev/null && break
-            sleep 0.2
-        done
-        grep -q 'shroud-guest: ready' "$WORK/serial-src.log" ||
-            die "guest did not boot (serial: $(head -c 300 "$WORK/serial-src.log" 2>/dev/null))"
-        log "guest: $(grep 'shroud-guest: ready' "$WORK/serial-src.log")"
-    fi
+    [[ $guest != tiny ]] || guest_wait_ready "$WORK/serial-src.log"
 fi
 
 # ---------------------------------------------------------------- background

@@ -1,6 +1,7 @@
 #include "control/analysis/judge.h"
 
 #include <algorithm>
+#include <memory>
 #include <set>
 #include <tuple>
 
@@ -188,53 +189,52 @@ absl::StatusOr<JudgeResult> JudgeRuns(const std::vector<RunFlows>& runs, const J
   if (!shipped.ok()) return shipped.status();
   const PatternAttack pattern;
 
-  // Models trained on all native runs serve every stealth run; cache them.
-  std::optional<absl::StatusOr<std::unique_ptr<MaxEntAttack>>> all_native_maxent;
-  std::optional<absl::StatusOr<TimingAttack>> all_native_timing;
-  std::string all_native_desc;
+  // The paper's adversary, trained on native runs but `skip` (nullptr: all).
+  struct NativeModels {
+    absl::StatusOr<std::shared_ptr<const MaxEntAttack>> maxent = absl::UnknownError("");
+    absl::StatusOr<std::shared_ptr<const TimingAttack>> timing = absl::UnknownError("");
+    std::string desc;
+  };
+  auto train_native = [&](const RunFlows* skip) {
+    const TrainingSet t = NativeTraining(runs, skip);
+    NativeModels m;
+    m.desc = Describe(t, skip ? "trained on the other native runs" : "trained on all native runs");
+    if (!t.has_positive || !t.has_negative) {
+      const absl::Status none = absl::FailedPreconditionError(
+          "no other native run with a migration flow and background flows");
+      m.maxent = none;
+      m.timing = none;
+      return m;
+    }
+    absl::StatusOr<MaxEntModel> model = TrainOnFlows(t.flows, o.config, o.maxent_windows, o.maxent_training);
+    absl::StatusOr<std::unique_ptr<MaxEntAttack>> attack =
+        model.ok() ? MaxEntAttack::Create(*model, o.config) : model.status();
+    if (attack.ok()) {
+      m.maxent = std::shared_ptr<const MaxEntAttack>(*std::move(attack));
+    } else {
+      m.maxent = attack.status();
+    }
+    absl::StatusOr<TimingAttack> timing = TrainTimingAttack(t, o, "timing");
+    if (timing.ok()) {
+      m.timing = std::make_shared<const TimingAttack>(*std::move(timing));
+    } else {
+      m.timing = timing.status();
+    }
+    return m;
+  };
+  // Models trained on all native runs serve every stealth run alike.
+  std::optional<NativeModels> all_native;
 
   JudgeResult result;
   for (const RunFlows& run : runs) {
     JudgedRun jr;
     jr.run = &run;
     const bool native = IsNative(run);
-    absl::StatusOr<std::unique_ptr<MaxEntAttack>> maxent = absl::UnknownError("");
-    absl::StatusOr<TimingAttack> timing = absl::UnknownError("");
-    std::string desc;
-    auto train_native = [&](const RunFlows* skip) {
-      TrainingSet t = NativeTraining(runs, skip);
-      desc = Describe(t, skip ? "trained on the other native runs" : "trained on all native runs");
-      absl::StatusOr<MaxEntModel> m =
-          t.has_positive && t.has_negative
-              ? TrainOnFlows(t.flows, o.config, o.maxent_windows, o.maxent_training)
-              : absl::FailedPreconditionError(
-                    "no other native run with a migration flow and background flows");
-      absl::StatusOr<std::unique_ptr<MaxEntAttack>> a =
-          m.ok() ? MaxEntAttack::Create(*m, o.config) : m.status();
-      absl::StatusOr<TimingAttack> ta =
-          t.has_positive && t.has_negative
-              ? TrainTimingAttack(t, o, "timing")
-              : absl::FailedPreconditionError(
-                    "no other native run with a migration flow and background flows");
-      return std::make_pair(std::move(a), std::move(ta));
-    };
-    if (native) {
-      auto [a, ta] = train_native(&run);
-      maxent = std::move(a);
-      timing = std::move(ta);
-    } else {
-      if (!all_native_maxent.has_value()) {
-        auto [a, ta] = train_native(nullptr);
-        all_native_maxent = std::move(a);
-        all_native_timing = std::move(ta);
-        all_native_desc = desc;
-      }
-      desc = all_native_desc;
-      maxent = all_native_maxent->ok() ? absl::StatusOr<std::unique_ptr<MaxEntAttack>>(
-                                             std::make_unique<MaxEntAttack>(***all_native_maxent))
-                                       : all_native_maxent->status();
-      timing = *all_native_timing;
-    }
+    if (!native && !all_native.has_value()) all_native = train_native(nullptr);
+    const NativeModels trained = native ? train_native(&run) : *all_native;
+    const auto& maxent = trained.maxent;
+    const auto& timing = trained.timing;
+    const std::string& desc = trained.desc;
     jr.models["pattern"] = "no training (Algorithm 1)";
     jr.models["maxent_shipped"] = "the given model";
     jr.models["maxent"] = maxent.ok() ? desc : absl::StrCat("none: ", maxent.status().message());
@@ -244,7 +244,7 @@ absl::StatusOr<JudgeResult> JudgeRuns(const std::vector<RunFlows>& runs, const J
         jr.weights[name].emplace_back(a.model().names[i], a.model().weights[i]);
       }
     };
-    if (timing.ok()) keep_weights("timing", *timing);
+    if (timing.ok()) keep_weights("timing", **timing);
 
     absl::StatusOr<TimingAttack> adaptive = absl::FailedPreconditionError("native run");
     if (native) {
@@ -266,7 +266,7 @@ absl::StatusOr<JudgeResult> JudgeRuns(const std::vector<RunFlows>& runs, const J
       v["pattern"] = pattern.Evaluate(view);
       v["maxent_shipped"] = (*shipped)->Evaluate(view);
       v["maxent"] = maxent.ok() ? std::optional<DetectorResult>((*maxent)->Evaluate(view)) : std::nullopt;
-      v["timing"] = timing.ok() ? std::optional<DetectorResult>(timing->Evaluate(view)) : std::nullopt;
+      v["timing"] = timing.ok() ? std::optional<DetectorResult>((*timing)->Evaluate(view)) : std::nullopt;
       v["timing_adaptive"] =
           adaptive.ok() ? std::optional<DetectorResult>(adaptive->Evaluate(view)) : std::nullopt;
       jr.verdicts.push_back(std::move(v));

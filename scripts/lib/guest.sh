@@ -18,6 +18,19 @@ guest_build() {
         -o "$out" "$src/guest.c" || die "cannot build the guest (gcc -m32 -ffreestanding)"
 }
 
+# guest_wait_ready SERIAL_LOG : wait (up to 30 s) for the tiny guest's ready
+# line on its serial console, log it; die if it never comes.
+guest_wait_ready() {
+    local serial=$1 i
+    for ((i = 0; i < 150; i++)); do
+        grep -q 'shroud-guest: ready' "$serial" 2>/dev/null && break
+        sleep 0.2
+    done
+    grep -q 'shroud-guest: ready' "$serial" ||
+        die "guest did not boot (serial: $(head -c 300 "$serial" 2>/dev/null))"
+    log "guest: $(grep -m1 'shroud-guest: ready' "$serial")"
+}
+
 # guest_ram_file OUT RAM_MIB SEED : seeded random bytes, RAM-17 MiB long.
 guest_ram_file() {
     local out=$1 ram=$2 seed=$3

@@ -16,7 +16,7 @@ SHROUD_SCRIPTS=$ROOT/scripts
 SHROUD_LIB=$ROOT/scripts/lib
 export SHROUD_SCRIPTS SHROUD_LIB
 # shellcheck source=scripts/lib/guest.sh
-source "$SHROUD_LIB/guest.sh"       # guest_build, guest_ram_file
+source "$SHROUD_LIB/guest.sh"       # guest_build, guest_ram_file, guest_wait_ready
 # shellcheck source=scripts/lib/background.sh
 source "$SHROUD_LIB/background.sh"  # bg_start, bg_stop, bg_summary
 
@@ -121,14 +121,7 @@ cmd_migrate() {
         die "destination QEMU did not start: $(cat "$work/qemu-dst.err")"
     "${qmp[@]}" "$work/src.qmp" wait --timeout 20 >/dev/null ||
         die "source QEMU did not start: $(cat "$work/qemu-src.err")"
-    local i
-    for ((i = 0; i < 150; i++)); do
-        grep -q 'shroud-guest: ready' "$work/serial-src.log" 2>/dev/null && break
-        sleep 0.2
-    done
-    grep -q 'shroud-guest: ready' "$work/serial-src.log" ||
-        die "guest did not boot (serial: $(head -c 300 "$work/serial-src.log" 2>/dev/null))"
-    log "guest: $(grep -m1 'shroud-guest: ready' "$work/serial-src.log")"
+    guest_wait_ready "$work/serial-src.log"
 
     local t0 rc=0
     t0=$(date +%s.%N)
