@@ -88,24 +88,9 @@ ns_clean_stale
 WORK=$(mktemp -d /tmp/shroud-dashboard-test.XXXXXX)
 
 # --- topology ---
-ip netns add "$NS_M" || skip "ip netns add failed (no network namespace support?)"
-ip netns add "$NS_T"
-ip link add "$IF_M" netns "$NS_M" type veth peer name "$IF_T" netns "$NS_T" || skip "cannot create a veth pair"
-for ns in "$NS_M" "$NS_T"; do ip -n "$ns" link set lo up; done
-ip -n "$NS_M" addr add "$IP_M/24" dev "$IF_M"
-ip -n "$NS_T" addr add "$IP_T/24" dev "$IF_T"
-ip -n "$NS_M" link set "$IF_M" up
-ip -n "$NS_T" link set "$IF_T" up
-# Permanent neighbours: with ARP a link-down looks longer than it is (the
-# probes wait for ARP's next retransmission), see tests/rttmon_netns_test.sh.
-mac_m=$(ip -n "$NS_M" -br link show "$IF_M" | awk '{print $3}')
-mac_t=$(ip -n "$NS_T" -br link show "$IF_T" | awk '{print $3}')
-ip -n "$NS_M" neigh replace "$IP_T" lladdr "$mac_t" dev "$IF_M" nud permanent
-ip -n "$NS_T" neigh replace "$IP_M" lladdr "$mac_m" dev "$IF_T" nud permanent
-for _ in $(seq 1 50); do
-    ip -n "$NS_M" link show "$IF_M" | grep -q 'state UP' && break
-    sleep 0.1
-done
+wan_setup "$NS_M" "$IP_M" "$NS_T" "$IP_T" "$IF_M" "$IF_T" ||
+    skip "cannot create two network namespaces joined by a veth pair"
+static_neighbours "$NS_M" "$IF_M" "$IP_M" "$NS_T" "$IF_T" "$IP_T"
 echo "# namespaces $NS_M ($IP_M, shroud-control + chromium) and $NS_T ($IP_T, the target)"
 
 # --- (f) errors: exit status and message, before anything is served ---

@@ -114,24 +114,11 @@ WORK=$(mktemp -d /tmp/shroud-rttmon-test.XXXXXX)
 chmod 755 "$WORK"
 
 # --- topology ---
-ip netns add "$NS_P" || skip "ip netns add failed (no network namespace support?)"
-ip netns add "$NS_T"
-ip link add "$IF_P" netns "$NS_P" type veth peer name "$IF_T" netns "$NS_T" || skip "cannot create a veth pair"
-for ns in "$NS_P" "$NS_T"; do ip -n "$ns" link set lo up; done
-ip -n "$NS_P" addr add "$IP_P/24" dev "$IF_P"
-ip -n "$NS_T" addr add "$IP_T/24" dev "$IF_T"
+wan_setup "$NS_P" "$IP_P" "$NS_T" "$IP_T" "$IF_P" "$IF_T" ||
+    skip "cannot create two network namespaces joined by a veth pair"
 ip -n "$NS_P" addr add "$IP6_P/64" dev "$IF_P" nodad
 ip -n "$NS_T" addr add "$IP6_T/64" dev "$IF_T" nodad
-ip -n "$NS_P" link set "$IF_P" up
-ip -n "$NS_T" link set "$IF_T" up
-mac_p=$(ip -n "$NS_P" -br link show "$IF_P" | awk '{print $3}')
-mac_t=$(ip -n "$NS_T" -br link show "$IF_T" | awk '{print $3}')
-ip -n "$NS_P" neigh replace "$IP_T" lladdr "$mac_t" dev "$IF_P" nud permanent
-ip -n "$NS_T" neigh replace "$IP_P" lladdr "$mac_p" dev "$IF_T" nud permanent
-for _ in $(seq 1 50); do
-    ip -n "$NS_P" link show "$IF_P" | grep -q 'state UP' && break
-    sleep 0.1
-done
+static_neighbours "$NS_P" "$IF_P" "$IP_P" "$NS_T" "$IF_T" "$IP_T"
 echo "# namespaces $NS_P ($IP_P, $IP6_P) and $NS_T ($IP_T, $IP6_T)"
 
 # --- (d) IPv6 smoke test (the target's kernel answers; before (a): a link-down

@@ -71,13 +71,14 @@ veth_offloads_off() {
         die "ethtool -K $2 (in $1) failed"
 }
 
-# wan_setup NS_A IP_A NS_B IP_B IF_A IF_B : one veth pair, /24, MTU 1500
-# (no capacity limit; see wan_shape).
+# wan_setup NS_A IP_A NS_B IP_B IF_A IF_B : two namespaces joined by one veth
+# pair, /24, MTU 1500 (no capacity limit; see wan_shape). Returns 1 when the
+# namespaces or the pair cannot be made (a test can skip on it).
 wan_setup() {
     local nsa=$1 ipa=$2 nsb=$3 ipb=$4 ifa=$5 ifb=$6
-    ip netns add "$nsa"
-    ip netns add "$nsb"
-    ip link add "$ifa" netns "$nsa" type veth peer name "$ifb" netns "$nsb"
+    ip netns add "$nsa" || return 1
+    ip netns add "$nsb" || return 1
+    ip link add "$ifa" netns "$nsa" type veth peer name "$ifb" netns "$nsb" || return 1
     ip -n "$nsa" link set lo up
     ip -n "$nsb" link set lo up
     ip -n "$nsa" link set "$ifa" mtu 1500 up
@@ -97,6 +98,17 @@ wan_setup() {
         sleep 0.1
     done
     die "veth $ifa/$ifb did not come up"
+}
+
+# static_neighbours NS_A IF_A IP_A NS_B IF_B IP_B : permanent ARP entries both
+# ways across a veth pair. With ARP, a link-down looks longer than it is: the
+# probes after it wait for ARP's next retransmission.
+static_neighbours() {
+    local mac_a mac_b
+    mac_a=$(ip -n "$1" -br link show "$2" | awk '{print $3}')
+    mac_b=$(ip -n "$4" -br link show "$5" | awk '{print $3}')
+    ip -n "$1" neigh replace "$6" lladdr "$mac_b" dev "$2" nud permanent
+    ip -n "$4" neigh replace "$3" lladdr "$mac_a" dev "$5" nud permanent
 }
 
 # wan_shape NS IF MBIT BUFFER_MS : make IF (in NS) a MBIT Mbit/s link on its
