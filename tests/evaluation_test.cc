@@ -135,6 +135,12 @@ TEST(EvaluationTest, CollectLabelledFlowsFromRealCaptures) {
   LabelledFlow live = flows->front();
   live.exact_ipt.clear();  // a live flow (shroud-control) has only the sketch
   EXPECT_EQ(IptHistogram(live), IptHistogram(live.features));
+  // Training needs no exact histograms, and does not pay for them.
+  captures.exact_ipt = false;
+  auto untimed = CollectLabelledFlows(captures, options);
+  ASSERT_TRUE(untimed.ok()) << untimed.status();
+  ASSERT_EQ(untimed->size(), flows->size());
+  for (const auto& f : *untimed) EXPECT_TRUE(f.exact_ipt.empty());
   // The migration's ACK direction is in neither group, even with min_packets 1.
   captures.min_packets = 1;
   auto all = CollectLabelledFlows(captures, options);

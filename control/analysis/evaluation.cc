@@ -12,7 +12,7 @@ namespace shroud {
 namespace {
 
 absl::Status AddCapture(const std::string& path, const std::string& filter, bool labelled,
-                        const CaptureOptions& base, uint64_t min_packets,
+                        const CaptureOptions& base, uint64_t min_packets, bool exact_ipt,
                         std::vector<LabelledFlow>* out) {
   CaptureOptions options = base;
   options.selector = labelled ? filter : "";
@@ -24,7 +24,7 @@ absl::Status AddCapture(const std::string& path, const std::string& filter, bool
     absl::flat_hash_map<uint32_t, uint32_t> counts;
   };
   absl::flat_hash_map<FlowKey, Gaps> gaps;
-  options.on_packet = [&gaps](const ParsedPacket& p, uint64_t t) {
+  if (exact_ipt) options.on_packet = [&gaps](const ParsedPacket& p, uint64_t t) {
     Gaps& g = gaps[p.key];
     if (g.seen) {
       const uint64_t us = (t > g.last_ns ? t - g.last_ns : 0) / 1000;
@@ -60,13 +60,14 @@ absl::StatusOr<std::vector<LabelledFlow>> CollectLabelledFlows(const LabelledCap
   std::vector<LabelledFlow> flows;
   for (const std::string& path : captures.migration) {
     if (absl::Status s = AddCapture(path, captures.migration_filter, true, options,
-                                    captures.min_packets, &flows);
+                                    captures.min_packets, captures.exact_ipt, &flows);
         !s.ok()) {
       return s;
     }
   }
   for (const std::string& path : captures.background) {
-    if (absl::Status s = AddCapture(path, "", false, options, captures.min_packets, &flows);
+    if (absl::Status s = AddCapture(path, "", false, options, captures.min_packets,
+                                    captures.exact_ipt, &flows);
         !s.ok()) {
       return s;
     }

@@ -40,6 +40,9 @@ struct LabelledCaptures {
   std::vector<std::string> background;  // every flow is background
   std::string migration_filter = "tcp dst portrange 49152-49215";
   uint64_t min_packets = 1000;          // shorter flows are skipped, as the paper's attacker does
+  // Count each flow's exact inter-packet times (LabelledFlow::exact_ipt) for
+  // Table III; training and detection need only the features.
+  bool exact_ipt = true;
 };
 
 // Reads every capture and returns the flows with at least min_packets packets,

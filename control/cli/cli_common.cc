@@ -112,7 +112,8 @@ absl::StatusOr<std::array<uint32_t, kMaxEntFeatures>> FeatureWindowsFromFlags() 
 
 absl::StatusOr<std::vector<LabelledFlow>> CollectFromArgs(const std::vector<std::string>& migration,
                                                           const std::vector<std::string>& background,
-                                                          CaptureOptions* options_out) {
+                                                          CaptureOptions* options_out,
+                                                          bool exact_ipt) {
   absl::StatusOr<CaptureOptions> options = CaptureOptionsFromFlags();
   if (!options.ok()) return options.status();
   *options_out = *options;
@@ -121,6 +122,7 @@ absl::StatusOr<std::vector<LabelledFlow>> CollectFromArgs(const std::vector<std:
   captures.background = background;
   captures.migration_filter = FLAGS_migration_filter;
   captures.min_packets = MinPacketsFromFlags();
+  captures.exact_ipt = exact_ipt;
   return CollectLabelledFlows(captures, *options_out);
 }
 

@@ -34,10 +34,12 @@ MaxEntTrainingOptions TrainingOptionsFromFlags();
 // --feature_windows.
 absl::StatusOr<std::array<uint32_t, kMaxEntFeatures>> FeatureWindowsFromFlags();
 // Reads --migration/--background captures with the flag-configured features,
-// labels the flows (--migration_filter) and drops short ones (--min_packets).
+// labels the flows (--migration_filter) and drops short ones (--min_packets);
+// exact_ipt: also count exact inter-packet times (eval's Table III).
 absl::StatusOr<std::vector<LabelledFlow>> CollectFromArgs(const std::vector<std::string>& migration,
                                                           const std::vector<std::string>& background,
-                                                          CaptureOptions* options_out);
+                                                          CaptureOptions* options_out,
+                                                          bool exact_ipt);
 
 // Removes "--NAME a b c" (values up to the next argument starting with '-')
 // and "--NAME=a,b" from argv, returning the values. gflags has no repeated

@@ -198,7 +198,7 @@ int RunEval(const CommandArgs& args) {
   CaptureOptions options;
   Results r;
   {
-    auto flows = CollectFromArgs(migration, background, &options);
+    auto flows = CollectFromArgs(migration, background, &options, /*exact_ipt=*/true);
     if (!flows.ok()) {
       std::cerr << "shroud eval: " << flows.status().message() << "\n";
       return 1;

@@ -41,7 +41,7 @@ int RunTrain(const CommandArgs& args) {
     return 2;
   }
   CaptureOptions options;
-  auto flows = CollectFromArgs(migration, background, &options);
+  auto flows = CollectFromArgs(migration, background, &options, /*exact_ipt=*/false);
   const FeatureConfig* config = &options.features;
   if (!flows.ok()) {
     std::cerr << "shroud train: " << flows.status().message() << "\n";
