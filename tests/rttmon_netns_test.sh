@@ -29,7 +29,10 @@
 #   (b) jitter: every answer 20 +- 10 ms late (uniform, seeded) for 20 s: no red.
 #   (c) queue build-up: the delay ramps 20 -> 150 ms over 2 s, holds 1 s, falls
 #       back over 2 s, nothing lost: one yellow event, no red; and red when
-#       the configured signature says so (--red_peak_excess_ms=100).
+#       the configured signature says so (--red_peak_excess_ms=100). Outside
+#       the ramp, only peaks the responder's log shows it caused by answering
+#       >= 10 ms late are allowed (yellow at most): CI once saw a 35 ms peak
+#       at 14 s from a descheduled Python responder.
 #   (d) IPv6 smoke test; unprivileged ping socket (ping_group_range) vs. no
 #       permission; bad input (interval too small/large, no unit, unresolvable
 #       name, no target, bad family); SIGINT prints the summary.
@@ -192,7 +195,7 @@ in_p timeout 40 "$shroud" rttmon --interval=10ms --duration=20 --json "$IP_T" >"
 rc=$?
 wait "$resp"
 [[ $rc -eq 0 ]] || bad "jitter run exited $rc" "$(cat "$WORK/jitter.err")"
-echo "# jitter: $(jq -c 'select(.summary == true) | {sent, received, lost, rtt_ms: (.rtt_ms | {min, median, p95, max}), max_silence_ms, events, red, yellow}' "$WORK/jitter.json"); responder $(cat "$WORK/resp.jitter.json")"
+echo "# jitter: $(jq -c 'select(.summary == true) | {sent, received, lost, rtt_ms: (.rtt_ms | {min, median, p95, max}), max_silence_ms, events, red, yellow}' "$WORK/jitter.json"); responder $(jq -c 'del(.late)' "$WORK/resp.jitter.json")"
 check "jitter 20 +- 10 ms for 20 s: no red" "$(cat "$WORK/jitter.json")" \
     '.[0].red == 0 and .[0].sent >= 1900' \
     "$(jq -c 'select(.summary == true)' "$WORK/jitter.json")"
@@ -217,15 +220,40 @@ ramp() {  # ramp NAME RTTMON_ARGS...
     [[ $rc -eq 0 ]] || bad "$name run exited $rc" "$(cat "$WORK/$name.err")"
     echo "# $name: $(jq -c 'select(.summary == true) | {sent, received, lost, rtt_ms: (.rtt_ms | {median, max}), max_silence_ms, red, yellow}' "$WORK/$name.json"); events $(jq -c 'select(.summary != true) | {state, reason, start, duration_ms, peak_rtt_ms}' "$WORK/$name.json" | tr '\n' ' ')"
 }
+# The ramp (5-10 s after the responder started) must be exactly one event of
+# the expected kind. Any other event must be one the responder caused by
+# answering late (descheduled on a loaded machine: a real RTT peak to the
+# prober, which the detector is right to report), at most yellow, and is
+# listed; an event the responder's own log does not explain fails the test.
+# ramp_events NAME: the run's events as one array with absolute times, the
+# responder's late answers, and the ramp window.
+ramp_events() {
+    jq -n --slurpfile mon "$WORK/$1.json" --slurpfile resp "$WORK/resp.$1.json" '
+        ($mon | map(select(.summary == true))[0].started_unix) as $t0
+        | ($resp[0].started_unix) as $r0
+        | {ramp: [$r0 + 5, $r0 + 10], late: $resp[0].late, late_max_ms: $resp[0].late_max_ms,
+           events: [$mon[] | select(.summary != true)
+                    | . + {from: ($t0 + .start), to: ($t0 + .start + .duration_ms / 1000)}]}
+        | .ramp as $w | .late as $l
+        | .events |= map(. + {in_ramp: (.from < $w[1] and .to > $w[0]),
+                               explained: (.from as $a | .to as $b
+                                           | any($l[]; .unix >= $a - 0.2 and .unix <= $b + 0.2 and .late_ms >= 10))})'
+}
+# check_ramp NAME LABEL STATE REASON EXTRA_JQ
+check_ramp() {
+    local name=$1 label=$2 state=$3 reason=$4 extra=$5 ev
+    ev=$(ramp_events "$name")
+    echo "# $name: responder late_max_ms $(jq -c .late_max_ms <<<"$ev"), events outside the ramp: $(jq -c '[.events[] | select(.in_ramp | not) | {state, start, duration_ms, peak_rtt_ms, explained}]' <<<"$ev")"
+    check "$label" "" \
+        '.[0] | ([.events[] | select(.in_ramp)] | length == 1 and (.[0] | .state == "'"$state"'" and .reason == "'"$reason"'" '"$extra"'))
+               and all(.events[] | select(.in_ramp | not); .explained and .state != "red")' \
+        "$ev"
+}
 ramp queue
-check "queue build-up to 150 ms: one yellow event, no red" "$(cat "$WORK/queue.json")" \
-    'length == 1 and .[0].state == "yellow" and .[0].reason == "peak" and .[0].peak_rtt_ms >= 140' \
-    "$(jq -c 'select(.summary != true)' "$WORK/queue.json")"
+check_ramp queue "queue build-up to 150 ms: one yellow event, no red" yellow peak 'and .peak_rtt_ms >= 140'
 check "queue build-up: nothing lost" "" '.[0].lost == 0 and .[0].red == 0' "$(jq -c 'select(.summary == true)' "$WORK/queue.json")"
 ramp queue_signature --red_peak_excess_ms=100
-check "queue build-up with --red_peak_excess_ms=100: red (the configured signature)" "$(cat "$WORK/queue_signature.json")" \
-    'length == 1 and .[0].state == "red" and .[0].reason == "rtt"' \
-    "$(jq -c 'select(.summary != true)' "$WORK/queue_signature.json")"
+check_ramp queue_signature "queue build-up with --red_peak_excess_ms=100: red (the configured signature)" red rtt ''
 in_t sysctl -qw net.ipv4.icmp_echo_ignore_all=0
 
 # --- (d) permissions ---

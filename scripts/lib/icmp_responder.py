@@ -17,6 +17,13 @@ echo request on a raw socket after a delay:
 
 Bounded: it exits after --duration-s seconds or --max-replies answers,
 whichever comes first, and then prints one JSON line with its counters.
+
+The delay counts from the kernel's receive timestamp (SO_TIMESTAMPNS), not
+from when Python got round to reading the request, and every answer that
+left more than --late-ms after it was due is listed under "late" (wall-clock
+time and how late): a responder descheduled for 40 ms on a loaded machine IS
+a 40 ms RTT peak to the prober, and the tests must be able to tell such a
+peak from the detector's own mistakes.
 Run it inside the target namespace (ip netns exec NS python3 ...); it needs
 CAP_NET_RAW there.
 """
@@ -30,6 +37,8 @@ import socket
 import struct
 import sys
 import time
+
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; struct timespec
 
 
 def checksum(data: bytes) -> int:
@@ -72,6 +81,8 @@ def main() -> int:
     p.add_argument("--duration-s", type=float, required=True)
     p.add_argument("--max-replies", type=int, default=200000)
     p.add_argument("--ready-file", help="created once the socket is open")
+    p.add_argument("--late-ms", type=float, default=5.0,
+                   help="list answers sent more than this late (default 5)")
     args = p.parse_args()
     if not 0 < args.duration_s <= 3600:
         p.error("--duration-s must be in (0, 3600]")
@@ -86,22 +97,33 @@ def main() -> int:
     rng = random.Random(args.seed)
     sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
     sock.setblocking(False)
+    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     if args.ready_file:
         with open(args.ready_file, "w") as f:
             f.write(str(os.getpid()))
 
     start = time.monotonic()
+    started_unix = time.time()
     end = start + args.duration_s
     pending = []  # (due, order, packet, address)
     order = 0
     requests = replies = 0
     delays = []
+    late = []  # {"unix", "late_ms"}, bounded
+    late_count = 0
+    late_max_ms = 0.0
     while True:
         now = time.monotonic()
         if now >= end or replies >= args.max_replies:
             break
         while pending and pending[0][0] <= now:
-            _, _, pkt, addr = heapq.heappop(pending)
+            due, _, pkt, addr = heapq.heappop(pending)
+            late_ms = (now - due) * 1000.0
+            late_max_ms = max(late_max_ms, late_ms)
+            if late_ms > args.late_ms:
+                late_count += 1
+                if len(late) < 10000:
+                    late.append({"unix": round(time.time(), 6), "late_ms": round(late_ms, 3)})
             try:
                 sock.sendto(pkt, (addr, 0))
                 replies += 1
@@ -115,10 +137,16 @@ def main() -> int:
             continue
         while True:
             try:
-                data, (addr, _) = sock.recvfrom(65535)
+                data, ancillary, _, (addr, _) = sock.recvmsg(65535, socket.CMSG_SPACE(16))
             except BlockingIOError:
                 break
             arrival = time.monotonic()
+            for level, kind, value in ancillary:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(value) >= 16:
+                    sec, nsec = struct.unpack("qq", value[:16])
+                    # The kernel stamped it in wall-clock time; how long ago
+                    # that was is what matters.
+                    arrival -= max(0.0, time.time() - (sec + nsec / 1e9))
             ihl = (data[0] & 0x0F) * 4
             icmp = data[ihl:]
             if len(icmp) < 8 or icmp[0] != 8 or icmp[1] != 0:
@@ -137,7 +165,9 @@ def main() -> int:
             heapq.heappush(pending, (arrival + delay / 1000.0, order, bytes(reply), addr))
             order += 1
     delays.sort()
-    out = {"requests": requests, "replies": replies, "unanswered": len(pending)}
+    out = {"requests": requests, "replies": replies, "unanswered": len(pending),
+           "started_unix": started_unix, "late_max_ms": round(late_max_ms, 3),
+           "late_count": late_count, "late": late}
     if delays:
         out["delay_ms"] = {"min": delays[0], "median": delays[len(delays) // 2], "max": delays[-1]}
     print(json.dumps(out))
