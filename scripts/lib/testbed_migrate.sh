@@ -108,11 +108,16 @@ cmd_migrate() {
     local qargs=(-accel tcg -machine pc -m "$ram" -smp 1 -nodefaults -no-user-config -display none
         -device "loader,file=$work/ram.bin,addr=0x1000000,force-raw=on"
         -kernel "$work/guest.elf" -append "seed=$seed dirty=$dirty_bps hot=$hot hz=250")
-    node_exec dst timeout -k 5 "$max_time" qemu-system-x86_64 -name shroud-tb-dst "${qargs[@]}" \
+    # `ip netns exec` directly, not node_exec: $! must be the process that
+    # becomes `timeout` (which passes TERM on to QEMU). A function run with &
+    # is a subshell, and TERM to it left both QEMUs running after every
+    # migration until --max-time (found in session 5: up to six guest pairs
+    # alive at once during scripts/evaluate).
+    ip netns exec "$(ns_of dst)" timeout -k 5 "$max_time" qemu-system-x86_64 -name shroud-tb-dst "${qargs[@]}" \
         -serial "file:$work/serial-dst.log" -qmp "unix:$work/dst.qmp,server=on,wait=off" \
         -incoming "tcp:$TB_DST_IP:$port" >"$work/qemu-dst.err" 2>&1 </dev/null &
     TB_QEMU_DST=$!
-    node_exec src timeout -k 5 "$max_time" qemu-system-x86_64 -name shroud-tb-src "${qargs[@]}" \
+    ip netns exec "$(ns_of src)" timeout -k 5 "$max_time" qemu-system-x86_64 -name shroud-tb-src "${qargs[@]}" \
         -serial "file:$work/serial-src.log" -qmp "unix:$work/src.qmp,server=on,wait=off" \
         >"$work/qemu-src.err" 2>&1 </dev/null &
     TB_QEMU_SRC=$!
