@@ -204,12 +204,13 @@ check "jitter: the responder answered (median RTT 15-30 ms, nothing lost)" "" \
     "$(jq -c 'select(.summary == true)' "$WORK/jitter.json")"
 
 # --- (c) queue build-up: 20 -> 150 -> 20 ms, no loss ---
+RAMP_START_S=5 RAMP_END_S=10  # start + up 2 s + hold 1 s + down 2 s
 ramp() {  # ramp NAME RTTMON_ARGS...
     local name=$1
     shift
     rm -f "$WORK/ready.$name"
     in_t "${RT[@]}" timeout 40 python3 "$responder" --mode=ramp --ramp-base-ms 20 --ramp-peak-ms 150 \
-        --ramp-start-s 5 --ramp-up-s 2 --ramp-hold-s 1 --ramp-down-s 2 --duration-s 17 \
+        --ramp-start-s "$RAMP_START_S" --ramp-up-s 2 --ramp-hold-s 1 --ramp-down-s 2 --duration-s 17 \
         --ready-file "$WORK/ready.$name" >"$WORK/resp.$name.json" 2>"$WORK/resp.$name.err" &
     resp=$!
     BG_PIDS+=("$resp")
@@ -220,7 +221,7 @@ ramp() {  # ramp NAME RTTMON_ARGS...
     [[ $rc -eq 0 ]] || bad "$name run exited $rc" "$(cat "$WORK/$name.err")"
     echo "# $name: $(jq -c 'select(.summary == true) | {sent, received, lost, rtt_ms: (.rtt_ms | {median, max}), max_silence_ms, red, yellow}' "$WORK/$name.json"); events $(jq -c 'select(.summary != true) | {state, reason, start, duration_ms, peak_rtt_ms}' "$WORK/$name.json" | tr '\n' ' ')"
 }
-# The ramp (5-10 s after the responder started) must be exactly one event of
+# The ramp (RAMP_START_S..RAMP_END_S after the responder started) must be exactly one event of
 # the expected kind. Any other event must be one the responder caused by
 # answering late (descheduled on a loaded machine: a real RTT peak to the
 # prober, which the detector is right to report), at most yellow, and is
@@ -228,10 +229,11 @@ ramp() {  # ramp NAME RTTMON_ARGS...
 # ramp_events NAME: the run's events as one array with absolute times, the
 # responder's late answers, and the ramp window.
 ramp_events() {
-    jq -n --slurpfile mon "$WORK/$1.json" --slurpfile resp "$WORK/resp.$1.json" '
+    jq -n --slurpfile mon "$WORK/$1.json" --slurpfile resp "$WORK/resp.$1.json" \
+        --argjson from "$RAMP_START_S" --argjson to "$RAMP_END_S" '
         ($mon | map(select(.summary == true))[0].started_unix) as $t0
         | ($resp[0].started_unix) as $r0
-        | {ramp: [$r0 + 5, $r0 + 10], late: $resp[0].late, late_max_ms: $resp[0].late_max_ms,
+        | {ramp: [$r0 + $from, $r0 + $to], late: $resp[0].late, late_max_ms: $resp[0].late_max_ms,
            events: [$mon[] | select(.summary != true)
                     | . + {from: ($t0 + .start), to: ($t0 + .start + .duration_ms / 1000)}]}
         | .ramp as $w | .late as $l

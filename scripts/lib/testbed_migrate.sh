@@ -110,9 +110,7 @@ cmd_migrate() {
         -kernel "$work/guest.elf" -append "seed=$seed dirty=$dirty_bps hot=$hot hz=250")
     # `ip netns exec` directly, not node_exec: $! must be the process that
     # becomes `timeout` (which passes TERM on to QEMU). A function run with &
-    # is a subshell, and TERM to it left both QEMUs running after every
-    # migration until --max-time (found in session 5: up to six guest pairs
-    # alive at once during scripts/evaluate).
+    # is a subshell; TERM to it leaves QEMU running until --max-time.
     ip netns exec "$(ns_of dst)" timeout -k 5 "$max_time" qemu-system-x86_64 -name shroud-tb-dst "${qargs[@]}" \
         -serial "file:$work/serial-dst.log" -qmp "unix:$work/dst.qmp,server=on,wait=off" \
         -incoming "tcp:$TB_DST_IP:$port" >"$work/qemu-dst.err" 2>&1 </dev/null &
