@@ -44,7 +44,9 @@ expect() {  # expect DESCRIPTION JQ_FILTER FILE : the filter must yield true
 
 ns_before=$(ip netns list | grep -c '^shroud-tb-' || true)
 out=$work/out
-if ! "$root/scripts/evaluate" --demo --out "$out" --build "$build" >"$work/evaluate.log" 2>&1; then
+# An 80 Mbit/s WAN rather than the default 100: the stealth gateways must
+# get link rate and maxR 80 x 0.95 / 8 = 9.5 MB/s, not the shipped 11.875.
+if ! "$root/scripts/evaluate" --demo --link-mbit 80 --out "$out" --build "$build" >"$work/evaluate.log" 2>&1; then
     bad "scripts/evaluate --demo failed"
     tail -n 40 "$work/evaluate.log"
     for f in "$out"/runs/*/migrate.log "$out"/testbed-up.log; do
@@ -75,6 +77,21 @@ expect "chaff crossed the WAN in the stealth run only" \
 expect "judge: every detector named, one verdict per flow" \
     '(.detectors | map(.name)) == ["pattern","maxent","maxent_shipped","timing","timing_adaptive"] and ([.runs[].flows[] | .verdicts | keys | length] | all(. == 5))' \
     "$out/judge.json"
+for r in "$out"/runs/*/; do
+    expect "$(basename "$r"): QEMU ran with downtime-limit 100 ms (evaluate's default)" \
+        '.downtime_limit == 100' "$r/qmp-migrate.json"
+done
+gw_ok=1
+for side in gwa gwb; do
+    for key in link_rate_mbyte_s max_rate_mbyte_s; do
+        grep -q "^$key = 9.500\b" "$out/gateways-stealth/$side.toml" 2>/dev/null || gw_ok=0
+    done
+done
+if ((gw_ok)); then
+    ok "stealth gateways ran with link rate and maxR at 95 % of the 80 Mbit/s WAN (9.5 MB/s)"
+else
+    bad "stealth gateway configs in $out/gateways-stealth lack link_rate/max_rate = 9.500: $(grep -h '^link_rate\|^max_rate' "$out"/gateways-stealth/*.toml 2>&1 | tr '\n' ' ')"
+fi
 
 if grep -q '^## What must hold' "$out/report.md" && grep -q '^## Table V' "$out/report.md"; then
     ok "report.md has the tables and the checks"

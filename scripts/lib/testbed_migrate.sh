@@ -57,7 +57,7 @@ tb_migrate_cleanup() {
 }
 
 cmd_migrate() {
-    local rate=8 ram=64 port=49152 dirty=10 seed=1 max_time=0 out=""
+    local rate=8 ram=64 port=49152 dirty=10 seed=1 max_time=0 out="" downtime_limit=300
     while (($#)); do
         case $1 in
             --out) out=$2; shift 2 ;;
@@ -67,17 +67,19 @@ cmd_migrate() {
             --dirty) dirty=$2; shift 2 ;;
             --seed) seed=$2; shift 2 ;;
             --max-time) max_time=$2; shift 2 ;;
+            --downtime-limit) downtime_limit=$2; shift 2 ;;
             *) die "migrate: unknown option $1 (see scripts/testbed --help)" ;;
         esac
     done
     local v
-    for v in rate ram port dirty seed max_time; do
+    for v in rate ram port dirty seed max_time downtime_limit; do
         [[ ${!v} =~ ^[0-9]+$ ]] || die "migrate: --${v//_/-} must be a non-negative integer (got '${!v}')"
     done
     ((rate >= 1 && rate <= 100)) || die "migrate: --rate-mib must be in 1..100"
     ((ram >= 24 && ram <= 1024)) || die "migrate: --ram-mb must be in 24..1024"
     ((port >= 49152 && port <= 65535)) || die "migrate: --port must be in 49152..65535 (49152-49215: classed as migration)"
     ((dirty <= 50)) || die "migrate: --dirty must be in 0..50"
+    ((downtime_limit >= 1 && downtime_limit <= 60000)) || die "migrate: --downtime-limit must be in 1..60000 ms"
     if [[ -n $out ]]; then
         mkdir -p "$out" || die "migrate: cannot create --out $out"
     fi
@@ -129,7 +131,7 @@ cmd_migrate() {
     local t0 rc=0
     t0=$(date +%s.%N)
     timeout -k 5 $((mig_timeout + 15)) python3 "$ROOT/scripts/qmp.py" "$work/src.qmp" migrate \
-        --uri "tcp:$TB_DST_IP:$port" --bandwidth "$bw" --timeout "$mig_timeout" \
+        --uri "tcp:$TB_DST_IP:$port" --bandwidth "$bw" --downtime-limit "$downtime_limit" --timeout "$mig_timeout" \
         >"$work/migrate.json" 2>"$work/migrate.err" &
     TB_MIG_PID=$!
     wait "$TB_MIG_PID" || rc=$?
