@@ -89,6 +89,7 @@ absl::StatusOr<std::unique_ptr<GatewayWorker>> GatewayWorker::Create(
     w->chaff_.emplace(Chaff{
         .verifier = ChaffVerifier(keys, options.chaff.pools),
         .generators = std::move(generators),
+        .scheduler = ChaffFlightScheduler(),
         .responder = ChaffResponder(options.chaff.tcp),
         .policy = ChaffPolicy(options.chaff.policy),
         .respond = options.chaff.respond,
