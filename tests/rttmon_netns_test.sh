@@ -221,8 +221,8 @@ ramp() {  # ramp NAME RTTMON_ARGS...
     [[ $rc -eq 0 ]] || bad "$name run exited $rc" "$(cat "$WORK/$name.err")"
     echo "# $name: $(jq -c 'select(.summary == true) | {sent, received, lost, rtt_ms: (.rtt_ms | {median, max}), max_silence_ms, red, yellow}' "$WORK/$name.json"); events $(jq -c 'select(.summary != true) | {state, reason, start, duration_ms, peak_rtt_ms}' "$WORK/$name.json" | tr '\n' ' ')"
 }
-# The ramp (RAMP_START_S..RAMP_END_S after the responder started) must be exactly one event of
-# the expected kind. Any other event must be one the responder caused by
+# The ramp (RAMP_START_S..RAMP_END_S after the responder started) must be
+# exactly one event of the expected kind. Any other event must be one the responder caused by
 # answering late (descheduled on a loaded machine: a real RTT peak to the
 # prober, which the detector is right to report), at most yellow, and is
 # listed; an event the responder's own log does not explain fails the test.
