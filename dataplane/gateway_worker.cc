@@ -60,7 +60,9 @@ absl::StatusOr<std::unique_ptr<GatewayWorker>> GatewayWorker::Create(
   if (!scanner.ok()) return scanner.status();
   const uint64_t tsc_now = rte_get_tsc_cycles();
   // The shaper's clock starts at 0 with the worker's.
-  absl::StatusOr<Shaper> shaper = Shaper::Create(options.shaper, 0);
+  ShaperConfig shaper_config = options.shaper;
+  shaper_config.train_seed = options.seed ^ 0x747261696e73ull;  // "trains": apart from Algorithm 3's stream
+  absl::StatusOr<Shaper> shaper = Shaper::Create(shaper_config, 0);
   if (!shaper.ok()) return shaper.status();
   if (absl::Status s = options.rate_variation_config.Validate(); !s.ok()) return s;
   std::unique_ptr<GatewayWorker> w(new GatewayWorker(options, classifier, *std::move(scanner),

@@ -77,6 +77,9 @@ expect "chaff crossed the WAN in the stealth run only" \
 expect "judge: every detector named, one verdict per flow" \
     '(.detectors | map(.name)) == ["pattern","maxent","maxent_shipped","timing","timing_adaptive"] and ([.runs[].flows[] | .verdicts | keys | length] | all(. == 5))' \
     "$out/judge.json"
+expect "judge: every flow's timing features (what our attacks see), numbers for the migrations" \
+    '([.runs[].flows[] | .timing_features | keys | length] | all(. == 16)) and ([.runs[].flows[] | select(.label == "migration") | .timing_features.ipt_back_to_back_share | type] | all(. == "number"))' \
+    "$out/judge.json"
 for r in "$out"/runs/*/; do
     expect "$(basename "$r"): QEMU ran with downtime-limit 100 ms (evaluate's default)" \
         '.downtime_limit == 100' "$r/qmp-migrate.json"

@@ -81,13 +81,15 @@ def mig_flow(rid):
     return f"192.0.2.10:{40000 + rate * 10 + (mode == 'stealth')}>198.51.100.10:49152/tcp"
 
 
-def flow_entry(name, label, packets, flagged, mode, cov=0.5):
+def flow_entry(name, label, packets, flagged, mode, cov=0.5, b2b=0.3):
     verdicts = {d: {"flagged": bool(flagged.get(d)), "score": 7.0 if flagged.get(d) else 0.5, "decided": True}
                 for d in DETECTORS}
     if mode == "native":
         verdicts["timing_adaptive"] = None  # only trained on stealth runs
     return {"flow": name, "label": label, "bulk": False, "packets": packets, "bytes": packets * 1000,
             "duration_s": 5.0, "cov": {str(w): cov for w in (100, 200, 300, 500, 1000, 2000, 3000)},
+            "timing_features": {"ipt_back_to_back_share": b2b,
+                                "log_bytes_per_s": None if label == "chaff" else 14.0},
             "verdicts": verdicts}
 
 
@@ -99,7 +101,7 @@ def judge_run(rid, mig_flagged, bg_flagged):
     for i in range(BG_FLOWS[mode]):
         flagged = {d: i < n for d, n in bg_flagged.items()}
         flows.append(flow_entry(f"192.0.2.11:{5000 + i}>198.51.100.11:80/tcp", "background",
-                                2000 + i, flagged, mode, cov=0.8 + i / 100))
+                                2000 + i, flagged, mode, cov=0.8 + i / 100, b2b=0.5 + i / 100))
     if mode == "stealth":
         for i in range(3):
             flows.append(flow_entry(f"192.0.2.137:443>198.51.100.{i}:5000/tcp", "chaff", 1500,
@@ -241,6 +243,20 @@ class ReportTest(unittest.TestCase):
         self.assertEqual(sum(row["type"] == "Nat. Mig." for row in t2), 2)
         self.assertIn("scripts/evaluate --rates 4,8", report)
         self.assertIn("1 h 02 min 05 s", report)
+
+    def test_timing_features_by_group(self):
+        out, _, _, report = self.report()
+        rows = {(r["mode"], r["flows"]): r for r in read_csv(out / "features.csv")}
+        # Two runs per mode, two migration flows each; background 0.50..0.99 in both runs.
+        self.assertEqual(rows[("native", "migration")]["n"], "4")
+        self.assertEqual(rows[("native", "migration")]["ipt_back_to_back_share"], "0.300")
+        self.assertEqual(rows[("native", "background")]["n"], "100")
+        self.assertEqual(rows[("native", "background")]["ipt_back_to_back_share"], "0.745")
+        self.assertEqual(rows[("stealth", "chaff")]["n"], "6")
+        self.assertEqual(rows[("stealth", "chaff")]["log_bytes_per_s"], "–")  # all null
+        self.assertNotIn(("native", "chaff"), rows)
+        self.assertIn("## Timing features by flow group", report)
+        self.assertIn("| stealth | migration | 4 | 0.300 | 14.000 |", report)
 
     def test_must_hold_pass(self):
         _, _, _, report = self.report()

@@ -145,6 +145,7 @@ TEST(GatewayConfigExampleTest, ExampleStatesTheDefaults) {
   EXPECT_EQ(e.shaper.chaff_queue_ms, d.shaper.chaff_queue_ms);
   EXPECT_EQ(e.shaper.queue_packets, d.shaper.queue_packets);
   EXPECT_EQ(e.shaper.migration_borrows_chaff, d.shaper.migration_borrows_chaff);
+  EXPECT_EQ(e.shaper.train_max_frames, d.shaper.train_max_frames);
   EXPECT_DOUBLE_EQ(e.shaper.chaff_rate_mbyte_s, d.shaper.chaff_rate_mbyte_s);
   const RateVariationSection& er = e.rate_variation;
   const RateVariationSection& dr = d.rate_variation;
@@ -203,6 +204,7 @@ class = "migration"
 link_rate_mbyte_s = 1250.5
 migration_borrows_chaff = true
 chaff_rate_mbyte_s = 2
+train_max_frames = 6
 
 [rate_variation]
 enabled = false
@@ -234,6 +236,7 @@ up_range = [1, 2]
   EXPECT_DOUBLE_EQ(c->shaper.link_rate_mbyte_s, 1250.5);
   EXPECT_TRUE(c->shaper.migration_borrows_chaff);
   EXPECT_DOUBLE_EQ(c->shaper.chaff_rate_mbyte_s, 2.0);
+  EXPECT_EQ(c->shaper.train_max_frames, 6u);
   EXPECT_FALSE(c->rate_variation.enabled);
   EXPECT_EQ(c->rate_variation.seed, 1234567890123u);
   EXPECT_EQ(c->rate_variation.up_range, (std::array<double, 2>{1.0, 2.0}));
@@ -246,6 +249,7 @@ TEST(GatewayConfigErrorTest, WrongTypeNamesKeyAndLine) {
               HasSubstr("cfg.toml:2: dataplane.rx_queues: expected an integer, got a string"));
   EXPECT_THAT(Error("[dataplane]\n\nrx_queues = 1.5\n"),
               HasSubstr("cfg.toml:3: dataplane.rx_queues: expected an integer, got a float"));
+  EXPECT_THAT(Error("[shaper]\ntrain_max_frames = 0\n"), HasSubstr("cfg.toml:2: shaper.train_max_frames"));
   EXPECT_THAT(Error("[shaper]\nmigration_borrows_chaff = \"yes\"\n"),
               HasSubstr("cfg.toml:2: shaper.migration_borrows_chaff: expected a boolean"));
   EXPECT_THAT(
@@ -544,6 +548,7 @@ chaff_queue_ms = 30
 queue_packets = 2000
 chaff_rate_mbyte_s = 2.5
 migration_borrows_chaff = true
+train_max_frames = 9
 
 [rate_variation]
 min_rate_mbyte_s = 1
@@ -558,6 +563,8 @@ start_rate_mbyte_s = 3
   EXPECT_EQ(s.migration.queue_depth_ms, 80u);
   EXPECT_EQ(s.migration.queue_bytes(), 480'000u);  // 80 ms at maxR
   EXPECT_EQ(s.migration.queue_packets, 2000u);
+  EXPECT_EQ(s.migration.train_max_frames, 9u);
+  EXPECT_EQ(s.chaff.train_max_frames, 9u);
   EXPECT_EQ(s.chaff.rate_bytes_per_sec, 2'500'000u);
   EXPECT_EQ(s.chaff.ceil_bytes_per_sec, 6'000'000u);  // the migration envelope
   EXPECT_EQ(s.chaff.queue_depth_ms, 30u);

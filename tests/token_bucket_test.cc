@@ -237,6 +237,10 @@ TEST(ShaperConfigTest, ValidateNamesTheField) {
        "migration.queue_packets"},
       {"chaff depth 0", [](ShaperConfig& c) { c.chaff.queue_depth_ms = 0; },
        "chaff.queue_depth_ms"},
+      {"mig trains 0", [](ShaperConfig& c) { c.migration.train_max_frames = 0; },
+       "migration.train_max_frames"},
+      {"chaff trains huge", [](ShaperConfig& c) { c.chaff.train_max_frames = 5000; },
+       "chaff.train_max_frames"},
       {"queue smaller than a frame",
        [](ShaperConfig& c) {
          c.chaff.ceil_bytes_per_sec = 100'000;  // 10 ms = 1000 bytes < 9018
@@ -381,6 +385,104 @@ FollowResult FollowAlgorithm3(const RateVariationConfig& rvc, ShaperConfig sc, u
   }
   EXPECT_EQ(sim.shaper().counters(kMig).dropped_packets, 0u) << "the source must not overrun";
   return res;
+}
+
+// Trains: a backlogged migration at 1 MB/s with 1514-byte frames, polled
+// every 1-20 us. What one poll sends is one train (the link is far faster).
+struct TrainRun {
+  std::vector<uint32_t> sizes;     // frames per poll that sent any
+  std::vector<uint64_t> starts;    // when each train left
+  bool conformed = true;           // never beyond rate + burst
+  uint64_t sent_bytes = 0;
+};
+
+TrainRun RunTrains(uint32_t train_max, uint64_t seed, uint64_t duration_ns) {
+  ShaperConfig sc;
+  sc.max_frame_bytes = 1518;
+  sc.migration.rate_bytes_per_sec = 1'000'000;
+  sc.migration.train_max_frames = train_max;
+  sc.train_seed = seed;
+  const uint64_t t0 = kSec;
+  Sim sim(sc, t0, seed);
+  ReferenceBucket reference(sc.migration.rate_bytes_per_sec, sc.migration.burst_bytes, t0);
+  TrainRun run;
+  while (sim.now() < t0 + duration_ns) {
+    sim.KeepBacklogged(kMig, 64, 1514, 1514);
+    const std::vector<uint64_t>& sent = sim.Poll();
+    for (uint64_t h : sent) run.conformed = reference.Charge(sim.now(), sim.packet(h).bytes) && run.conformed;
+    if (!sent.empty()) {
+      run.sizes.push_back(static_cast<uint32_t>(sent.size()));
+      run.starts.push_back(sim.now());
+    }
+    sim.AdvanceJitter();
+  }
+  run.sent_bytes = sim.sent_bytes(kMig);
+  return run;
+}
+
+TEST(ShaperTrainTest, OneFrameAtATimeWithoutTrains) {
+  const TrainRun run = RunTrains(1, 1, 2 * kSec);
+  EXPECT_TRUE(run.conformed);
+  // Paced: after the initial full bucket, never two frames in one poll.
+  const auto more = std::count_if(run.sizes.begin() + 12, run.sizes.end(), [](uint32_t s) { return s > 1; });
+  EXPECT_EQ(more, 0);
+}
+
+TEST(ShaperTrainTest, TrainsOfOneToNFramesLeaveBackToBackAtTheSameRate) {
+  constexpr uint32_t kMax = 8;
+  const uint64_t duration = 20 * kSec;
+  const TrainRun run = RunTrains(kMax, 7, duration);
+  EXPECT_TRUE(run.conformed) << "a train must never send beyond rate + burst";
+  // Same mean rate as pacing: 1 MB/s over 20 s, within a burst and a frame.
+  EXPECT_NEAR(static_cast<double>(run.sent_bytes), 20e6, 16 * 1024 + 1514);
+  // Every length 1..8 occurs, about uniformly (about 2600 trains); none longer.
+  std::array<int, kMax + 1> count{};
+  for (size_t i = 1; i < run.sizes.size(); ++i) {  // the first drains the full bucket
+    ASSERT_LE(run.sizes[i], kMax);
+    ++count[run.sizes[i]];
+  }
+  const double trains = static_cast<double>(run.sizes.size() - 1);
+  for (uint32_t k = 1; k <= kMax; ++k) {
+    EXPECT_NEAR(count[k] / trains, 1.0 / kMax, 0.3 / kMax) << "length " << k;
+  }
+  // A train waits for all of its tokens: the gap before a train of m frames
+  // is at least what m frames cost, less what the previous one left (< 1
+  // frame, as it started as soon as its tokens were there).
+  for (size_t i = 2; i < run.sizes.size(); ++i) {
+    const double earned = static_cast<double>(run.starts[i] - run.starts[i - 1]) * 1e-9 * 1e6;
+    ASSERT_GE(earned + 1514 + 40, 1514.0 * run.sizes[i]) << "train " << i;
+  }
+}
+
+TEST(ShaperTrainTest, TrainLengthsFollowTheSeed) {
+  const TrainRun a = RunTrains(8, 3, kSec / 2);
+  const TrainRun b = RunTrains(8, 3, kSec / 2);
+  const TrainRun c = RunTrains(8, 4, kSec / 2);
+  EXPECT_EQ(a.sizes, b.sizes);
+  EXPECT_NE(a.sizes, c.sizes);
+}
+
+TEST(ShaperTrainTest, AShortQueueGoesAsSoonAsItsOwnTokensAreThere) {
+  // Fewer frames queued than the train wants: they leave when their tokens
+  // are there instead of waiting for more to arrive.
+  ShaperConfig sc;
+  sc.max_frame_bytes = 1518;
+  sc.migration.rate_bytes_per_sec = 1'000'000;
+  sc.migration.train_max_frames = 16;
+  Sim sim(sc, kSec);
+  ASSERT_TRUE(sim.Offer(kMig, 1514));
+  EXPECT_EQ(sim.Poll().size(), 1u);  // the bucket starts full
+  // Drain the bucket, then offer one frame: it waits ~1.5 ms for its tokens, not 16 frames' worth.
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(sim.Offer(kMig, 1514));
+  while (!sim.Poll().empty()) {}
+  while (sim.shaper().counters(kMig).backlog_packets > 0) {
+    sim.Advance(100 * kUs);
+    sim.Poll();
+  }
+  const uint64_t offered = sim.now();
+  ASSERT_TRUE(sim.Offer(kMig, 1514));
+  while (sim.Poll().empty()) sim.Advance(10 * kUs);
+  EXPECT_LE(sim.now() - offered, 2 * 1514 * kUs + 20 * kUs) << "waited for more than its own tokens";
 }
 
 TEST(ShaperTest, FollowsAlgorithm3RateWithin3PercentEvery10ms) {

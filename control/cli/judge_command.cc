@@ -135,6 +135,7 @@ void PrintJson(const JudgeResult& r, const FeatureConfig& config, uint64_t min_p
     }
     jrun["model_weights"] = weights;
     jrun["flows"] = nlohmann::json::array();
+    const std::vector<std::string> feature_names = TimingFeatureNames(config);
     for (size_t i = 0; i < run.flows.size(); ++i) {
       const JudgedFlow& f = run.flows[i];
       nlohmann::json cov = nlohmann::json::object();
@@ -144,6 +145,13 @@ void PrintJson(const JudgeResult& r, const FeatureConfig& config, uint64_t min_p
       }
       nlohmann::json verdicts = nlohmann::json::object();
       for (const std::string& d : JudgeDetectorNames()) verdicts[d] = VerdictJson(jr.verdicts[i].at(d));
+      // What our timing attacks see of the flow, so a reader can tell why it
+      // was (not) flagged and compare groups feature by feature.
+      nlohmann::json timing = nlohmann::json::object();
+      const std::vector<double> x = TimingFeatures(f.flow.view(config));
+      for (size_t k = 0; k < x.size() && k < feature_names.size(); ++k) {
+        timing[feature_names[k]] = NumberOrNull(x[k]);
+      }
       jrun["flows"].push_back({{"flow", FormatFlowKey(f.flow.key)},
                                {"label", FlowLabelName(f.label)},
                                {"bulk", f.bulk},
@@ -151,6 +159,7 @@ void PrintJson(const JudgeResult& r, const FeatureConfig& config, uint64_t min_p
                                {"bytes", f.flow.features.bytes},
                                {"duration_s", f.flow.features.duration_seconds()},
                                {"cov", cov},
+                               {"timing_features", timing},
                                {"verdicts", verdicts}});
     }
     doc["runs"].push_back(std::move(jrun));
@@ -225,7 +234,8 @@ void PrintJudgeHelp() {
       "trained like maxent) and timing_adaptive (ours, trained on the other stealth runs'\n"
       "migrations; stealth runs only). Also the paper's Table III comparisons per mode.\n"
       "A table for people on stdout; --json for the document scripts/lib/evaluate_report.py\n"
-      "reads.",
+      "reads, with every flow's CoVs, timing features (what the timing attacks see) and\n"
+      "verdicts.",
       {"judge_command.cc"});
 }
 

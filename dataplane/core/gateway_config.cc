@@ -470,6 +470,7 @@ void ParseShaper(TableReader& r, ShaperSection* s) {
   r.Unsigned("queue_packets", &s->queue_packets);
   r.Bool("migration_borrows_chaff", &s->migration_borrows_chaff);
   r.Number("chaff_rate_mbyte_s", &s->chaff_rate_mbyte_s);
+  r.Unsigned("train_max_frames", &s->train_max_frames);
 }
 
 void ParseRateVariation(TableReader& r, RateVariationSection* v) {
@@ -825,6 +826,7 @@ void ValidateShaper(const GatewayConfig& c, Diagnostics& d) {
   CheckRange<uint32_t>(d, "shaper.migration_queue_ms", s.migration_queue_ms, 1, 10'000);
   CheckRange<uint32_t>(d, "shaper.chaff_queue_ms", s.chaff_queue_ms, 1, 10'000);
   CheckRange<uint32_t>(d, "shaper.queue_packets", s.queue_packets, 1, 1u << 20);
+  CheckRange<uint32_t>(d, "shaper.train_max_frames", s.train_max_frames, 1, 1024);
   if (!(std::isfinite(s.chaff_rate_mbyte_s) && s.chaff_rate_mbyte_s >= 0.0)) {
     d.Error("shaper.chaff_rate_mbyte_s", absl::StrCat("must be >= 0 MB/s (0 = no chaff), got ",
                                                    FormatNumber(s.chaff_rate_mbyte_s)));
@@ -1080,12 +1082,14 @@ ShaperConfig ToShaperConfig(const GatewayConfig& config) {
   shaper.migration.ceil_bytes_per_sec = migration_ceil;
   shaper.migration.queue_depth_ms = s.migration_queue_ms;
   shaper.migration.queue_packets = s.queue_packets;
+  shaper.migration.train_max_frames = s.train_max_frames;
   const uint64_t chaff_rate = bytes_per_sec(s.chaff_rate_mbyte_s);
   shaper.chaff.rate_bytes_per_sec = chaff_rate;
   shaper.chaff.ceil_bytes_per_sec =
       std::max({chaff_rate, migration_ceil, ChaffTopRateBytesPerSec(config)});
   shaper.chaff.queue_depth_ms = s.chaff_queue_ms;
   shaper.chaff.queue_packets = s.queue_packets;
+  shaper.chaff.train_max_frames = s.train_max_frames;
   shaper.chaff_borrows_from_migration = true;
   shaper.migration_borrows_from_chaff = s.migration_borrows_chaff;
   return shaper;

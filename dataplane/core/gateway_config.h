@@ -89,6 +89,10 @@ struct ShaperSection {
   // Token rate of the chaff class. The paper treats chaffing as optional (for
   // lightly loaded networks), so 0 = no chaff.
   double chaff_rate_mbyte_s = 0.0;
+  // Migration and chaff leave in trains of 1..N back-to-back frames, each
+  // train waiting for its tokens (ShaperClassConfig::train_max_frames);
+  // 1 = one frame at a time, evenly paced.
+  uint32_t train_max_frames = 1;
 };
 
 // Algorithm 3's default factor range [x_i, y_i] (i = 0..3) as a config pair.

@@ -404,6 +404,7 @@ std::vector<std::string> RestartOnlyChanges(const GatewayConfig& running,
   check("shaper.queue_packets", sa.queue_packets == sb.queue_packets);
   check("shaper.migration_borrows_chaff", sa.migration_borrows_chaff == sb.migration_borrows_chaff);
   check("shaper.chaff_rate_mbyte_s", sa.chaff_rate_mbyte_s == sb.chaff_rate_mbyte_s);
+  check("shaper.train_max_frames", sa.train_max_frames == sb.train_max_frames);
   // [rate_variation] applies live, but the seed only seeds Algorithm 3 once.
   check("rate_variation.seed", running.rate_variation.seed == next.rate_variation.seed);
   // [chaff]: the key decides whether a generator exists at all; pools,

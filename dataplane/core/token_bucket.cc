@@ -13,6 +13,14 @@ namespace {
 // Far above any sane queue, low enough that a typo does not allocate gigabytes.
 constexpr uint32_t kMaxQueuePackets = 1u << 20;
 constexpr uint32_t kMaxQueueDepthMs = 10'000;
+constexpr uint32_t kMaxTrainFrames = 1024;
+
+uint64_t SplitMix64(uint64_t& state) {
+  uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
 
 absl::Status ValidateClass(const std::string& name, const ShaperClassConfig& c,
                            uint32_t max_frame_bytes) {
@@ -38,6 +46,10 @@ absl::Status ValidateClass(const std::string& name, const ShaperClassConfig& c,
   if (c.queue_depth_ms == 0 || c.queue_depth_ms > kMaxQueueDepthMs) {
     return absl::InvalidArgumentError(absl::StrCat(name, ".queue_depth_ms must be in [1, ",
                                                    kMaxQueueDepthMs, "], got ", c.queue_depth_ms));
+  }
+  if (c.train_max_frames == 0 || c.train_max_frames > kMaxTrainFrames) {
+    return absl::InvalidArgumentError(absl::StrCat(name, ".train_max_frames must be in [1, ",
+                                                   kMaxTrainFrames, "], got ", c.train_max_frames));
   }
   if (c.queue_bytes() < max_frame_bytes) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -91,11 +103,14 @@ absl::StatusOr<Shaper> Shaper::Create(const ShaperConfig& config, uint64_t now_n
     s.ceil = TokenBucket(cc.ceil_bytes_per_sec, cc.burst_bytes, now_ns);
     s.queue = PacketQueue(cc.queue_packets, cc.queue_bytes());
     s.may_borrow = may_borrow;
+    s.train_max = cc.train_max_frames;
   };
+  shaper.train_rng_ = config.train_seed;
   init(ShapedClass::kMigration, config.migration, config.migration_borrows_from_chaff);
   init(ShapedClass::kChaff, config.chaff, config.chaff_borrows_from_migration);
   shaper.max_frame_bytes_ = config.max_frame_bytes;
   shaper.default_counts_against_root_ = config.default_counts_against_root;
+  for (ClassState& s : shaper.classes_) shaper.NextTrain(s);
   return shaper;
 }
 
@@ -159,6 +174,23 @@ Shaper::SendResult Shaper::TrySend(ClassState& self, ClassState& other, uint32_t
   return SendResult::kSent;
 }
 
+void Shaper::NextTrain(ClassState& s) {
+  s.train_left = 0;
+  s.train_target = s.train_max <= 1 ? 1 : 1 + static_cast<uint32_t>(SplitMix64(train_rng_) % s.train_max);
+}
+
+bool Shaper::TrainMayStart(const ClassState& self, const ClassState& other) const {
+  const uint32_t frames = std::min(self.train_target, self.queue.size());
+  uint64_t bytes = 0;
+  for (uint32_t i = 0; i < frames; ++i) bytes += self.queue.At(i).bytes;
+  // Tokens never exceed the bucket depth: a longer train starts at a full one.
+  const int64_t need = std::min(BytesToTokenUnits(bytes), self.rate.burst());
+  if (!self.ceil.Has(std::min(need, self.ceil.burst()))) return false;
+  if (self.rate.Has(need)) return true;
+  if (!self.may_borrow || !other.queue.empty()) return false;
+  return other.rate.Has(need - std::max<int64_t>(self.rate.tokens(), 0));
+}
+
 size_t Shaper::Dequeue(uint64_t now_ns, uint64_t* out, size_t max_packets) {
   Refill(now_ns);
   size_t n = 0;
@@ -167,7 +199,15 @@ size_t Shaper::Dequeue(uint64_t now_ns, uint64_t* out, size_t max_packets) {
   ClassState* order[2][2] = {{&migration, &chaff}, {&chaff, &migration}};
   for (auto& [self, other] : order) {
     SendResult result = SendResult::kSent;
+    const bool trains = self->train_max > 1;
     while (n < max_packets && !self->queue.empty()) {
+      if (trains && self->train_left == 0) {
+        if (!TrainMayStart(*self, *other)) {
+          result = SendResult::kWaitOwn;
+          break;
+        }
+        self->train_left = std::min(self->train_target, self->queue.size());
+      }
       const PacketQueue::Entry& e = self->queue.Front();
       result = TrySend(*self, *other, e.bytes);
       if (result != SendResult::kSent) break;
@@ -179,7 +219,11 @@ size_t Shaper::Dequeue(uint64_t now_ns, uint64_t* out, size_t max_packets) {
       k.sojourn_ns_total += sojourn;
       k.sojourn_ns_max = std::max(k.sojourn_ns_max, sojourn);
       self->queue.Pop();
+      if (trains && --self->train_left == 0) NextTrain(*self);
     }
+    // A train whose queue ran dry ends there: what comes next waits for the
+    // tokens of a whole new train rather than trickling out paced.
+    if (trains && self->queue.empty() && self->train_left > 0) NextTrain(*self);
     // Strict priority at the root: lower classes must not take the root
     // tokens a higher class's head is waiting for.
     if (result == SendResult::kWaitRoot) break;

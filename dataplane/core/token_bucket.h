@@ -152,6 +152,12 @@ class PacketQueue {
     return true;
   }
   const Entry& Front() const { return ring_[head_]; }
+  // The i-th entry from the front; i < size().
+  const Entry& At(uint32_t i) const {
+    uint32_t at = head_ + i;
+    if (at >= capacity_) at -= capacity_;
+    return ring_[at];
+  }
   void Pop() {
     bytes_ -= ring_[head_].bytes;
     if (++head_ == capacity_) head_ = 0;
@@ -193,6 +199,16 @@ struct ShaperClassConfig {
   uint32_t queue_depth_ms = 50;
   // Queue packet limit (and ring capacity).
   uint32_t queue_packets = 1024;
+  // Release in trains: 1 = each packet leaves as soon as its tokens are there
+  // (a paced, evenly spaced output). N > 1 = the class sends trains of 1..N
+  // frames (uniform, drawn per train): a train waits until the class's tokens
+  // cover all of it, then leaves back to back. The rate is the same either
+  // way; what changes is the spacing. A paced flow has no back-to-back frames
+  // and one dominant gap, which TCP flows, whose ACK clock and segmentation
+  // offload send trains, do not -- a tell for an adversary who learns what
+  // shaped flows look like. A train larger than burst_bytes starts when the
+  // bucket is full and the rest follows as tokens come.
+  uint32_t train_max_frames = 1;
 
   uint64_t queue_bytes() const {
     return ceil_bytes_per_sec * queue_depth_ms / 1000;
@@ -229,6 +245,8 @@ struct ShaperConfig {
   // Default traffic takes root tokens (never waiting for them), so the shaped
   // classes leave room for it on the link rather than queueing it in the NIC.
   bool default_counts_against_root = true;
+  // Seed of the train lengths (train_max_frames); any value, 0 included.
+  uint64_t train_seed = 1;
 
   // OK, or InvalidArgument naming the offending field.
   absl::Status Validate() const;
@@ -361,6 +379,9 @@ class Shaper {
     PacketQueue queue;
     ShaperClassCounters counters;
     bool may_borrow = false;
+    uint32_t train_max = 1;     // ShaperClassConfig::train_max_frames
+    uint32_t train_target = 1;  // frames in the next train
+    uint32_t train_left = 0;    // frames still to go in the current train; 0 = none started
   };
   enum class SendResult { kSent, kWaitOwn, kWaitRoot };
 
@@ -369,12 +390,18 @@ class Shaper {
   const ClassState& cls(ShapedClass c) const { return classes_[static_cast<size_t>(c)]; }
   // `other` is the class that may lend to `self`.
   SendResult TrySend(ClassState& self, ClassState& other, uint32_t bytes);
+  // Whether a train of `self`'s next train_target frames (fewer if fewer are
+  // queued) may start: its class tokens (own, or borrowed as TrySend would)
+  // and ceil cover it, capped at the bucket depth.
+  bool TrainMayStart(const ClassState& self, const ClassState& other) const;
+  void NextTrain(ClassState& s);
 
   TokenBucket root_;
   std::array<ClassState, kShapedClassCount> classes_;
   DefaultClassCounters default_counters_;
   uint32_t max_frame_bytes_ = 0;
   bool default_counts_against_root_ = true;
+  uint64_t train_rng_ = 0;  // SplitMix64 state
 };
 
 }  // namespace shroud
