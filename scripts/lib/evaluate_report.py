@@ -705,14 +705,6 @@ FEATURE_GROUPS = [("native", "migration"), ("native", "background"), ("native", 
                   ("stealth", "chaff")]
 
 
-def median(xs):
-    xs = sorted(xs)
-    n = len(xs)
-    if n == 0:
-        return None
-    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
-
-
 def feature_rows(judge):
     """Median of each timing feature (shroud judge's timing_features) per mode and flow
     group; bulk is the background's bulk part, also counted in background."""
@@ -736,14 +728,16 @@ def feature_rows(judge):
         flows = groups.get(g, [])
         if not flows:
             continue
-        meds = [median([x[n] for x in flows if isinstance(x.get(n), (int, float))]) for n in names]
+        meds = []
+        for n in names:
+            vals = [x[n] for x in flows if isinstance(x.get(n), (int, float))]
+            meds.append(statistics.median(vals) if vals else None)
         rows.append([g[0], g[1], len(flows)] + [fmt(m) for m in meds])
     return names, rows
 
 
 def write_report(out, matrix, judge, records, stats, detectors, tables, checks):
-    t2, t3, t4, t5, windows = tables[:5]
-    feature_names, features = tables[5] if len(tables) > 5 else ([], [])
+    t2, t3, t4, t5, windows, (feature_names, features) = tables
     cov_head = ["type", "run", "flow", "packets"] + [str(w) for w in windows] + ["load", "rate (MiB/s)"]
     counts = {k: sum(c["result"] == k for c in checks) for k in ("PASS", "FAIL", "not measured")}
     parts = [
