@@ -83,6 +83,34 @@ TEST(JudgeTest, LabelsChaffBeforeMigrationAndMarksBulk) {
   EXPECT_STREQ(FlowLabelName(run.flows[1].label), "chaff");
 }
 
+TEST(JudgeTest, MarksTheAckDirectionOfAConnection) {
+  auto with_bytes = [](LabelledFlow f, uint64_t bytes) {
+    f.features.bytes = bytes;
+    return f;
+  };
+  auto reversed = [](LabelledFlow f) {
+    f.key = f.key.Reversed();
+    return f;
+  };
+  const LabelledFlow download = FlowWith({192, 0, 2, 11}, 40002, 5203, 3000, false);
+  const LabelledFlow chat = FlowWith({192, 0, 2, 11}, 40003, 8080, 3000, false);
+  const LabelledFlow chaff = FlowWith({192, 0, 2, 150}, 40004, 443, 3000, false);
+  std::vector<LabelledFlow> flows = {
+      with_bytes(download, 4'000'000), with_bytes(reversed(download), 200'000),  // 20x: ACKs
+      with_bytes(chat, 1'000'000), with_bytes(reversed(chat), 200'000),          // 5x: both data
+      with_bytes(chaff, 4'000'000), with_bytes(reversed(chaff), 100'000),        // chaff's ACKs
+      with_bytes(FlowWith({192, 0, 2, 11}, 40005, 8080, 3000, false), 50'000),    // reverse unjudged
+  };
+  flows.push_back(with_bytes(reversed(flows.back()), 10'000'000));
+  flows.back().features.packets = 999;  // too short to be judged: the flow above is not marked
+  RunFlows run = LabelFlows({"r", "stealth", "x.pcap"}, flows, 100000, Rules());
+  ASSERT_EQ(run.flows.size(), 7u);
+  std::vector<bool> ack;
+  for (const JudgedFlow& f : run.flows) ack.push_back(f.ack_direction);
+  EXPECT_THAT(ack, ::testing::ElementsAre(false, true, false, false, false, true, false));
+  EXPECT_EQ(run.flows[4].label, FlowLabel::kChaff);
+}
+
 TEST(JudgeTest, TimingModelLearnsSeparableData) {
   std::vector<std::vector<double>> x;
   std::vector<bool> y;
@@ -196,6 +224,32 @@ TEST(JudgeTest, LeaveOneRunOutVerdicts) {
   EXPECT_LT(stealth_bg.result->ks.statistic, native_bg.result->ks.statistic);
   // No bulk flows in the synthetic runs: said, not crashed on.
   EXPECT_FALSE(result->comparisons[1].result.ok());
+}
+
+TEST(JudgeTest, TableThreeLeavesAckDirectionsOut) {
+  FeatureConfig config;
+  std::vector<RunFlows> runs;
+  for (int i = 0; i < 2; ++i) runs.push_back(SyntheticRun("n" + std::to_string(i), "native", 10 + i, config));
+  for (int i = 0; i < 2; ++i) runs.push_back(SyntheticRun("s" + std::to_string(i), "stealth", 20 + i, config));
+  size_t native_bg = 0, stealth_bg = 0;
+  for (RunFlows& r : runs) {
+    bool marked = false;
+    for (JudgedFlow& f : r.flows) {
+      if (f.label != FlowLabel::kBackground) continue;
+      if (!marked) {
+        f.ack_direction = marked = true;
+        continue;
+      }
+      (r.spec.mode == "native" ? native_bg : stealth_bg) += 1;
+    }
+    ASSERT_TRUE(marked) << r.spec.id;
+  }
+  auto result = JudgeRuns(runs, Options(config));
+  ASSERT_TRUE(result.ok()) << result.status();
+  ASSERT_TRUE(result->comparisons[0].result.ok());
+  EXPECT_EQ(result->comparisons[0].result->n_b, native_bg);
+  ASSERT_TRUE(result->comparisons[2].result.ok());
+  EXPECT_EQ(result->comparisons[2].result->n_b, stealth_bg);
 }
 
 TEST(JudgeTest, OneNativeRunLeavesNothingToTrainOn) {

@@ -5,6 +5,7 @@
 #include <set>
 #include <tuple>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -128,6 +129,10 @@ RunFlows LabelFlows(const JudgeRunSpec& spec, const std::vector<LabelledFlow>& f
   RunFlows run;
   run.spec = spec;
   run.stream_packets = stream_packets;
+  absl::flat_hash_map<FlowKey, uint64_t> bytes_by_key;
+  for (const LabelledFlow& f : flows) {
+    if (f.features.packets >= rules.min_packets) bytes_by_key[f.key] += f.features.bytes;
+  }
   for (const LabelledFlow& f : flows) {
     if (f.features.packets < rules.min_packets) continue;
     JudgedFlow j;
@@ -144,6 +149,11 @@ RunFlows LabelFlows(const JudgeRunSpec& spec, const std::vector<LabelledFlow>& f
     auto in_bulk = [&](uint16_t p) { return p >= rules.bulk_port_lo && p <= rules.bulk_port_hi; };
     j.bulk = j.label == FlowLabel::kBackground && k.protocol == kProtoTcp &&
              (in_bulk(k.src_port) || in_bulk(k.dst_port));
+    if (k.protocol == kProtoTcp) {
+      auto reverse = bytes_by_key.find(k.Reversed());
+      j.ack_direction = reverse != bytes_by_key.end() &&
+                        reverse->second >= kAckDirectionByteRatio * f.features.bytes;
+    }
     run.flows.push_back(std::move(j));
   }
   return run;
@@ -277,6 +287,10 @@ absl::StatusOr<JudgeResult> JudgeRuns(const std::vector<RunFlows>& runs, const J
   // Table III groups, pooled over the runs of a mode: a migration is
   // compared with the background flows that crossed the same network at the
   // same time (with the gateways and chaff of that mode), as in the paper.
+  // ACK directions are left out on both sides: the migration's is never
+  // judged, and a stream of 66-byte ACKs differs from any data flow in its
+  // inter-packet times (7 us apart back to back at 100 Mbit/s, a full frame
+  // 123 us) whether or not a migration is hidden.
   std::vector<const LabelledFlow*> native_mig, stealth_mig, chaff;
   std::vector<const LabelledFlow*> native_bg, native_bulk, stealth_bg, stealth_bulk;
   for (const RunFlows& r : runs) {
@@ -284,8 +298,11 @@ absl::StatusOr<JudgeResult> JudgeRuns(const std::vector<RunFlows>& runs, const J
     for (const JudgedFlow& f : r.flows) {
       switch (f.label) {
         case FlowLabel::kMigration: (native ? native_mig : stealth_mig).push_back(&f.flow); break;
-        case FlowLabel::kChaff: chaff.push_back(&f.flow); break;
+        case FlowLabel::kChaff:
+          if (!f.ack_direction) chaff.push_back(&f.flow);
+          break;
         case FlowLabel::kBackground:
+          if (f.ack_direction) break;
           (native ? native_bg : stealth_bg).push_back(&f.flow);
           if (f.bulk) (native ? native_bulk : stealth_bulk).push_back(&f.flow);
           break;

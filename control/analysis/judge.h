@@ -62,10 +62,19 @@ struct FlowLabelRules {
   uint64_t min_packets = 1000;
 };
 
+// A TCP flow whose reverse direction carries at least this many times its
+// bytes is that connection's ACK direction.
+inline constexpr uint64_t kAckDirectionByteRatio = 10;
+
 struct JudgedFlow {
   LabelledFlow flow;  // is_migration == (label == kMigration)
   FlowLabel label = FlowLabel::kBackground;
   bool bulk = false;
+  // The ACK direction of a TCP connection (kAckDirectionByteRatio; only when
+  // the reverse flow is long enough to be judged too). The migration's own
+  // ACK direction is never judged, so Table III leaves these out of its
+  // background and chaff groups: like is compared with like.
+  bool ack_direction = false;
 };
 
 struct RunFlows {

@@ -155,6 +155,7 @@ void PrintJson(const JudgeResult& r, const FeatureConfig& config, uint64_t min_p
       jrun["flows"].push_back({{"flow", FormatFlowKey(f.flow.key)},
                                {"label", FlowLabelName(f.label)},
                                {"bulk", f.bulk},
+                               {"ack_direction", f.ack_direction},
                                {"packets", f.flow.features.packets},
                                {"bytes", f.flow.features.bytes},
                                {"duration_s", f.flow.features.duration_seconds()},
@@ -232,7 +233,9 @@ void PrintJudgeHelp() {
       "on the other native runs: leave-one-run-out; stealth runs: all native runs),\n"
       "maxent_shipped (--model or the built-in model), timing (ours: richer timing features,\n"
       "trained like maxent) and timing_adaptive (ours, trained on the other stealth runs'\n"
-      "migrations; stealth runs only). Also the paper's Table III comparisons per mode.\n"
+      "migrations; stealth runs only). Also the paper's Table III comparisons per mode,\n"
+      "data directions only (a TCP flow whose reverse carries 10x its bytes is an ACK\n"
+      "direction: the migration's is never judged, so neither are the others' there).\n"
       "A table for people on stdout; --json for the document scripts/lib/evaluate_report.py\n"
       "reads, with every flow's CoVs, timing features (what the timing attacks see) and\n"
       "verdicts.",

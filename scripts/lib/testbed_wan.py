@@ -14,6 +14,19 @@
       directions halfway. Counters go to --stats (JSON, rewritten every second
       and at exit). Stops on SIGTERM/SIGINT or after --max-s seconds.
 
+      --record-request FILE: while FILE holds a path, every forwarded frame is
+      also written to that path as the tap sees it on the emulated link
+      (nanosecond pcap, snaplen 96), stamped with the link model's time rather
+      than when this process got round to it: a frame enters the WAN when its
+      serialisation ends, leaves it at its due time, and arrives at the kernel's
+      receive timestamp (SO_TIMESTAMPNS). That is what a tap with hardware
+      timestamps on a real link records; a capture of the --mirror port instead
+      shows this loop's per-frame cost (~10 us, and different for the two
+      directions, since one is mirrored on receive and the other on send).
+      The path is opened within 0.25 s and FILE.active then names it; remove
+      FILE to close it (everything is written, in time order, then FILE.active
+      goes). `scripts/testbed record start|stop` drives this.
+
   testbed_wan.py ping DST [-c N] [-i S] [-W S]
       ICMP echo with a raw socket (this system has no ping binary); prints one
       line per reply and a summary "rtt min/avg/max = a/b/c ms, R/N received".
@@ -23,6 +36,7 @@ Needs root (CAP_NET_RAW). Only the interfaces named are touched.
 """
 import argparse
 import collections
+import heapq
 import json
 import os
 import random
@@ -39,6 +53,10 @@ PACKET_ADD_MEMBERSHIP = 1
 PACKET_MR_PROMISC = 1
 PACKET_IGNORE_OUTGOING = 23
 PACKET_OUTGOING = 4
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+PCAP_SNAPLEN = 96
+# Ethernet's per-frame overhead on the wire: preamble + SFD (8), FCS (4), IFG (12).
+WIRE_OVERHEAD = 24
 
 
 def open_packet_socket(ifname, receive):
@@ -52,6 +70,10 @@ def open_packet_socket(ifname, receive):
             pass
     s.bind((ifname, proto))  # Python converts the protocol to network order
     if receive:
+        try:  # the kernel's receive time of each frame, not when we read it
+            s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        except OSError:
+            pass
         ifindex = socket.if_nametoindex(ifname)
         mreq = struct.pack("iHH8s", ifindex, PACKET_MR_PROMISC, 0, b"")
         s.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
@@ -80,29 +102,113 @@ class Direction:
                       queue_dropped=0, tx_errors=0, max_queue=0)
 
     def enqueue(self, frame, now):
+        """Queue frame, arrived at monotonic time now; (link_time, due) or None if lost or dropped.
+
+        link_time is when its serialisation onto the link ends (now without a
+        rate), due when it leaves the far end. Frames leave no closer together
+        than their serialisation time: jitter delays a frame, it never bunches
+        frames up more tightly than the link could carry them.
+        """
         c = self.c
         c["rx_frames"] += 1
         c["rx_bytes"] += len(frame)
         if self.loss > 0 and random.random() < self.loss:
             c["lost"] += 1
-            return False
+            return None
         if len(self.q) >= self.queue_pkts:
             c["queue_dropped"] += 1
-            return False
+            return None
         t = now
+        wire = (len(frame) + WIRE_OVERHEAD) * self.byte_time
         if self.byte_time:
             start = max(now, self.link_free)
-            self.link_free = start + (len(frame) + 24) * self.byte_time  # + preamble, IFG, FCS
+            self.link_free = start + wire
             t = self.link_free
         due = t + self.delay
         if self.jitter > 0:
             due += random.uniform(-self.jitter, self.jitter)
-        due = max(due, t, self.last_due)  # FIFO: never overtake
+        due = max(due, t, self.last_due + wire)  # FIFO: never overtake
         self.last_due = due
         self.q.append([due, frame, False])
         if len(self.q) > c["max_queue"]:
             c["max_queue"] = len(self.q)
-        return True
+        return t, due
+
+    def tap_time(self, link_time, due):
+        """When the tap sees a frame: entering the WAN, leaving it, or halfway."""
+        if self.mirror_early is None:
+            return (link_time + due) / 2
+        return link_time if self.mirror_early else due
+
+
+class PcapRecorder:
+    """The tap's view of the link as a nanosecond pcap, in time order.
+
+    Frames are pushed with monotonic model times that may run ahead of the
+    clock (a frame still being serialised) or behind it (read late), so they
+    are held in a heap and written once older than now - horizon.
+    """
+
+    def __init__(self, path, wall_offset, horizon=2.0):
+        self.path = path
+        # Wall clock - monotonic clock, as integer ns: a float epoch time only
+        # resolves ~0.24 us, coarser than the gaps this capture is for.
+        self.offset_ns = int(round(wall_offset * 1e9))
+        self.horizon = horizon
+        self.heap = []
+        self.seq = 0
+        self.written = 0
+        self.f = open(path, "wb")
+        self.f.write(struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, PCAP_SNAPLEN, 1))
+
+    def push(self, t, frame):
+        heapq.heappush(self.heap, (t, self.seq, frame[:PCAP_SNAPLEN], len(frame)))
+        self.seq += 1
+
+    def flush(self, now, final=False):
+        heap, f = self.heap, self.f
+        limit = float("inf") if final else now - self.horizon
+        while heap and heap[0][0] < limit:
+            t, _, data, orig = heapq.heappop(heap)
+            ns = int(round(t * 1e9)) + self.offset_ns
+            f.write(struct.pack("<IIII", ns // 1000000000, ns % 1000000000, len(data), orig))
+            f.write(data)
+            self.written += 1
+
+    def close(self):
+        self.flush(0.0, final=True)
+        self.f.close()
+
+
+def read_request(path):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def write_atomic(path, text):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def remove_quietly(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def kernel_rx_time(ancdata, now, real_minus_mono):
+    """The frame's kernel receive time on the monotonic clock, never after now."""
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+            sec, nsec = struct.unpack("qq", data[:16])
+            return min(now, sec + nsec * 1e-9 - real_minus_mono)
+    return now
 
 
 def forward(args):
@@ -129,6 +235,25 @@ def forward(args):
     deadline = t0 + args.max_s if args.max_s > 0 else float("inf")
     next_stats = t0
     mirror_c = {"sent": 0, "errors": 0}
+    rec = {"recorder": None, "next_check": t0, "done": []}
+
+    def check_record_request(now):
+        want = read_request(args.record_request)
+        r = rec["recorder"]
+        if r is not None and r.path == want:
+            return
+        if r is not None:
+            r.close()
+            rec["done"].append({"path": r.path, "frames": r.written})
+            rec["recorder"] = None
+            remove_quietly(args.record_request + ".active")
+        if want:
+            try:
+                rec["recorder"] = PcapRecorder(want, time.time() - time.monotonic())
+                write_atomic(args.record_request + ".active", want + "\n")
+            except OSError as e:
+                print("testbed_wan: cannot record to %s: %s" % (want, e), file=sys.stderr)
+                write_atomic(args.record_request + ".error", "%s: %s\n" % (want, e))
 
     def write_stats(final=False):
         if not args.stats:
@@ -138,7 +263,9 @@ def forward(args):
                             "loss_pct": args.loss_pct, "rate_mbit": args.rate_mbit,
                             "queue_pkts": args.queue_pkts, "tap_at": args.tap_at,
                             "mirror": args.mirror or ""},
-               "mirror": mirror_c}
+               "mirror": mirror_c,
+               "recording": rec["recorder"].path if rec["recorder"] else "",
+               "recorded": rec["done"][-20:]}
         for d in dirs:
             doc[d.name] = dict(d.c, queued=len(d.q))
         tmp = args.stats + ".tmp"
@@ -185,6 +312,12 @@ def forward(args):
                         break
             if q:
                 wake = min(wake, q[0][0])
+        if args.record_request and now >= rec["next_check"]:
+            check_record_request(now)
+            rec["next_check"] = now + 0.25
+            wake = min(wake, rec["next_check"])
+        if rec["recorder"] is not None:
+            rec["recorder"].flush(now)
         if now >= next_stats:
             write_stats()
             next_stats = now + 1.0
@@ -195,18 +328,29 @@ def forward(args):
         except InterruptedError:
             continue
         now = time.monotonic()
+        real_minus_mono = time.time() - now
+        recorder = rec["recorder"]
         for s in ready:
             d = by_sock[s.fileno()]
             for _ in range(256):
                 try:
-                    frame, addr = s.recvfrom(65535)
+                    frame, anc, _, addr = s.recvmsg(65535, 64)
                 except (BlockingIOError, InterruptedError):
                     break
                 if addr[2] == PACKET_OUTGOING:
                     continue
-                if d.enqueue(frame, now) and mirror is not None and d.mirror_early:
+                times = d.enqueue(frame, kernel_rx_time(anc, now, real_minus_mono))
+                if times is None:
+                    continue
+                if recorder is not None:
+                    recorder.push(d.tap_time(*times), frame)
+                if mirror is not None and d.mirror_early:
                     d.q[-1][2] = True
                     do_mirror(frame)
+    if rec["recorder"] is not None:
+        rec["recorder"].close()
+        rec["done"].append({"path": rec["recorder"].path, "frames": rec["recorder"].written})
+        remove_quietly(args.record_request + ".active")
     write_stats(final=True)
     return 0
 
@@ -280,6 +424,8 @@ def main():
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--stats", default="")
     f.add_argument("--max-s", type=float, default=1800.0)
+    f.add_argument("--record-request", default="",
+                   help="file naming a pcap to record the tap's view of the link to (see above)")
     g = sub.add_parser("ping")
     g.add_argument("dst")
     g.add_argument("-c", dest="count", type=int, default=5)
