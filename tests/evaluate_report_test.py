@@ -112,8 +112,9 @@ def judge_run(rid, mig_flagged, bg_flagged):
 
 def comparisons(stealth_p):
     comp = [{"a": "native migration", "b": "background", "n_a": 2, "n_b": 100, "chi2": 30.1, "df": 9,
-             "chi2_p": 0.001, "categories_us": list(range(10)), "ks_window": 1000, "ks_d": 0.9,
-             "ks_p": 0.002},
+             "chi2_p": 0.001, "categories_us": [123, 7, 369] + list(range(20, 27)),
+             "percent_a": [94.6, 0.0, 2.7] + [0.39] * 7, "percent_b": [80.9, 13.0, 1.6] + [0.64] * 7,
+             "ks_window": 1000, "ks_d": 0.9, "ks_p": 0.002},
             {"a": "native migration", "b": "bulk", "error": "no bulk flows"},
             {"a": "chaff", "b": "background", "n_a": 6, "n_b": 80, "chi2": 5.0, "df": 9, "chi2_p": 0.8,
              "ks_window": 1000, "ks_d": 0.1, "ks_p": 0.9}]
@@ -236,6 +237,8 @@ class ReportTest(unittest.TestCase):
         self.assertAlmostEqual(float(t5[2]["extra_downtime_s"]), 0.1)
         t3 = read_csv(out / "table3.csv")
         self.assertEqual(t3[0]["chi2_result"], "Distinguishable")
+        self.assertEqual(t3[0]["top_categories"], "123 us 94.6/80.9 %; 7 us 0.0/13.0 %; 369 us 2.7/1.6 %")
+        self.assertEqual(t3[2]["top_categories"], "")  # no categories in judge.json: nothing made up
         self.assertEqual(t3[-1]["ks_result"], "Indistinguishable")
         t2 = read_csv(out / "table2.csv")
         self.assertEqual([row["type"] for row in t2][:3], ["TCP"] * 3)

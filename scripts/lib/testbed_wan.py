@@ -18,9 +18,10 @@
       also written to that path as the tap sees it on the emulated link
       (nanosecond pcap, snaplen 96), stamped with the link model's time rather
       than when this process got round to it: a frame enters the WAN when its
-      serialisation ends, leaves it at its due time, and arrives at the kernel's
-      receive timestamp (SO_TIMESTAMPNS). That is what a tap with hardware
-      timestamps on a real link records; a capture of the --mirror port instead
+      serialisation ends and leaves it at its due time, but no sooner after the
+      frame ahead of it than its own serialisation time (forwarding may release
+      frames that jitter bunched together at once, as it always did; a link
+      cannot). That is what a tap with hardware timestamps on a real link records; a capture of the --mirror port instead
       shows this loop's per-frame cost (~10 us, and different for the two
       directions, since one is mirrored on receive and the other on send).
       The path is opened within 0.25 s and FILE.active then names it; remove
@@ -53,7 +54,6 @@ PACKET_ADD_MEMBERSHIP = 1
 PACKET_MR_PROMISC = 1
 PACKET_IGNORE_OUTGOING = 23
 PACKET_OUTGOING = 4
-SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 PCAP_SNAPLEN = 96
 # Ethernet's per-frame overhead on the wire: preamble + SFD (8), FCS (4), IFG (12).
 WIRE_OVERHEAD = 24
@@ -70,10 +70,6 @@ def open_packet_socket(ifname, receive):
             pass
     s.bind((ifname, proto))  # Python converts the protocol to network order
     if receive:
-        try:  # the kernel's receive time of each frame, not when we read it
-            s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        except OSError:
-            pass
         ifindex = socket.if_nametoindex(ifname)
         mreq = struct.pack("iHH8s", ifindex, PACKET_MR_PROMISC, 0, b"")
         s.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
@@ -97,17 +93,21 @@ class Direction:
         self.mirror_early = mirror_early  # None: at half the delay (mid)
         self.q = collections.deque()  # (due, frame, mirrored)
         self.last_due = 0.0
+        self.last_exit = float("-inf")
         self.link_free = 0.0
         self.c = dict(rx_frames=0, rx_bytes=0, tx_frames=0, tx_bytes=0, lost=0,
                       queue_dropped=0, tx_errors=0, max_queue=0)
 
     def enqueue(self, frame, now):
-        """Queue frame, arrived at monotonic time now; (link_time, due) or None if lost or dropped.
+        """Queue frame, arrived at monotonic time now; (link_time, exit_time) or None if lost or dropped.
 
         link_time is when its serialisation onto the link ends (now without a
-        rate), due when it leaves the far end. Frames leave no closer together
-        than their serialisation time: jitter delays a frame, it never bunches
-        frames up more tightly than the link could carry them.
+        rate). It is forwarded at its due time (delay and jitter after
+        link_time, never before the frame ahead of it); exit_time is when the
+        tap sees it leave: its due time, but no sooner after the previous exit
+        than its own serialisation time, which jitter cannot shrink on a link.
+        Forwarding keeps the due time (session 8's A/B: enforcing the spacing
+        on forwarding too slowed shaped migrations; see results/experiments).
         """
         c = self.c
         c["rx_frames"] += 1
@@ -127,18 +127,19 @@ class Direction:
         due = t + self.delay
         if self.jitter > 0:
             due += random.uniform(-self.jitter, self.jitter)
-        due = max(due, t, self.last_due + wire)  # FIFO: never overtake
+        due = max(due, t, self.last_due)  # FIFO: never overtake
         self.last_due = due
+        self.last_exit = max(due, self.last_exit + wire)
         self.q.append([due, frame, False])
         if len(self.q) > c["max_queue"]:
             c["max_queue"] = len(self.q)
-        return t, due
+        return t, self.last_exit
 
-    def tap_time(self, link_time, due):
+    def tap_time(self, link_time, exit_time):
         """When the tap sees a frame: entering the WAN, leaving it, or halfway."""
         if self.mirror_early is None:
-            return (link_time + due) / 2
-        return link_time if self.mirror_early else due
+            return (link_time + exit_time) / 2
+        return link_time if self.mirror_early else exit_time
 
 
 class PcapRecorder:
@@ -158,10 +159,14 @@ class PcapRecorder:
         self.heap = []
         self.seq = 0
         self.written = 0
+        self.last_written = float("-inf")
+        self.late = 0  # pushed behind what was already written: out of order in the file
         self.f = open(path, "wb")
         self.f.write(struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, PCAP_SNAPLEN, 1))
 
     def push(self, t, frame):
+        if t < self.last_written:
+            self.late += 1
         heapq.heappush(self.heap, (t, self.seq, frame[:PCAP_SNAPLEN], len(frame)))
         self.seq += 1
 
@@ -170,6 +175,7 @@ class PcapRecorder:
         limit = float("inf") if final else now - self.horizon
         while heap and heap[0][0] < limit:
             t, _, data, orig = heapq.heappop(heap)
+            self.last_written = t
             ns = int(round(t * 1e9)) + self.offset_ns
             f.write(struct.pack("<IIII", ns // 1000000000, ns % 1000000000, len(data), orig))
             f.write(data)
@@ -200,15 +206,6 @@ def remove_quietly(path):
         os.unlink(path)
     except OSError:
         pass
-
-
-def kernel_rx_time(ancdata, now, real_minus_mono):
-    """The frame's kernel receive time on the monotonic clock, never after now."""
-    for level, kind, data in ancdata:
-        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
-            sec, nsec = struct.unpack("qq", data[:16])
-            return min(now, sec + nsec * 1e-9 - real_minus_mono)
-    return now
 
 
 def forward(args):
@@ -244,7 +241,7 @@ def forward(args):
             return
         if r is not None:
             r.close()
-            rec["done"].append({"path": r.path, "frames": r.written})
+            rec["done"].append({"path": r.path, "frames": r.written, "late": r.late})
             rec["recorder"] = None
             remove_quietly(args.record_request + ".active")
         if want:
@@ -328,18 +325,17 @@ def forward(args):
         except InterruptedError:
             continue
         now = time.monotonic()
-        real_minus_mono = time.time() - now
         recorder = rec["recorder"]
         for s in ready:
             d = by_sock[s.fileno()]
             for _ in range(256):
                 try:
-                    frame, anc, _, addr = s.recvmsg(65535, 64)
+                    frame, addr = s.recvfrom(65535)
                 except (BlockingIOError, InterruptedError):
                     break
                 if addr[2] == PACKET_OUTGOING:
                     continue
-                times = d.enqueue(frame, kernel_rx_time(anc, now, real_minus_mono))
+                times = d.enqueue(frame, now)
                 if times is None:
                     continue
                 if recorder is not None:
@@ -349,7 +345,8 @@ def forward(args):
                     do_mirror(frame)
     if rec["recorder"] is not None:
         rec["recorder"].close()
-        rec["done"].append({"path": rec["recorder"].path, "frames": rec["recorder"].written})
+        rec["done"].append({"path": rec["recorder"].path, "frames": rec["recorder"].written,
+                            "late": rec["recorder"].late})
         remove_quietly(args.record_request + ".active")
     write_stats(final=True)
     return 0
