@@ -21,9 +21,10 @@
       serialisation ends and leaves it at its due time, but no sooner after the
       frame ahead of it than its own serialisation time (forwarding may release
       frames that jitter bunched together at once, as it always did; a link
-      cannot). That is what a tap with hardware timestamps on a real link records; a capture of the --mirror port instead
-      shows this loop's per-frame cost (~10 us, and different for the two
-      directions, since one is mirrored on receive and the other on send).
+      cannot). That is what a tap with hardware timestamps on a real link
+      records; a capture of the --mirror port instead shows this loop's
+      per-frame cost (~10 us, and different for the two directions, since one
+      is mirrored on receive and the other on send).
       The path is opened within 0.25 s and FILE.active then names it; remove
       FILE to close it (everything is written, in time order, then FILE.active
       goes). `scripts/testbed record start|stop` drives this.
