@@ -235,16 +235,20 @@ def forward(args):
     mirror_c = {"sent": 0, "errors": 0}
     rec = {"recorder": None, "next_check": t0, "done": []}
 
-    def check_record_request(now):
+    def stop_recording():
+        r = rec["recorder"]
+        r.close()
+        rec["done"].append({"path": r.path, "frames": r.written, "late": r.late})
+        rec["recorder"] = None
+        remove_quietly(args.record_request + ".active")
+
+    def check_record_request():
         want = read_request(args.record_request)
         r = rec["recorder"]
         if r is not None and r.path == want:
             return
         if r is not None:
-            r.close()
-            rec["done"].append({"path": r.path, "frames": r.written, "late": r.late})
-            rec["recorder"] = None
-            remove_quietly(args.record_request + ".active")
+            stop_recording()
         if want:
             try:
                 rec["recorder"] = PcapRecorder(want, time.time() - time.monotonic())
@@ -266,10 +270,7 @@ def forward(args):
                "recorded": rec["done"][-20:]}
         for d in dirs:
             doc[d.name] = dict(d.c, queued=len(d.q))
-        tmp = args.stats + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(doc, f)
-        os.replace(tmp, args.stats)
+        write_atomic(args.stats, json.dumps(doc))
 
     def do_mirror(frame):
         try:
@@ -311,7 +312,7 @@ def forward(args):
             if q:
                 wake = min(wake, q[0][0])
         if args.record_request and now >= rec["next_check"]:
-            check_record_request(now)
+            check_record_request()
             rec["next_check"] = now + 0.25
             wake = min(wake, rec["next_check"])
         if rec["recorder"] is not None:
@@ -345,10 +346,7 @@ def forward(args):
                     d.q[-1][2] = True
                     do_mirror(frame)
     if rec["recorder"] is not None:
-        rec["recorder"].close()
-        rec["done"].append({"path": rec["recorder"].path, "frames": rec["recorder"].written,
-                            "late": rec["recorder"].late})
-        remove_quietly(args.record_request + ".active")
+        stop_recording()
     write_stats(final=True)
     return 0
 
