@@ -100,5 +100,40 @@ else
   skip "tests/data migration/background captures not present"
 fi
 
+# ratewalk: Algorithm 3 of a real config, simulated.
+pair=$root/conf/gateway-pair-a.toml
+expect "ratewalk help" 0 "--offered_mib_s" -- "$shroud" ratewalk --help
+expect "ratewalk needs a config" 2 "need exactly one GATEWAY_CONFIG" -- "$shroud" ratewalk
+expect "ratewalk: missing config names the file" 1 "/nonexistent/gw.toml" -- "$shroud" ratewalk /nonexistent/gw.toml
+expect "ratewalk: bad --offered_mib_s" 2 "'fast' is not a positive number" -- "$shroud" ratewalk --offered_mib_s 2,fast "$pair"
+expect "ratewalk: bad --walk_seconds" 2 "--walk_seconds must be in" -- "$shroud" ratewalk --walk_seconds 0 "$pair"
+sed 's/^enabled = true *#.*Algorithm 3.*/enabled = false/' "$pair" >"$tmp/fixed.toml"
+expect "ratewalk: a config without the walk" 1 "rate_variation.enabled is false" -- "$shroud" ratewalk "$tmp/fixed.toml"
+expect "ratewalk prints the walk's mean" 0 "mean rate +[0-9.]+ MB/s \(0\.[0-9]+ x maxR\)" -- "$shroud" ratewalk --walk_seconds 60 "$pair"
+out=$("$shroud" ratewalk --json --walk_seconds 120 --offered_mib_s 2,12 --trace_csv "$tmp/walk.csv" "$pair" 2>&1)
+if python3 - "$out" "$tmp/walk.csv" <<'PY'
+import csv, json, sys
+d = json.loads(sys.argv[1])
+assert d["steps"] == 12000 and abs(d["seconds"] - 120) < 1e-6, d
+assert d["min_rate_mbyte_s"] == 0.1 and d["max_rate_mbyte_s"] == 11.875, d
+assert 0 < d["mean_over_max"] < 1 and 0 < d["share_at_min"] < 1 and 0 < d["share_at_max"] < 1, d
+low, high = d["offered"]
+assert abs(low["offered_mbyte_s"] - 2 * 1.048576) < 1e-9, low
+assert low["mean_delivered_mbyte_s"] <= low["offered_mbyte_s"], low
+assert high["share_of_steps_below"] > low["share_of_steps_below"], d
+rows = list(csv.DictReader(open(sys.argv[2])))
+assert len(rows) == 12000, len(rows)
+rates = [float(r["rate_mbyte_s"]) for r in rows]
+assert abs(sum(rates) / len(rates) - d["mean_rate_mbyte_s"]) < 1e-3, (sum(rates) / len(rates), d)
+assert min(rates) >= 0.1 - 1e-9 and max(rates) <= 11.875 + 1e-9
+assert rows[1]["t_ms"] == "10.000" and {r["direction"] for r in rows} == {"up", "down"}
+PY
+then ok "ratewalk --json and --trace_csv agree with each other and the config"; else bad "ratewalk --json/--trace_csv" "$out"; fi
+a=$("$shroud" ratewalk --json --walk_seconds 30 --walk_seed 7 "$pair" 2>&1)
+b=$("$shroud" ratewalk --json --walk_seconds 30 --walk_seed 7 "$pair" 2>&1)
+c=$("$shroud" ratewalk --json --walk_seconds 30 --walk_seed 8 "$pair" 2>&1)
+if [ "$a" = "$b" ] && [ "$a" != "$c" ]; then ok "ratewalk: a seed replays the same walk, another does not"
+else bad "ratewalk seeds" "$a / $c"; fi
+
 echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" = 0 ]

@@ -231,6 +231,13 @@ class ReportTest(unittest.TestCase):
         self.assertAlmostEqual(float(det[("native", "pattern")]["mean_fpr"]), 0.01)
         self.assertEqual(det[("native", "timing_adaptive")]["tpr"], "")
         self.assertEqual(float(det[("stealth", "maxent")]["tpr"]), 0.0)
+        # native pattern: both migrations 7.0; 100 background, one at 7.0 (a tie), 99 at 0.5
+        self.assertAlmostEqual(float(det[("native", "pattern")]["auc"]), (2 * 99 + 0.5 * 2) / 200)
+        # stealth maxent: both migrations 0.5 = 79 of 80 background flows, one above them
+        self.assertAlmostEqual(float(det[("stealth", "maxent")]["auc"]), 0.5 * 79 * 2 / 160)
+        self.assertEqual(det[("native", "timing_adaptive")]["auc"], "")
+        self.assertIn("| stealth | maxent | 0.000 (0/2) |", report)
+        self.assertRegex(report, r"\| native \| pattern \|[^\n]*\| 0\.995 \|\n")
         t5 = read_csv(out / "table5.csv")
         self.assertEqual([row["rate_mib_s"] for row in t5], ["4", "8", "mean over rates"])
         self.assertAlmostEqual(float(t5[0]["ratio"]), 1.1)
@@ -333,6 +340,17 @@ class ReportTest(unittest.TestCase):
         t, mib_s = mod.binned(s["t"][s["mig"]], s["len"][s["mig"]], 0.1, 2.0)
         self.assertEqual(len(t), 20)
         self.assertAlmostEqual(mib_s[5], 50 * MIG_LEN / 0.1 / (1 << 20), places=6)
+
+    def test_ranking_auc(self):
+        spec = importlib.util.spec_from_file_location("evaluate_report", SCRIPT)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        self.assertEqual(mod.ranking_auc([3.0], [1.0, 2.0]), 1.0)
+        self.assertEqual(mod.ranking_auc([0.0], [1.0, 2.0]), 0.0)
+        self.assertEqual(mod.ranking_auc([1.0, 2.0], [1.0, 2.0]), 0.5)
+        self.assertAlmostEqual(mod.ranking_auc([2.0, 0.0], [1.0, 1.0, 3.0]), 2 / 6)
+        self.assertIsNone(mod.ranking_auc([], [1.0]))
+        self.assertIsNone(mod.ranking_auc([1.0], []))
 
     def test_errors(self):
         r = run_report(self.tmp)

@@ -20,6 +20,7 @@ int RunEval(const CommandArgs& args);
 int RunJudge(const CommandArgs& args);
 int RunCtl(const CommandArgs& args);
 int RunRttmon(const CommandArgs& args);
+int RunRatewalk(const CommandArgs& args);
 
 void PrintAnalyzeHelp();
 void PrintTrainHelp();
@@ -27,6 +28,7 @@ void PrintEvalHelp();
 void PrintJudgeHelp();
 void PrintCtlHelp();
 void PrintRttmonHelp();
+void PrintRatewalkHelp();
 
 }  // namespace shroud::cli
 

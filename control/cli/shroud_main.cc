@@ -19,7 +19,8 @@ constexpr char kUsage[] =
     "  eval      the paper's evaluation: CoV table, chi-square/KS, detection rates\n"
     "  judge     every run of scripts/evaluate judged by every detector (ours included)\n"
     "  ctl       read and change a running shroud-dataplane's parameters\n"
-    "  rttmon    ping a VM and watch its round-trip times for live migrations\n\n"
+    "  rttmon    ping a VM and watch its round-trip times for live migrations\n"
+    "  ratewalk  simulate a gateway config's Algorithm 3 walk, to calibrate its ranges\n\n"
     "`shroud COMMAND --help` explains a command and its options.";
 
 bool WantsHelp(int argc, char** argv) {
@@ -51,6 +52,8 @@ int main(int argc, char** argv) {
       shroud::cli::PrintCtlHelp();
     } else if (command == "rttmon") {
       shroud::cli::PrintRttmonHelp();
+    } else if (command == "ratewalk") {
+      shroud::cli::PrintRatewalkHelp();
     } else {
       std::cout << kUsage << "\n";
     }
@@ -69,6 +72,8 @@ int main(int argc, char** argv) {
     run = shroud::cli::RunCtl;
   } else if (command == "rttmon") {
     run = shroud::cli::RunRttmon;
+  } else if (command == "ratewalk") {
+    run = shroud::cli::RunRatewalk;
   } else {
     std::cerr << "shroud: unknown command '" << command << "'\n\n" << kUsage << "\n";
     return 2;

@@ -15,6 +15,7 @@ OUT/matrix.json (optional), and writes into OUT:
 Needs only numpy and matplotlib (Debian's python3-matplotlib).
 """
 import argparse
+import bisect
 import csv
 import datetime
 import json
@@ -227,7 +228,39 @@ def ratio(k, n):
     return k / n if n else None
 
 
-def detection_stats(records, mode, det, rate=None):
+def ranking_auc(positives, negatives):
+    """P(a migration's score > a background flow's), ties counted half (Mann-Whitney)."""
+    if not positives or not negatives:
+        return None
+    neg = sorted(negatives)
+    wins = 0.0
+    for p in positives:
+        below = bisect.bisect_left(neg, p)
+        wins += below + 0.5 * (bisect.bisect_right(neg, p) - below)
+    return wins / (len(positives) * len(neg))
+
+
+def score_auc(records, judge_runs, mode, det):
+    """The detector's scores ranked: its migration flows against the background flows of the
+    same runs, pooled as the pooled FPR is. Threshold-free: 0.5 = a migration ranks as a
+    background flow does, 1 = above every one."""
+    pos, neg = [], []
+    for r in records:
+        jr = judge_runs.get(r["id"]) if r["mode"] == mode else None
+        if not jr:
+            continue
+        mv = verdict(migration_flow(jr) or {}, det)
+        if not mv or mv["score"] is None:
+            continue
+        pos.append(mv["score"])
+        for f in jr.get("flows", []):
+            v = verdict(f, det) if f.get("label") == "background" else None
+            if v and v["score"] is not None:
+                neg.append(v["score"])
+    return ranking_auc(pos, neg)
+
+
+def detection_stats(records, mode, det, rate=None, judge_runs=None):
     rs = [r for r in records if r["mode"] == mode and (rate is None or r["rate_mib_s"] == rate)]
     judged = [r for r in rs if r["verdicts"].get(det, {}).get("flagged") is not None]
     detected = sum(r["verdicts"][det]["flagged"] for r in judged)
@@ -239,7 +272,8 @@ def detection_stats(records, mode, det, rate=None):
             "detected": detected, "tpr": ratio(detected, len(judged)),
             "background_judged": bg_n, "background_flagged": bg_k, "pooled_fpr": ratio(bg_k, bg_n),
             "mean_fpr": mean([r["fpr"].get(det) for r in rs]),
-            "chaff_flows": chaff_n, "chaff_flagged": chaff_k}
+            "chaff_flows": chaff_n, "chaff_flagged": chaff_k,
+            "auc": score_auc(rs, judge_runs or {}, mode, det)}
 
 
 def completed(records, mode, rate=None):
@@ -556,7 +590,7 @@ def plot_ours(stats, detectors, path):
 def detection_csv_rows(stats, detectors):
     """detection.csv: one row per mode and detector."""
     keys = ["runs", "runs_judged", "detected", "tpr", "background_judged", "background_flagged",
-            "pooled_fpr", "mean_fpr", "chaff_flows", "chaff_flagged"]
+            "pooled_fpr", "mean_fpr", "chaff_flows", "chaff_flagged", "auc"]
     rows = [[m, d] + [stats[(m, d)][k] for k in keys] for m in MODES for d in detectors]
     return ["mode", "detector"] + keys, rows
 
@@ -698,13 +732,17 @@ def results_md(records, stats, detectors):
     for (m, d), s in stats.items():
         rows.append([m, d, frac(s["detected"], s["runs_judged"]), s["mean_fpr"],
                      frac(s["background_flagged"], s["background_judged"], 4),
-                     frac(s["chaff_flagged"], s["chaff_flows"], 3)])
+                     frac(s["chaff_flagged"], s["chaff_flows"], 3), s["auc"]])
     text += "\n\nTPR = fraction of runs whose migration flow was flagged; mean FPR = mean over runs " \
             "of each run's flagged/background; pooled FPR = all flagged background flows / all " \
-            "background flows (chaff excluded, shown apart).\n\n"
+            "background flows (chaff excluded, shown apart). AUC ranks the detector's score rather " \
+            "than its verdict: the chance that a migration flow scores above a background flow of " \
+            "the same mode (ties half), 0.5 = no better than chance at any threshold, 1 = above " \
+            "every one; the verdict is one threshold on that ranking.\n\n"
     if not rows:
         return text + "\n\nDetection not measured: no detectors (judge.json missing or empty)."
-    return text + md_table(["mode", "detector", "TPR", "mean FPR", "pooled FPR", "chaff flagged"], rows)
+    return text + md_table(["mode", "detector", "TPR", "mean FPR", "pooled FPR", "chaff flagged", "AUC"],
+                           rows)
 
 
 FEATURE_GROUPS = [("native", "migration"), ("native", "background"), ("native", "bulk"),
@@ -837,7 +875,8 @@ def make_report(out):
     plot_cov(out / "table2.png", "Table II: variation coefficients, native runs", t2, windows)
     plot_cov(out / "table4.png", "Table IV: variation coefficients, stealth runs", t4, windows)
 
-    stats = {(m, d): detection_stats(records, m, d) for m in MODES for d in detectors}
+    stats = {(m, d): detection_stats(records, m, d, judge_runs=judge_runs)
+             for m in MODES for d in detectors}
     write_csv(out / "detection.csv", *detection_csv_rows(stats, detectors))
     write_csv(out / "fig_ours.csv", *ours_csv_rows(stats, detectors))
     plot_throughput(out, records, "native", out / "fig1_native_throughput.png")

@@ -1,0 +1,113 @@
+#include "dataplane/core/rate_walk.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+
+namespace shroud {
+
+namespace {
+
+// Mean and population CoV of a stream of values (Welford).
+class Moments {
+ public:
+  void Add(double x) {
+    ++n_;
+    const double delta = x - mean_;
+    mean_ += delta / static_cast<double>(n_);
+    m2_ += delta * (x - mean_);
+  }
+  uint64_t n() const { return n_; }
+  double mean() const { return mean_; }
+  double Cov() const {
+    if (n_ < 2 || mean_ <= 0.0) return std::numeric_limits<double>::quiet_NaN();
+    return std::sqrt(m2_ / static_cast<double>(n_)) / mean_;
+  }
+
+ private:
+  uint64_t n_ = 0;
+  double mean_ = 0.0;
+  double m2_ = 0.0;
+};
+
+// Means of consecutive blocks of `block` steps; a partial last block is left out.
+class BlockMoments {
+ public:
+  explicit BlockMoments(uint64_t block) : block_(std::max<uint64_t>(block, 1)) {}
+  void Add(double x) {
+    sum_ += x;
+    if (++filled_ == block_) {
+      means_.Add(sum_ / static_cast<double>(block_));
+      sum_ = 0.0;
+      filled_ = 0;
+    }
+  }
+  double Cov() const { return means_.Cov(); }
+
+ private:
+  uint64_t block_;
+  uint64_t filled_ = 0;
+  double sum_ = 0.0;
+  Moments means_;
+};
+
+}  // namespace
+
+absl::StatusOr<RateWalkSummary> SimulateRateWalk(
+    const RateVariationConfig& config, uint64_t seed, uint64_t steps,
+    std::span<const double> offered,
+    const std::function<void(const RateWalkSample&)>& on_step) {
+  if (absl::Status s = config.Validate(); !s.ok()) return s;
+  if (steps == 0) return absl::InvalidArgumentError("steps must be > 0");
+  for (double x : offered) {
+    if (!(x > 0.0) || !std::isfinite(x)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("an offered rate must be a positive number of bytes/s, got ", x));
+    }
+  }
+  RateVariation walk(config);
+  std::mt19937_64 rng(seed);
+  const uint64_t interval = config.interval_ns;
+  Moments rates;
+  BlockMoments per_100ms((100'000'000 + interval / 2) / interval);
+  BlockMoments per_1s((1'000'000'000 + interval / 2) / interval);
+  uint64_t at_min = 0, at_max = 0, in_band = 0;
+  std::vector<uint64_t> below(offered.size(), 0);
+  std::vector<double> delivered(offered.size(), 0.0);
+  for (uint64_t i = 0; i < steps; ++i) {
+    const double r = walk.Step(rng);
+    const double cov = walk.last_step().var_coef;
+    rates.Add(r);
+    per_100ms.Add(r);
+    per_1s.Add(r);
+    at_min += r <= config.min_rate;
+    at_max += r >= config.max_rate;
+    in_band += cov >= config.lower_cov && cov <= config.upper_cov;
+    for (size_t k = 0; k < offered.size(); ++k) {
+      below[k] += r < offered[k];
+      delivered[k] += std::min(r, offered[k]);
+    }
+    if (on_step) on_step(RateWalkSample{i * interval, r, cov, walk.direction()});
+  }
+  const double n = static_cast<double>(steps);
+  RateWalkSummary out;
+  out.steps = steps;
+  out.seconds = n * static_cast<double>(interval) * 1e-9;
+  out.mean_rate = rates.mean();
+  out.share_at_min = static_cast<double>(at_min) / n;
+  out.share_at_max = static_cast<double>(at_max) / n;
+  out.cov_step = rates.Cov();
+  out.cov_100ms = per_100ms.Cov();
+  out.cov_1s = per_1s.Cov();
+  out.window_cov_in_band = static_cast<double>(in_band) / n;
+  for (size_t k = 0; k < offered.size(); ++k) {
+    out.demands.push_back(RateWalkDemand{offered[k], static_cast<double>(below[k]) / n,
+                                         delivered[k] / n});
+  }
+  return out;
+}
+
+}  // namespace shroud

@@ -1,0 +1,67 @@
+// Algorithm 3 run on its own in simulated time, for calibrating its bounds and
+// ranges to a network before a gateway runs them: the walk's long-run mean
+// (what it costs a migration), how often it sits at minR or maxR, how much it
+// varies at 10 ms, 100 ms and 1 s, and what a migration offering a steady rate
+// would get through it. The paper leaves the ranges "to be calibrated to the
+// application scenario"; this is the instrument (`shroud ratewalk`).
+#ifndef SHROUD_DATAPLANE_CORE_RATE_WALK_H_
+#define SHROUD_DATAPLANE_CORE_RATE_WALK_H_
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "dataplane/core/rate_variation.h"
+
+namespace shroud {
+
+// What one steady offered rate gets through the walk, step by step: the share
+// of steps whose rate is below it, and the mean of min(rate, offered), the
+// throughput of a flow whose unsent bytes do not carry over to the next step
+// (a backlog that does carry over can do better, up to min(offered, mean)).
+struct RateWalkDemand {
+  double offered = 0.0;         // bytes/s
+  double share_below = 0.0;     // of steps
+  double mean_delivered = 0.0;  // bytes/s
+};
+
+struct RateWalkSummary {
+  uint64_t steps = 0;
+  double seconds = 0.0;
+  double mean_rate = 0.0;  // bytes/s, over all steps (each lasts `int`)
+  double share_at_min = 0.0;
+  double share_at_max = 0.0;
+  // Population CoV (Eq. 1) of the step rates and of their means over blocks
+  // of 100 ms and 1 s (whole steps; NaN with fewer than two blocks).
+  double cov_step = 0.0;
+  double cov_100ms = 0.0;
+  double cov_1s = 0.0;
+  // Share of steps whose rate window's CoV (line 6) was in [lC, uC]: what the
+  // algorithm aims for.
+  double window_cov_in_band = 0.0;
+  std::vector<RateWalkDemand> demands;
+};
+
+// One step of the walk, for a trace.
+struct RateWalkSample {
+  uint64_t t_ns = 0;  // start of the step
+  double rate = 0.0;  // bytes/s, held for `int`
+  double var_coef = 0.0;
+  bool direction = true;
+};
+
+// Runs `steps` steps of a fresh RateVariation(config) with std::mt19937_64
+// seeded with `seed` (the same rates as a gateway with that seed). `offered`:
+// steady rates (bytes/s) to report RateWalkDemand for, in the order given.
+// `on_step`, when set, sees every step. Errors: an invalid config, no steps,
+// an offered rate that is not a positive finite number.
+absl::StatusOr<RateWalkSummary> SimulateRateWalk(
+    const RateVariationConfig& config, uint64_t seed, uint64_t steps,
+    std::span<const double> offered,
+    const std::function<void(const RateWalkSample&)>& on_step = nullptr);
+
+}  // namespace shroud
+
+#endif  // SHROUD_DATAPLANE_CORE_RATE_WALK_H_

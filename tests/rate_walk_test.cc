@@ -1,0 +1,150 @@
+// Tests of the Algorithm 3 simulator behind `shroud ratewalk`: its summary
+// against a plain recomputation from the walk's own steps, the edge of a walk
+// with nowhere to go, determinism, and errors.
+#include "dataplane/core/rate_walk.h"
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace shroud {
+namespace {
+
+using ::testing::HasSubstr;
+
+RateVariationConfig PairConfig() {  // conf/gateway-pair-a.toml's walk
+  RateVariationConfig c;
+  c.min_rate = 100'000;
+  c.max_rate = 11'875'000;
+  return c;
+}
+
+// Population CoV of block means, two-pass; a partial last block left out.
+double BlockCov(const std::vector<double>& xs, size_t block) {
+  std::vector<double> means;
+  for (size_t i = 0; i + block <= xs.size(); i += block) {
+    double s = 0;
+    for (size_t j = i; j < i + block; ++j) s += xs[j];
+    means.push_back(s / static_cast<double>(block));
+  }
+  double m = 0;
+  for (double x : means) m += x;
+  m /= static_cast<double>(means.size());
+  double ss = 0;
+  for (double x : means) ss += (x - m) * (x - m);
+  return std::sqrt(ss / static_cast<double>(means.size())) / m;
+}
+
+TEST(RateWalkTest, SummaryIsWhatTheStepsSay) {
+  const RateVariationConfig c = PairConfig();
+  const std::vector<double> offered = {2'097'152, 12'582'912};
+  std::vector<RateWalkSample> samples;
+  absl::StatusOr<RateWalkSummary> s = SimulateRateWalk(
+      c, 42, 20'005, offered, [&](const RateWalkSample& x) { samples.push_back(x); });
+  ASSERT_TRUE(s.ok()) << s.status();
+  ASSERT_EQ(samples.size(), 20'005u);
+
+  // The same seed drives a gateway worker's walk: the same rates, step by step.
+  RateVariation walk(c);
+  std::mt19937_64 rng(42);
+  std::vector<double> rates;
+  for (const RateWalkSample& x : samples) {
+    ASSERT_EQ(walk.Step(rng), x.rate);
+    ASSERT_EQ(walk.last_step().var_coef, x.var_coef);
+    ASSERT_EQ(walk.direction(), x.direction);
+    rates.push_back(x.rate);
+  }
+  EXPECT_EQ(samples[3].t_ns, 3 * c.interval_ns);
+
+  double sum = 0, in_band = 0, at_min = 0, at_max = 0;
+  std::vector<double> below(offered.size()), delivered(offered.size());
+  for (const RateWalkSample& x : samples) {
+    sum += x.rate;
+    at_min += x.rate == c.min_rate;
+    at_max += x.rate == c.max_rate;
+    in_band += x.var_coef >= c.lower_cov && x.var_coef <= c.upper_cov;
+    for (size_t k = 0; k < offered.size(); ++k) {
+      below[k] += x.rate < offered[k];
+      delivered[k] += std::min(x.rate, offered[k]);
+    }
+  }
+  const double n = static_cast<double>(samples.size());
+  EXPECT_EQ(s->steps, 20'005u);
+  EXPECT_DOUBLE_EQ(s->seconds, 200.05);
+  EXPECT_NEAR(s->mean_rate, sum / n, 1e-6 * sum / n);
+  EXPECT_DOUBLE_EQ(s->share_at_min, at_min / n);
+  EXPECT_DOUBLE_EQ(s->share_at_max, at_max / n);
+  EXPECT_DOUBLE_EQ(s->window_cov_in_band, in_band / n);
+  EXPECT_NEAR(s->cov_step, BlockCov(rates, 1), 1e-9);
+  EXPECT_NEAR(s->cov_100ms, BlockCov(rates, 10), 1e-9);
+  EXPECT_NEAR(s->cov_1s, BlockCov(rates, 100), 1e-9);
+  ASSERT_EQ(s->demands.size(), 2u);
+  for (size_t k = 0; k < offered.size(); ++k) {
+    EXPECT_EQ(s->demands[k].offered, offered[k]);
+    EXPECT_DOUBLE_EQ(s->demands[k].share_below, below[k] / n);
+    EXPECT_NEAR(s->demands[k].mean_delivered, delivered[k] / n, 1e-6 * offered[k]);
+  }
+  // The walk moves: it touches both bounds and its mean lies between them.
+  EXPECT_GT(s->share_at_min, 0.0);
+  EXPECT_GT(s->share_at_max, 0.0);
+  EXPECT_GT(s->mean_rate, c.min_rate);
+  EXPECT_LT(s->mean_rate, c.max_rate);
+  EXPECT_GT(s->demands[1].share_below, s->demands[0].share_below);
+}
+
+TEST(RateWalkTest, AWalkWithNowhereToGoIsConstant) {
+  RateVariationConfig c;
+  c.min_rate = c.max_rate = c.start_rate = 3'000'000;
+  const std::vector<double> offered = {1'000'000, 5'000'000};
+  absl::StatusOr<RateWalkSummary> s = SimulateRateWalk(c, 1, 1000, offered);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_DOUBLE_EQ(s->mean_rate, 3'000'000);
+  EXPECT_EQ(s->share_at_min, 1.0);
+  EXPECT_EQ(s->share_at_max, 1.0);
+  EXPECT_EQ(s->cov_step, 0.0);
+  EXPECT_EQ(s->cov_1s, 0.0);
+  EXPECT_EQ(s->window_cov_in_band, 0.0);  // CoV 0 is below lC
+  EXPECT_EQ(s->demands[0].share_below, 0.0);
+  EXPECT_DOUBLE_EQ(s->demands[0].mean_delivered, 1'000'000);
+  EXPECT_EQ(s->demands[1].share_below, 1.0);
+  EXPECT_DOUBLE_EQ(s->demands[1].mean_delivered, 3'000'000);
+}
+
+TEST(RateWalkTest, TooShortForBlocksHasNoBlockCov) {
+  absl::StatusOr<RateWalkSummary> s = SimulateRateWalk(PairConfig(), 1, 150, {});
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_FALSE(std::isnan(s->cov_100ms));  // 15 blocks of 100 ms
+  EXPECT_TRUE(std::isnan(s->cov_1s));      // one whole second only
+  EXPECT_TRUE(s->demands.empty());
+}
+
+TEST(RateWalkTest, SeedsReplay) {
+  const std::vector<double> none;
+  auto a = SimulateRateWalk(PairConfig(), 9, 5000, none);
+  auto b = SimulateRateWalk(PairConfig(), 9, 5000, none);
+  auto c = SimulateRateWalk(PairConfig(), 10, 5000, none);
+  ASSERT_TRUE(a.ok() && b.ok() && c.ok());
+  EXPECT_EQ(a->mean_rate, b->mean_rate);
+  EXPECT_NE(a->mean_rate, c->mean_rate);
+}
+
+TEST(RateWalkTest, Errors) {
+  RateVariationConfig bad = PairConfig();
+  bad.min_rate = 2 * bad.max_rate;
+  EXPECT_THAT(std::string(SimulateRateWalk(bad, 1, 10, {}).status().message()),
+              HasSubstr("max_rate (maxR) must be in"));
+  EXPECT_THAT(std::string(SimulateRateWalk(PairConfig(), 1, 0, {}).status().message()),
+              HasSubstr("steps must be > 0"));
+  const std::vector<double> zero = {0.0};
+  EXPECT_THAT(std::string(SimulateRateWalk(PairConfig(), 1, 10, zero).status().message()),
+              HasSubstr("positive number of bytes/s"));
+  const std::vector<double> nan = {std::nan("")};
+  EXPECT_FALSE(SimulateRateWalk(PairConfig(), 1, 10, nan).ok());
+}
+
+}  // namespace
+}  // namespace shroud
