@@ -61,7 +61,8 @@ TEST(RateWalkTest, SummaryIsWhatTheStepsSay) {
   EXPECT_EQ(samples[3].t_ns, 3 * c.interval_ns);
 
   double sum = 0, in_band = 0, at_min = 0, at_max = 0;
-  std::vector<double> below(offered.size()), delivered(offered.size());
+  std::vector<double> below(offered.size());
+  std::vector<std::vector<double>> delivered(offered.size());
   for (const RateWalkSample& x : samples) {
     sum += x.rate;
     at_min += x.rate == c.min_rate;
@@ -69,7 +70,7 @@ TEST(RateWalkTest, SummaryIsWhatTheStepsSay) {
     in_band += x.var_coef >= c.lower_cov && x.var_coef <= c.upper_cov;
     for (size_t k = 0; k < offered.size(); ++k) {
       below[k] += x.rate < offered[k];
-      delivered[k] += std::min(x.rate, offered[k]);
+      delivered[k].push_back(std::min(x.rate, offered[k]));
     }
   }
   const double n = static_cast<double>(samples.size());
@@ -86,7 +87,13 @@ TEST(RateWalkTest, SummaryIsWhatTheStepsSay) {
   for (size_t k = 0; k < offered.size(); ++k) {
     EXPECT_EQ(s->demands[k].offered, offered[k]);
     EXPECT_DOUBLE_EQ(s->demands[k].share_below, below[k] / n);
-    EXPECT_NEAR(s->demands[k].mean_delivered, delivered[k] / n, 1e-6 * offered[k]);
+    double sent = 0;
+    for (double x : delivered[k]) sent += x;
+    EXPECT_NEAR(s->demands[k].mean_delivered, sent / n, 1e-6 * offered[k]);
+    EXPECT_NEAR(s->demands[k].cov_delivered, BlockCov(delivered[k], 1), 1e-9);
+    // Bhatia-Davis: what the walk lets through never beats its own floor.
+    EXPECT_GE(offered[k] / s->demands[k].mean_delivered,
+              1 + s->demands[k].cov_delivered * s->demands[k].cov_delivered - 1e-9);
   }
   // The walk moves: it touches both bounds and its mean lies between them.
   EXPECT_GT(s->share_at_min, 0.0);
@@ -110,6 +117,7 @@ TEST(RateWalkTest, AWalkWithNowhereToGoIsConstant) {
   EXPECT_EQ(s->window_cov_in_band, 0.0);  // CoV 0 is below lC
   EXPECT_EQ(s->demands[0].share_below, 0.0);
   EXPECT_DOUBLE_EQ(s->demands[0].mean_delivered, 1'000'000);
+  EXPECT_EQ(s->demands[0].cov_delivered, 0.0);
   EXPECT_EQ(s->demands[1].share_below, 1.0);
   EXPECT_DOUBLE_EQ(s->demands[1].mean_delivered, 3'000'000);
 }

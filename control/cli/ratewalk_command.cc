@@ -62,7 +62,8 @@ nlohmann::json SummaryJson(const std::string& path, const RateVariationConfig& c
     demands.push_back({{"offered_mbyte_s", d.offered / 1e6},
                        {"share_of_steps_below", d.share_below},
                        {"mean_delivered_mbyte_s", d.mean_delivered / 1e6},
-                       {"delivered_share", d.mean_delivered / d.offered}});
+                       {"delivered_share", d.mean_delivered / d.offered},
+                       {"cov_delivered", NumberOrNull(d.cov_delivered)}});
   }
   return {{"config", path},
           {"seed", seed},
@@ -93,9 +94,12 @@ void PrintRatewalkHelp() {
       "slows a migration that would go faster), its share of steps at minR and maxR,\n"
       "the CoV of its rates per step, per 100 ms and per second, the share of steps\n"
       "whose rate window's CoV is in [lC, uC], and, for each --offered_mib_s rate, the\n"
-      "share of steps below it and the mean of min(rate, offered) (a migration's\n"
+      "share of steps below it, the mean of min(rate, offered) (a migration's\n"
       "throughput when nothing carries over between steps; a queued backlog can do\n"
-      "better, up to the smaller of offered and mean). The paper leaves the ranges to\n"
+      "better, up to the smaller of offered and mean) and its CoV, whose 1 + CoV^2 is\n"
+      "the least total-time ratio any shaping with that CoV costs a backlogged\n"
+      "migration (Bhatia-Davis: the paper's CoV band [0.5, 1] costs 1.25 to 2). The\n"
+      "paper leaves the ranges to\n"
       "be calibrated to the network; this is the instrument. --json prints the summary\n"
       "as one JSON object.",
       {"ratewalk_command.cc"});
@@ -182,12 +186,17 @@ int RunRatewalk(const CommandArgs& args) {
                                FormatCov(s.cov_100ms), FormatCov(s.cov_1s));
   std::cout << absl::StrFormat("  rate window CoV in [lC,uC] %.1f %% of steps\n\n",
                                100 * s.window_cov_in_band);
-  std::cout << "  offered (MiB/s)  (MB/s)  steps below  delivered (MB/s)  delivered/offered\n";
+  std::cout << "  offered (MiB/s)  (MB/s)  steps below  delivered (MB/s)  offered/delivered"
+               "  CoV delivered  1+CoV^2\n";
   for (const RateWalkDemand& d : s.demands) {
-    std::cout << absl::StrFormat("  %15g  %6.2f  %10.1f %%  %16.3f  %17.3f\n", d.offered / kMiB,
-                                 d.offered / 1e6, 100 * d.share_below, d.mean_delivered / 1e6,
-                                 d.mean_delivered / d.offered);
+    std::cout << absl::StrFormat("  %15g  %6.2f  %10.1f %%  %16.3f  %17.2f  %13s  %7.2f\n",
+                                 d.offered / kMiB, d.offered / 1e6, 100 * d.share_below,
+                                 d.mean_delivered / 1e6, d.offered / d.mean_delivered,
+                                 FormatCov(d.cov_delivered), 1 + d.cov_delivered * d.cov_delivered);
   }
+  std::cout << "\n  offered/delivered: the total-time ratio of a migration at that pace if nothing\n"
+               "  carries over between steps; 1+CoV^2 of what it then sends: the least ratio ANY\n"
+               "  shaping with that sent-rate CoV costs a backlogged migration (Bhatia-Davis).\n";
   return 0;
 }
 

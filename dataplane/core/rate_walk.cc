@@ -76,7 +76,7 @@ absl::StatusOr<RateWalkSummary> SimulateRateWalk(
   BlockMoments per_1s((1'000'000'000 + interval / 2) / interval);
   uint64_t at_min = 0, at_max = 0, in_band = 0;
   std::vector<uint64_t> below(offered.size(), 0);
-  std::vector<double> delivered(offered.size(), 0.0);
+  std::vector<Moments> delivered(offered.size());
   for (uint64_t i = 0; i < steps; ++i) {
     const double r = walk.Step(rng);
     const double cov = walk.last_step().var_coef;
@@ -88,7 +88,7 @@ absl::StatusOr<RateWalkSummary> SimulateRateWalk(
     in_band += cov >= config.lower_cov && cov <= config.upper_cov;
     for (size_t k = 0; k < offered.size(); ++k) {
       below[k] += r < offered[k];
-      delivered[k] += std::min(r, offered[k]);
+      delivered[k].Add(std::min(r, offered[k]));
     }
     if (on_step) on_step(RateWalkSample{i * interval, r, cov, walk.direction()});
   }
@@ -105,7 +105,7 @@ absl::StatusOr<RateWalkSummary> SimulateRateWalk(
   out.window_cov_in_band = static_cast<double>(in_band) / n;
   for (size_t k = 0; k < offered.size(); ++k) {
     out.demands.push_back(RateWalkDemand{offered[k], static_cast<double>(below[k]) / n,
-                                         delivered[k] / n});
+                                         delivered[k].mean(), delivered[k].Cov()});
   }
   return out;
 }

@@ -21,10 +21,18 @@ namespace shroud {
 // of steps whose rate is below it, and the mean of min(rate, offered), the
 // throughput of a flow whose unsent bytes do not carry over to the next step
 // (a backlog that does carry over can do better, up to min(offered, mean)).
+//
+// cov_delivered is the population CoV of min(rate, offered) per step, and
+// 1 + cov_delivered^2 a floor on the total-time ratio shaped/unshaped for ANY
+// shaping of a backlogged migration with that sent-rate CoV: the sent rate
+// lies in [0, offered] with mean offered / ratio, and by the Bhatia-Davis
+// inequality its variance is at most (offered - mean) * mean, so CoV^2 <=
+// ratio - 1. A sent-rate CoV in the paper's band [0.5, 1] costs 1.25 to 2.
 struct RateWalkDemand {
   double offered = 0.0;         // bytes/s
   double share_below = 0.0;     // of steps
   double mean_delivered = 0.0;  // bytes/s
+  double cov_delivered = 0.0;
 };
 
 struct RateWalkSummary {
