@@ -2,8 +2,10 @@
 // calibrating its bounds and ranges before a gateway runs them.
 #include <gflags/gflags.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <string>

@@ -247,12 +247,10 @@ def score_auc(records, judge_runs, mode, det):
     pos, neg = [], []
     for r in records:
         jr = judge_runs.get(r["id"]) if r["mode"] == mode else None
-        if not jr:
+        score = r["verdicts"].get(det, {}).get("score")  # run_record's verdict on the migration
+        if not jr or score is None:
             continue
-        mv = verdict(migration_flow(jr) or {}, det)
-        if not mv or mv["score"] is None:
-            continue
-        pos.append(mv["score"])
+        pos.append(score)
         for f in jr.get("flows", []):
             v = verdict(f, det) if f.get("label") == "background" else None
             if v and v["score"] is not None:
