@@ -142,7 +142,11 @@ nlohmann::json CountersToJson(const GatewayCounters& c, const std::vector<PortCo
                          {"rate_bytes_per_sec", c.rate_bytes_per_sec},
                          {"min_applied_bytes_per_sec", c.rate_min_applied},
                          {"max_applied_bytes_per_sec", c.rate_max_applied},
-                         {"window_cov", c.rate_window_cov}};
+                         {"window_cov", c.rate_window_cov},
+                         {"sessions", c.rate_sessions},
+                         {"session_min_rate_bytes_per_sec", c.rate_session_min_rate},
+                         {"session_window", c.rate_session_window},
+                         {"paused_steps", c.rate_paused_steps}};
   return j;
 }
 
@@ -211,6 +215,13 @@ std::vector<std::string> FormatCounters(const GatewayCounters& c,
       c.rate_steps, static_cast<double>(c.rate_bytes_per_sec) * 1e-6,
       static_cast<double>(c.rate_min_applied) * 1e-6,
       static_cast<double>(c.rate_max_applied) * 1e-6, c.rate_window_cov));
+  if (c.rate_sessions > 0) {
+    lines.push_back(absl::StrFormat(
+        "  migration sessions: %u, the latest walking with minR %.3f MB/s, win %u; %u steps "
+        "paused",
+        c.rate_sessions, static_cast<double>(c.rate_session_min_rate) * 1e-6,
+        c.rate_session_window, c.rate_paused_steps));
+  }
   if (c.chaff_enabled) {
     const ChaffCounters& ch = c.chaff_traffic;
     lines.push_back(absl::StrFormat(

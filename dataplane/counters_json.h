@@ -44,7 +44,8 @@ struct PortCounters {
 //        "unverified_forwarded", "no_mbuf", "connections", "syn_retransmits",
 //        "abandoned", "policy_steps", "generating", "class_rate_bytes_per_sec"},
 //    "rate_variation": {"steps", "rate_bytes_per_sec", "min_applied_bytes_per_sec",
-//        "max_applied_bytes_per_sec", "window_cov"}}
+//        "max_applied_bytes_per_sec", "window_cov", "sessions",
+//        "session_min_rate_bytes_per_sec", "session_window", "paused_steps"}}
 nlohmann::json CountersToJson(const GatewayCounters& c, const std::vector<PortCounters>& ports,
                               uint64_t seed);
 

@@ -302,6 +302,7 @@ void GatewayWorker::Process(Direction dir, rte_mbuf* m, const ParsedPacket& p,
   const TrafficClass q = QueueClass(cls);
   if (dir == kInsideToOutside && q != TrafficClass::kDefault) {
     ++dc.shaped_packets;
+    if (q == TrafficClass::kMigration && options_.rate_variation) StartSessionIfNew(now);
     if (!shaper_.Enqueue(ToShaped(q), reinterpret_cast<uintptr_t>(m), wire, now)) {
       rte_pktmbuf_free(m);  // tail drop, counted by the shaper
     }
@@ -382,9 +383,27 @@ void GatewayWorker::ApplyUpdate(uint64_t now) {
                          : std::string());
 }
 
+void GatewayWorker::StartSessionIfNew(uint64_t now) {
+  const std::optional<RateSessionProfile> p = rate_variation_.OnMigrationPacket(now, rng_);
+  if (!p.has_value()) return;
+  ++counters_.rate_sessions;
+  counters_.rate_session_min_rate = RateToBytesPerSec(p->min_rate);
+  counters_.rate_session_window = p->window;
+  // Once per migration, not per packet: worth a line at 3 a.m.
+  LOG(INFO) << absl::StrFormat(
+      "migration session %u: Algorithm 3 walks with minR %.3f MB/s, win %u, paused ~%.0f %% "
+      "of the time (draw u = %.3f)",
+      counters_.rate_sessions, p->min_rate * 1e-6, p->window, 100 * p->pause_share, p->u);
+  StepRate(now);  // the session's first rate at once, as at start
+}
+
 void GatewayWorker::StepRate(uint64_t now) {
   const uint64_t rate = RateToBytesPerSec(rate_variation_.StepAt(now, rng_));
-  shaper_.SetRate(ShapedClass::kMigration, rate);
+  // A paused session holds the migration class still; the walk's rate stays
+  // the chaff envelope's reference, so chaff fills the whole of it.
+  const bool paused = rate_variation_.PausedAt(now, rng_);
+  shaper_.SetRate(ShapedClass::kMigration, paused ? 0 : rate);
+  counters_.rate_paused_steps += paused;
   ++counters_.rate_steps;
   counters_.rate_bytes_per_sec = rate;
   counters_.rate_min_applied = std::min(counters_.rate_min_applied, rate);

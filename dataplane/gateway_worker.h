@@ -174,6 +174,12 @@ struct GatewayCounters {
   uint64_t rate_min_applied = 0;
   uint64_t rate_max_applied = 0;
   double rate_window_cov = 0.0;
+  // Session spread (rate_variation.session_spread): sessions started, and
+  // the current one's minR and win (0 when off or before the first).
+  uint64_t rate_sessions = 0;
+  uint64_t rate_session_min_rate = 0;  // bytes/s
+  uint32_t rate_session_window = 0;
+  uint64_t rate_paused_steps = 0;  // steps the migration class was held at 0
   uint64_t elapsed_ns = 0;
   uint64_t loops = 0;
   uint64_t runtime_updates = 0;  // RuntimeUpdates applied
@@ -253,6 +259,8 @@ class GatewayWorker {
                FlowEntry* looked_up, uint64_t now);
   void Forward(Direction dir, rte_mbuf* m, uint32_t wire_bytes, uint64_t now);
   void Flush(Direction dir);
+  // Session spread: a migration packet after a silence starts a session.
+  void StartSessionIfNew(uint64_t now);
   void StepRate(uint64_t now);
   // Chaff (only when chaff_ is set).
   bool AbsorbChaff(rte_mbuf* m, const ParsedPacket& p, uint64_t now);

@@ -192,6 +192,7 @@ int TelemetryGateway(const char*, const char*, rte_tel_data* d) {
          c.chaff_traffic.absorbed_peer_packets + c.chaff_traffic.absorbed_answer_packets);
   AddU64(d, "rate_bytes_per_sec", c.rate_bytes_per_sec);
   AddU64(d, "rate_steps", c.rate_steps);
+  AddU64(d, "rate_sessions", c.rate_sessions);
   AddU64(d, "flows_active", c.flows_active);
   AddU64(d, "flows_created", c.flows.created);
   AddU64(d, "flows_evicted_idle", c.flows.evicted_idle);

@@ -135,5 +135,29 @@ c=$("$shroud" ratewalk --json --walk_seconds 30 --walk_seed 8 "$pair" 2>&1)
 if [ "$a" = "$b" ] && [ "$a" != "$c" ]; then ok "ratewalk: a seed replays the same walk, another does not"
 else bad "ratewalk seeds" "$a / $c"; fi
 
+# Session spread: each simulated session draws its own minR and win.
+grep -v '^session_spread\|^bursty_\|^session_gap_ms' "$pair" |
+  sed 's/^\[rate_variation\]/[rate_variation]\nsession_spread = true\nbursty_min_rate_mbyte_s = 0.02\nbursty_window = 10/' >"$tmp/spread.toml"
+expect "ratewalk: bad --session_seconds" 2 "--session_seconds must be in" -- "$shroud" ratewalk --session_seconds 0 "$tmp/spread.toml"
+out=$("$shroud" ratewalk --json --walk_seconds 300 --session_seconds 30 --offered_mib_s 4 --trace_csv "$tmp/spread.csv" "$tmp/spread.toml" 2>&1)
+if python3 - "$out" "$tmp/spread.csv" <<'PY'
+import csv, json, sys
+d = json.loads(sys.argv[1])
+assert d["session_spread"] is True and d["sessions"] == 10, d
+lo, hi = d["session_min_rate_mbyte_s"]
+assert 0.02 - 1e-9 <= lo < hi <= d["min_rate_mbyte_s"] + 1e-9, d
+wlo, whi = d["session_window"]
+assert 10 <= wlo < whi <= 50, d
+q = d["offered"][0]["session_cov_100ms"]
+assert 0 < q["p10"] <= q["p50"] <= q["p90"], q
+rows = list(csv.DictReader(open(sys.argv[1 + 1])))
+sessions = [int(r["session"]) for r in rows]
+assert sessions[0] == 0 and sessions[-1] == 9 and sessions == sorted(sessions), sessions[-1]
+assert sessions.count(3) == 3000, sessions.count(3)
+assert {r["paused"] for r in rows} == {"0"}, "no pauses configured"
+PY
+then ok "ratewalk: session spread draws a minR and win per session and reports the CoV spread"; else bad "ratewalk session spread" "$out"; fi
+expect "ratewalk: text shows the session spread" 0 "session spread +10 sessions of 30 s" -- "$shroud" ratewalk --walk_seconds 300 "$tmp/spread.toml"
+
 echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" = 0 ]

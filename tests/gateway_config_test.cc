@@ -403,6 +403,46 @@ TEST(GatewayConfigErrorTest, MinRateAboveMaxRate) {
                            "rate_variation.max_rate_mbyte_s (10), got 20"));
 }
 
+TEST(GatewayConfigTest, SessionSpreadKeysReachTheCore) {
+  absl::StatusOr<GatewayConfig> c = Parse(
+      "[rate_variation]\nsession_spread = true\nsession_gap_ms = 1500\n"
+      "bursty_min_rate_mbyte_s = 0.02\nbursty_window = 8\nbursty_pause_share = 0.3\n"
+      "pause_mean_ms = 50\npause_max_ms = 150\n");
+  ASSERT_TRUE(c.ok()) << c.status();
+  const RateVariationConfig core = ToRateVariationConfig(c->rate_variation);
+  EXPECT_TRUE(core.session_spread);
+  EXPECT_EQ(core.session_gap_ns, 1'500'000'000u);
+  EXPECT_DOUBLE_EQ(core.bursty_min_rate, 20'000);
+  EXPECT_EQ(core.bursty_window, 8u);
+  EXPECT_DOUBLE_EQ(core.bursty_pause_share, 0.3);
+  EXPECT_EQ(core.pause_mean_ns, 50'000'000u);
+  EXPECT_EQ(core.pause_max_ns, 150'000'000u);
+  // Off unless asked for: the paper's walk, one minR and win.
+  absl::StatusOr<GatewayConfig> plain = Parse("");
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_FALSE(ToRateVariationConfig(plain->rate_variation).session_spread);
+}
+
+TEST(GatewayConfigErrorTest, SessionSpreadChecks) {
+  EXPECT_THAT(Error("[rate_variation]\nsession_gap_ms = 0\n"),
+              HasSubstr("cfg.toml:2: rate_variation.session_gap_ms: must be between 1 and "
+                        "3600000, got 0"));
+  EXPECT_THAT(Error("[rate_variation]\nbursty_window = 1\n"),
+              HasSubstr("rate_variation.bursty_window: must be between 2 and 65536, got 1"));
+  EXPECT_THAT(Error("[rate_variation]\nbursty_min_rate_mbyte_s = -1\n"),
+              HasSubstr("rate_variation.bursty_min_rate_mbyte_s: must be > 0"));
+  EXPECT_THAT(Error("[rate_variation]\nsession_spread = true\nbursty_min_rate_mbyte_s = 6\n"),
+              HasSubstr("rate_variation.bursty_min_rate_mbyte_s: must be <= "
+                        "rate_variation.start_rate_mbyte_s (4), got 6"));
+  EXPECT_THAT(Error("[rate_variation]\nbursty_pause_share = 0.95\n"),
+              HasSubstr("rate_variation.bursty_pause_share: must be between 0 and 0.9, got 0.95"));
+  EXPECT_THAT(Error("[rate_variation]\npause_mean_ms = 100\npause_max_ms = 50\n"),
+              HasSubstr("rate_variation.pause_max_ms: must be >= rate_variation.pause_mean_ms "
+                        "(100), got 50"));
+  EXPECT_THAT(Error("[rate_variation]\nsession_spread = \"yes\"\n"),
+              HasSubstr("cfg.toml:2: rate_variation.session_spread: expected a boolean"));
+}
+
 TEST(GatewayConfigErrorTest, CrossSectionChecks) {
   EXPECT_THAT(Error("[rate_variation]\nstart_rate_mbyte_s = 20\n"),
               HasSubstr("cfg.toml:2: rate_variation.start_rate_mbyte_s: must be within "

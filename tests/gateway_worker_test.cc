@@ -107,6 +107,19 @@ class GatewayWorkerTest : public ::testing::Test {
     return c;
   }
 
+  // Puts `packets` full-size frames of one migration flow on the inside rx
+  // ring; returns the base config with Algorithm 3 on (r = 4 MB/s).
+  GatewayConfig InjectMigration(int packets, std::vector<Frame>* frames) {
+    for (int i = 0; i < packets; ++i) {
+      frames->push_back(Tcp("192.0.2.1", "198.51.100.2", 33000, 49152, 1400));
+    }
+    Inject(0, *frames);
+    GatewayConfig config = BaseConfig();
+    config.rate_variation.enabled = true;
+    config.rate_variation.start_rate_mbyte_s = 4;
+    return config;
+  }
+
   Classifier classifier_;
   std::vector<FlowEntry> last_flows_;
 };
@@ -195,11 +208,7 @@ TEST_F(GatewayWorkerTest, PacketsStillQueuedAtStopAreDiscardedNotCountedAsSent) 
 
 TEST_F(GatewayWorkerTest, ARuntimeUpdateReplacesAlgorithmThreesParameters) {
   std::vector<Frame> mig;
-  for (int i = 0; i < 100; ++i) mig.push_back(Tcp("192.0.2.1", "198.51.100.2", 33000, 49152, 1400));
-  Inject(0, mig);
-  GatewayConfig config = BaseConfig();
-  config.rate_variation.enabled = true;
-  config.rate_variation.start_rate_mbyte_s = 4;
+  GatewayConfig config = InjectMigration(100, &mig);
   // Posted before Run: applied at the first chore check, right at the start.
   GatewayConfig next = config;
   next.rate_variation.min_rate_mbyte_s = 2;
@@ -319,11 +328,7 @@ TEST_F(GatewayWorkerTest, IdleFlowsAreEvictedAndCounted) {
 
 TEST_F(GatewayWorkerTest, AlgorithmThreeStepsEveryIntervalWithinBounds) {
   std::vector<Frame> mig;
-  for (int i = 0; i < 400; ++i) mig.push_back(Tcp("192.0.2.1", "198.51.100.2", 33000, 49152, 1400));
-  Inject(0, mig);
-  GatewayConfig config = BaseConfig();
-  config.rate_variation.enabled = true;
-  config.rate_variation.start_rate_mbyte_s = 4;
+  GatewayConfig config = InjectMigration(400, &mig);
   GatewayCounters c = RunWorker(config);
   EXPECT_EQ(c.migration.sent_packets, mig.size());
   // One step at start and at most one per 10 ms after (a descheduled worker
@@ -337,6 +342,28 @@ TEST_F(GatewayWorkerTest, AlgorithmThreeStepsEveryIntervalWithinBounds) {
   EXPECT_GE(static_cast<double>(c.rate_min_applied), rv.min_rate);
   EXPECT_LE(static_cast<double>(c.rate_max_applied), rv.max_rate);
   EXPECT_GT(c.rate_max_applied, c.rate_min_applied);  // it did vary
+}
+
+TEST_F(GatewayWorkerTest, ASessionDrawsItsProfileAndPausesLoseNoPacket) {
+  std::vector<Frame> mig;
+  GatewayConfig config = InjectMigration(400, &mig);
+  config.rate_variation.min_rate_mbyte_s = 0.5;
+  config.rate_variation.session_spread = true;
+  config.rate_variation.bursty_min_rate_mbyte_s = 0.1;
+  config.rate_variation.bursty_window = 50;
+  config.rate_variation.bursty_pause_share = 0.9;
+  config.rate_variation.pause_mean_ms = 20;
+  config.rate_variation.pause_max_ms = 40;
+  GatewayCounters c = RunWorker(config);
+  // One migration, one session: its packets are closer together than the gap.
+  EXPECT_EQ(c.rate_sessions, 1u);
+  EXPECT_GE(c.rate_session_min_rate, 100'000u);
+  EXPECT_LE(c.rate_session_min_rate, 500'000u);
+  EXPECT_EQ(c.rate_session_window, 50u);
+  EXPECT_LE(c.rate_paused_steps, c.rate_steps);
+  // Pauses hold packets back; they never drop them.
+  EXPECT_EQ(c.migration.sent_packets, mig.size());
+  EXPECT_EQ(c.migration.dropped_packets, 0u);
 }
 
 }  // namespace

@@ -117,6 +117,27 @@ TEST(RateVariationConfigTest, ValidateNamesTheParameter) {
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << tc.name;
     EXPECT_THAT(std::string(s.message()), HasSubstr(tc.expect)) << tc.name << ": " << s;
   }
+  // Session spread's parameters are checked only with it on.
+  const std::vector<Case> session_cases = {
+      {"session gap 0", [](RateVariationConfig& c) { c.session_gap_ns = 0; }, "session_gap"},
+      {"bursty minR above r", [](RateVariationConfig& c) { c.bursty_min_rate = c.start_rate * 2; },
+       "bursty_min_rate"},
+      {"bursty minR zero", [](RateVariationConfig& c) { c.bursty_min_rate = 0; }, "bursty_min_rate"},
+      {"bursty win 1", [](RateVariationConfig& c) { c.bursty_window = 1; }, "bursty_window"},
+      {"pause share above 0.9", [](RateVariationConfig& c) { c.bursty_pause_share = 0.95; },
+       "bursty_pause_share"},
+      {"pause max below mean",
+       [](RateVariationConfig& c) { c.pause_max_ns = c.pause_mean_ns / 2; }, "pause_max"},
+  };
+  for (const Case& tc : session_cases) {
+    RateVariationConfig c;
+    tc.mutate(c);
+    EXPECT_TRUE(c.Validate().ok()) << tc.name << ": checked with session spread off";
+    c.session_spread = true;
+    absl::Status s = c.Validate();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << tc.name;
+    EXPECT_THAT(std::string(s.message()), HasSubstr(tc.expect)) << tc.name << ": " << s;
+  }
   // The boundaries themselves are allowed.
   RateVariationConfig edge;
   edge.min_rate = edge.max_rate = edge.start_rate = 1'000'000;
@@ -406,6 +427,194 @@ TEST(RateVariationTest, ScheduleIsAnchoredAndReanchorsAfterAStall) {
   EXPECT_FALSE(rv.ShouldStep(stalled + 1));
   EXPECT_EQ(rv.next_step_ns(), stalled + 10 * kMs);
   EXPECT_EQ(rv.steps(), steps_at_stall + 1);
+}
+
+
+// --- session spread ---------------------------------------------------------
+
+RateVariationConfig SpreadConfig() {
+  RateVariationConfig c;
+  c.session_spread = true;
+  c.min_rate = 500'000;
+  c.window = 50;
+  c.bursty_min_rate = 20'000;
+  c.bursty_window = 10;
+  c.session_gap_ns = 2'000 * kMs;
+  return c;
+}
+
+TEST(RateSessionTest, ProfileInterpolatesGeometricallyBetweenTheEnds) {
+  const RateVariationConfig c = SpreadConfig();
+  const RateSessionProfile calm = SessionProfileAt(c, 0.0);
+  EXPECT_DOUBLE_EQ(calm.min_rate, 500'000);
+  EXPECT_EQ(calm.window, 50u);
+  const RateSessionProfile bursty = SessionProfileAt(c, 1.0);
+  EXPECT_DOUBLE_EQ(bursty.min_rate, 20'000);
+  EXPECT_EQ(bursty.window, 10u);
+  // Halfway is the geometric mean: sqrt(500k * 20k) = 100k, sqrt(50 * 10) = 22.4.
+  const RateSessionProfile mid = SessionProfileAt(c, 0.5);
+  EXPECT_NEAR(mid.min_rate, 100'000, 1e-6);
+  EXPECT_EQ(mid.window, 22u);
+  // Out-of-range draws are clamped, never extrapolated.
+  EXPECT_DOUBLE_EQ(SessionProfileAt(c, -1.0).min_rate, 500'000);
+  EXPECT_EQ(SessionProfileAt(c, 7.0).window, 10u);
+}
+
+TEST(RateSessionTest, OffByDefaultAndThenNoSessionIsEverStarted) {
+  RateVariationConfig c;
+  ASSERT_FALSE(c.session_spread);
+  RateVariation rv(c);
+  std::mt19937_64 rng(1);
+  EXPECT_FALSE(rv.OnMigrationPacket(0, rng).has_value());
+  EXPECT_FALSE(rv.OnMigrationPacket(100'000 * kMs, rng).has_value());
+  EXPECT_EQ(rv.sessions(), 0u);
+  EXPECT_DOUBLE_EQ(rv.min_rate(), c.min_rate);
+  EXPECT_EQ(rv.window(), c.window);
+}
+
+TEST(RateSessionTest, FirstPacketAndPacketsAfterTheGapStartSessions) {
+  const RateVariationConfig c = SpreadConfig();
+  ASSERT_TRUE(c.Validate().ok()) << c.Validate();
+  RateVariation rv(c);
+  ScriptedRng rng;
+  rng.Script({0.0});
+  const auto first = rv.OnMigrationPacket(5 * kMs, rng);
+  ASSERT_TRUE(first.has_value());
+  EXPECT_DOUBLE_EQ(first->min_rate, 500'000);
+  EXPECT_EQ(rv.sessions(), 1u);
+  // Packets closer together than the gap stay in the session, however long
+  // it runs in total.
+  uint64_t last = 5;
+  for (uint64_t t = 5; t <= 20'000; t += 1'999) {
+    EXPECT_FALSE(rv.OnMigrationPacket(t * kMs, rng).has_value()) << t;
+    last = t;
+  }
+  EXPECT_EQ(rv.sessions(), 1u);
+  // The gap itself ends the session; the draw picks the bursty end.
+  const double almost_one = 1.0 - 0x1.0p-53;
+  rng.Script({almost_one});
+  const auto second = rv.OnMigrationPacket((last + 2'000) * kMs, rng);
+  ASSERT_TRUE(second.has_value());
+  EXPECT_NEAR(second->min_rate, 20'000, 1e-6);
+  EXPECT_EQ(second->window, 10u);
+  EXPECT_EQ(rv.sessions(), 2u);
+  EXPECT_EQ(rv.window(), 10u);
+}
+
+TEST(RateSessionTest, ANewSessionWalksAfreshWithItsOwnBounds) {
+  RateVariationConfig c = SpreadConfig();
+  RateVariation rv(c);
+  std::mt19937_64 rng(7);
+  rv.StartSession(SessionProfileAt(c, 0.0));
+  for (int i = 0; i < 500; ++i) rv.Step(rng);
+  ASSERT_EQ(rv.window_size(), 51u);
+  rv.StartSession(SessionProfileAt(c, 1.0));
+  // Line 1's state again, and r back at the config's start rate.
+  EXPECT_EQ(rv.window_size(), 0u);
+  EXPECT_DOUBLE_EQ(rv.rate(), c.start_rate);
+  EXPECT_DOUBLE_EQ(rv.var_coef(), 0.0);
+  EXPECT_TRUE(rv.direction());
+  EXPECT_DOUBLE_EQ(rv.change_rate(), 1.0);
+  int at_min = 0;
+  for (int i = 0; i < 20'000; ++i) {
+    const double r = rv.Step(rng);
+    ASSERT_GE(r, 20'000);
+    ASSERT_LE(r, c.max_rate);
+    at_min += r == 20'000;
+    // The session's window (10), not the config's (50): win + 1 rates.
+    ASSERT_LE(rv.window_size(), 11u);
+  }
+  EXPECT_GT(at_min, 0) << "the session's minR was never reached: the clamp went untested";
+  // The window is exactly the last 11 rates: its CoV is the two-pass one.
+  EXPECT_NEAR(rv.WindowCov(), TwoPassCov(rv.WindowRates()), 1e-12);
+}
+
+TEST(RateSessionTest, AWindowBeyondTheRingIsCutNotOverrun) {
+  RateVariationConfig c = SpreadConfig();  // ring holds max(50, 10) + 1
+  RateVariation rv(c);
+  rv.StartSession(RateSessionProfile{0.0, 500'000, 1'000});
+  EXPECT_EQ(rv.window(), 50u);
+  std::mt19937_64 rng(3);
+  for (int i = 0; i < 200; ++i) rv.Step(rng);
+  EXPECT_EQ(rv.window_size(), 51u);
+}
+
+TEST(RateSessionTest, PauseShareGrowsWithTheDrawAndIsZeroAtTheCalmEnd) {
+  RateVariationConfig c = SpreadConfig();
+  c.bursty_pause_share = 0.4;
+  EXPECT_DOUBLE_EQ(SessionProfileAt(c, 0.0).pause_share, 0.0);
+  EXPECT_DOUBLE_EQ(SessionProfileAt(c, 0.5).pause_share, 0.2);
+  EXPECT_DOUBLE_EQ(SessionProfileAt(c, 1.0).pause_share, 0.4);
+  // No pauses: never paused, and no random number is drawn for them.
+  RateVariation rv(c);
+  rv.StartSession(SessionProfileAt(c, 0.0));
+  ScriptedRng rng;
+  rng.Script({});
+  for (uint64_t t = 0; t < 10'000; t += 10) EXPECT_FALSE(rv.PausedAt(t * kMs, rng));
+  EXPECT_EQ(rng.used(), 0u);
+}
+
+TEST(RateSessionTest, PausesTakeTheSessionsShareInBoundedPieces) {
+  RateVariationConfig c = SpreadConfig();
+  c.bursty_pause_share = 0.5;
+  c.pause_mean_ns = 80 * kMs;
+  c.pause_max_ns = 180 * kMs;
+  for (double share : {0.1, 0.3, 0.5}) {
+    RateVariation rv(c);
+    rv.StartSession(RateSessionProfile{share / 0.5, 500'000, 50, share});
+    std::mt19937_64 rng(11);
+    // A session starts with a run, so its first step is never paused.
+    EXPECT_FALSE(rv.PausedAt(0, rng));
+    uint64_t paused = 0, steps = 0, longest = 0, current = 0, pauses = 0;
+    for (uint64_t t = 10; t < 2'000'000; t += 10) {  // 10 ms steps, ~5.5 hours
+      const bool p = rv.PausedAt(t * kMs, rng);
+      ++steps;
+      paused += p;
+      if (p) {
+        pauses += current == 0;
+        longest = std::max(longest, ++current);
+      } else {
+        current = 0;
+      }
+    }
+    const double measured = static_cast<double>(paused) / static_cast<double>(steps);
+    // Cutting pauses at 180 ms takes a little off their mean (80 ms): the
+    // share comes out somewhat below the target, never above it.
+    EXPECT_LT(measured, share * 1.05) << share;
+    EXPECT_GT(measured, share * 0.75) << share;
+    EXPECT_LE(longest, 19u) << share << ": a pause ran past pause_max (18 steps + the rounding one)";
+    EXPECT_GT(pauses, 1000u) << share;
+  }
+}
+
+TEST(RateSessionTest, BurstierSessionsWalkSlowerAndVaryMore) {
+  // What the spread is for: the bursty end has a lower mean and a higher CoV
+  // per 100 ms than the calm end, across seeds.
+  const RateVariationConfig c = SpreadConfig();
+  auto walk = [&](double u, uint64_t seed, double* mean, double* cov) {
+    RateVariation rv(c);
+    rv.StartSession(SessionProfileAt(c, u));
+    std::mt19937_64 rng(seed);
+    std::vector<double> blocks;
+    double sum = 0;
+    for (int b = 0; b < 3'000; ++b) {
+      double s = 0;
+      for (int i = 0; i < 10; ++i) s += rv.Step(rng);
+      blocks.push_back(s / 10);
+      sum += s / 10;
+    }
+    *mean = sum / static_cast<double>(blocks.size());
+    double ss = 0;
+    for (double x : blocks) ss += (x - *mean) * (x - *mean);
+    *cov = std::sqrt(ss / static_cast<double>(blocks.size())) / *mean;
+  };
+  for (uint64_t seed = 1; seed <= 5; ++seed) {
+    double calm_mean, calm_cov, bursty_mean, bursty_cov;
+    walk(0.0, seed, &calm_mean, &calm_cov);
+    walk(1.0, seed, &bursty_mean, &bursty_cov);
+    EXPECT_LT(bursty_mean, calm_mean) << "seed " << seed;
+    EXPECT_GT(bursty_cov, calm_cov + 0.1) << "seed " << seed;
+  }
 }
 
 }  // namespace

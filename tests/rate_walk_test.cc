@@ -140,6 +140,65 @@ TEST(RateWalkTest, SeedsReplay) {
   EXPECT_NE(a->mean_rate, c->mean_rate);
 }
 
+TEST(RateWalkTest, SessionsRedrawAndTheirCovSpreadIsRecomputable) {
+  RateVariationConfig c = PairConfig();
+  c.session_spread = true;
+  c.min_rate = 500'000;
+  c.bursty_min_rate = 100'000;
+  c.bursty_pause_share = 0.5;
+  const double offered = 4.0 * 1024 * 1024;
+  const std::vector<double> offers = {offered};
+  // Per session, what the offered rate gets through each step: min(rate,
+  // offered), 0 while paused.
+  std::vector<std::vector<double>> through;
+  uint64_t paused = 0, steps = 0;
+  absl::StatusOr<RateWalkSummary> s = SimulateRateWalk(
+      c, 3, 60'000, offers,
+      [&](const RateWalkSample& x) {
+        if (x.session == through.size()) through.emplace_back();
+        ASSERT_EQ(x.session + 1, through.size()) << "sessions come in order";
+        EXPECT_GE(x.rate, 100'000 - 1e-6) << "below the bursty end's floor";
+        through.back().push_back(x.paused ? 0.0 : std::min(x.rate, offered));
+        paused += x.paused;
+        ++steps;
+      },
+      /*session_steps=*/3'000);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->sessions, 20u);
+  ASSERT_EQ(through.size(), 20u);
+  EXPECT_GE(s->session_min_rate_lo, 100'000 - 1e-6);
+  EXPECT_LE(s->session_min_rate_hi, 500'000 + 1e-6);
+  EXPECT_LT(s->session_min_rate_lo, s->session_min_rate_hi);
+  EXPECT_DOUBLE_EQ(s->share_paused, static_cast<double>(paused) / static_cast<double>(steps));
+  // u is uniform, so pauses take about E[u] * 0.5 = 25 % (less: they are cut
+  // at 180 ms).
+  EXPECT_GT(s->share_paused, 0.12);
+  EXPECT_LT(s->share_paused, 0.3);
+  // Each session's CoV per 100 ms (10 steps), then nearest-rank percentiles.
+  std::vector<double> covs;
+  for (const auto& session : through) covs.push_back(BlockCov(session, 10));
+  std::sort(covs.begin(), covs.end());
+  auto rank = [&covs](double p) {
+    return covs[static_cast<size_t>(std::llround(p * static_cast<double>(covs.size() - 1)))];
+  };
+  const RateWalkDemand& d = s->demands[0];
+  EXPECT_NEAR(d.session_cov_100ms_p10, rank(0.1), 1e-9);
+  EXPECT_NEAR(d.session_cov_100ms_p50, rank(0.5), 1e-9);
+  EXPECT_NEAR(d.session_cov_100ms_p90, rank(0.9), 1e-9);
+  EXPECT_LT(d.session_cov_100ms_p10, d.session_cov_100ms_p90) << "sessions differ";
+}
+
+TEST(RateWalkTest, WithoutSessionSpreadSessionStepsChangeNothing) {
+  const std::vector<double> none;
+  auto a = SimulateRateWalk(PairConfig(), 5, 5000, none, nullptr, 0);
+  auto b = SimulateRateWalk(PairConfig(), 5, 5000, none, nullptr, 100);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->sessions, 1u);
+  EXPECT_EQ(b->sessions, 1u);
+  EXPECT_DOUBLE_EQ(a->mean_rate, b->mean_rate);
+  EXPECT_DOUBLE_EQ(a->share_paused, 0.0);
+}
+
 TEST(RateWalkTest, Errors) {
   RateVariationConfig bad = PairConfig();
   bad.min_rate = 2 * bad.max_rate;

@@ -27,7 +27,11 @@ DEFINE_uint64(walk_seed, 0,
 DEFINE_string(offered_mib_s, "2,4,8,12",
               "ratewalk: steady migration rates (MiB/s, as QEMU's max-bandwidth) to report what "
               "the walk lets through");
-DEFINE_string(trace_csv, "", "ratewalk: also write every step (t_ms,rate_mbyte_s,var_coef,direction) here");
+DEFINE_string(trace_csv, "",
+              "ratewalk: also write every step (t_ms,rate_mbyte_s,var_coef,direction,session,paused) here");
+DEFINE_double(session_seconds, 30,
+              "ratewalk: with rate_variation.session_spread, a new migration session (a fresh "
+              "draw of minR and win) every this many simulated seconds");
 
 namespace shroud::cli {
 namespace {
@@ -65,7 +69,11 @@ nlohmann::json SummaryJson(const std::string& path, const RateVariationConfig& c
                        {"share_of_steps_below", d.share_below},
                        {"mean_delivered_mbyte_s", d.mean_delivered / 1e6},
                        {"delivered_share", d.mean_delivered / d.offered},
-                       {"cov_delivered", NumberOrNull(d.cov_delivered)}});
+                       {"cov_delivered", NumberOrNull(d.cov_delivered)},
+                       {"session_cov_100ms",
+                        {{"p10", NumberOrNull(d.session_cov_100ms_p10)},
+                         {"p50", NumberOrNull(d.session_cov_100ms_p50)},
+                         {"p90", NumberOrNull(d.session_cov_100ms_p90)}}}});
   }
   return {{"config", path},
           {"seed", seed},
@@ -82,6 +90,11 @@ nlohmann::json SummaryJson(const std::string& path, const RateVariationConfig& c
           {"cov_100ms", NumberOrNull(s.cov_100ms)},
           {"cov_1s", NumberOrNull(s.cov_1s)},
           {"window_cov_in_band", s.window_cov_in_band},
+          {"session_spread", c.session_spread},
+          {"sessions", s.sessions},
+          {"share_paused", s.share_paused},
+          {"session_min_rate_mbyte_s", {s.session_min_rate_lo / 1e6, s.session_min_rate_hi / 1e6}},
+          {"session_window", {s.session_window_lo, s.session_window_hi}},
           {"offered", demands}};
 }
 
@@ -101,9 +114,12 @@ void PrintRatewalkHelp() {
       "better, up to the smaller of offered and mean) and its CoV, whose 1 + CoV^2 is\n"
       "the least total-time ratio any shaping with that CoV costs a backlogged\n"
       "migration (Bhatia-Davis: the paper's CoV band [0.5, 1] costs 1.25 to 2). The\n"
-      "paper leaves the ranges to\n"
-      "be calibrated to the network; this is the instrument. --json prints the summary\n"
-      "as one JSON object.",
+      "paper leaves the ranges to be calibrated to the network; this is the\n"
+      "instrument. With rate_variation.session_spread, a new session (a fresh draw of\n"
+      "minR and win, as a gateway makes when a migration starts) begins every\n"
+      "--session_seconds, and each offered rate also shows the spread over sessions of\n"
+      "the delivered rate's CoV per 100 ms (10th/50th/90th percentile): how far apart\n"
+      "two migrations look. --json prints the summary as one JSON object.",
       {"ratewalk_command.cc"});
 }
 
@@ -139,6 +155,14 @@ int RunRatewalk(const CommandArgs& args) {
   if (seed == 0) seed = 1;
   const uint64_t steps = static_cast<uint64_t>(
       std::llround(FLAGS_walk_seconds * 1e9 / static_cast<double>(walk.interval_ns)));
+  if (!(FLAGS_session_seconds > 0) || FLAGS_session_seconds > kMaxWalkSeconds) {
+    std::cerr << absl::StrFormat("shroud ratewalk: --session_seconds must be in (0, %g], got %g\n",
+                                 kMaxWalkSeconds, FLAGS_session_seconds);
+    return 2;
+  }
+  const uint64_t session_steps = std::max<uint64_t>(
+      1, static_cast<uint64_t>(std::llround(FLAGS_session_seconds * 1e9 /
+                                            static_cast<double>(walk.interval_ns))));
 
   std::ofstream trace;
   if (!FLAGS_trace_csv.empty()) {
@@ -147,16 +171,18 @@ int RunRatewalk(const CommandArgs& args) {
       std::cerr << "shroud ratewalk: cannot write --trace_csv " << FLAGS_trace_csv << "\n";
       return 1;
     }
-    trace << "t_ms,rate_mbyte_s,var_coef,direction\n";
+    trace << "t_ms,rate_mbyte_s,var_coef,direction,session,paused\n";
   }
   auto on_step = [&](const RateWalkSample& s) {
-    trace << absl::StrFormat("%.3f,%.6f,%.6f,%s\n", static_cast<double>(s.t_ns) / 1e6, s.rate / 1e6,
-                             s.var_coef, s.direction ? "up" : "down");
+    trace << absl::StrFormat("%.3f,%.6f,%.6f,%s,%u,%d\n", static_cast<double>(s.t_ns) / 1e6,
+                             s.rate / 1e6, s.var_coef, s.direction ? "up" : "down", s.session,
+                             s.paused ? 1 : 0);
   };
   absl::StatusOr<RateWalkSummary> summary =
       SimulateRateWalk(walk, seed, std::max<uint64_t>(steps, 1), *offered,
                        trace.is_open() ? std::function<void(const RateWalkSample&)>(on_step)
-                                       : nullptr);
+                                       : nullptr,
+                       session_steps);
   if (!summary.ok()) {
     std::cerr << "shroud ratewalk: " << path << ": " << summary.status().message() << "\n";
     return 1;
@@ -186,8 +212,17 @@ int RunRatewalk(const CommandArgs& args) {
                                100 * s.share_at_min, 100 * s.share_at_max);
   std::cout << absl::StrFormat("  CoV per step/100 ms/1 s    %s / %s / %s\n", FormatCov(s.cov_step),
                                FormatCov(s.cov_100ms), FormatCov(s.cov_1s));
-  std::cout << absl::StrFormat("  rate window CoV in [lC,uC] %.1f %% of steps\n\n",
+  std::cout << absl::StrFormat("  rate window CoV in [lC,uC] %.1f %% of steps\n",
                                100 * s.window_cov_in_band);
+  if (walk.session_spread) {
+    std::cout << absl::StrFormat(
+        "  session spread             %u sessions of %g s; minR drawn in [%.3f, %.3f] MB/s, "
+        "win in [%u, %u]; %.1f %% of steps paused\n",
+        s.sessions, FLAGS_session_seconds, s.session_min_rate_lo / 1e6,
+        s.session_min_rate_hi / 1e6, s.session_window_lo, s.session_window_hi,
+        100 * s.share_paused);
+  }
+  std::cout << "\n";
   std::cout << "  offered (MiB/s)  (MB/s)  steps below  delivered (MB/s)  offered/delivered"
                "  CoV delivered  1+CoV^2\n";
   for (const RateWalkDemand& d : s.demands) {
@@ -195,6 +230,15 @@ int RunRatewalk(const CommandArgs& args) {
                                  d.offered / kMiB, d.offered / 1e6, 100 * d.share_below,
                                  d.mean_delivered / 1e6, d.offered / d.mean_delivered,
                                  FormatCov(d.cov_delivered), 1 + d.cov_delivered * d.cov_delivered);
+  }
+  if (walk.session_spread) {
+    std::cout << "\n  offered (MiB/s)  session CoV per 100 ms of delivered: p10 / p50 / p90\n";
+    for (const RateWalkDemand& d : s.demands) {
+      std::cout << absl::StrFormat("  %15g  %s / %s / %s\n", d.offered / kMiB,
+                                   FormatCov(d.session_cov_100ms_p10),
+                                   FormatCov(d.session_cov_100ms_p50),
+                                   FormatCov(d.session_cov_100ms_p90));
+    }
   }
   std::cout << "\n  offered/delivered: the total-time ratio of a migration at that pace if nothing\n"
                "  carries over between steps; 1+CoV^2 of what it then sends: the least ratio ANY\n"

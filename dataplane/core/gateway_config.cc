@@ -488,6 +488,13 @@ void ParseRateVariation(TableReader& r, RateVariationSection* v) {
   r.Pair("up_fast_range", &v->up_fast_range);
   r.Pair("down_range", &v->down_range);
   r.Pair("down_fast_range", &v->down_fast_range);
+  r.Bool("session_spread", &v->session_spread);
+  r.Unsigned("session_gap_ms", &v->session_gap_ms);
+  r.Number("bursty_min_rate_mbyte_s", &v->bursty_min_rate_mbyte_s);
+  r.Unsigned("bursty_window", &v->bursty_window);
+  r.Number("bursty_pause_share", &v->bursty_pause_share);
+  r.Unsigned("pause_mean_ms", &v->pause_mean_ms);
+  r.Unsigned("pause_max_ms", &v->pause_max_ms);
   // TOML integers are signed 64-bit; a seed needs no more than 63 bits.
   r.Unsigned("seed", &v->seed);
 }
@@ -851,6 +858,15 @@ void ValidateRateVariation(const GatewayConfig& c, Diagnostics& d) {
   CheckClosed(d, "rate_variation.c_percent", v.c_percent, 0.0, 100.0);
   CheckClosed(d, "rate_variation.lower_cov", v.lower_cov, 0.0, 10.0);
   CheckClosed(d, "rate_variation.upper_cov", v.upper_cov, 0.0, 10.0);
+  // A gap shorter than a frame's time at minR would end a session inside
+  // one migration; an hour is surely a unit mistake.
+  CheckRange<uint32_t>(d, "rate_variation.session_gap_ms", v.session_gap_ms, 1, 3'600'000);
+  CheckPositive(d, "rate_variation.bursty_min_rate_mbyte_s", v.bursty_min_rate_mbyte_s,
+                kMaxRateMbps, " MB/s");
+  CheckRange<uint32_t>(d, "rate_variation.bursty_window", v.bursty_window, 2, 65'536);
+  CheckClosed(d, "rate_variation.bursty_pause_share", v.bursty_pause_share, 0.0, 0.9);
+  CheckRange<uint32_t>(d, "rate_variation.pause_mean_ms", v.pause_mean_ms, 1, 10'000);
+  CheckRange<uint32_t>(d, "rate_variation.pause_max_ms", v.pause_max_ms, 1, 10'000);
   for (const auto& [key, range] :
        {std::pair{"rate_variation.up_range", v.up_range},
         std::pair{"rate_variation.up_fast_range", v.up_fast_range},
@@ -876,6 +892,17 @@ void ValidateRateVariation(const GatewayConfig& c, Diagnostics& d) {
             absl::StrCat("must be within [min_rate_mbyte_s, max_rate_mbyte_s] = [",
                          FormatNumber(v.min_rate_mbyte_s), ", ", FormatNumber(v.max_rate_mbyte_s),
                          "], got ", FormatNumber(v.start_rate_mbyte_s)));
+  }
+  if (v.pause_max_ms < v.pause_mean_ms) {
+    d.Error("rate_variation.pause_max_ms",
+            absl::StrCat("must be >= rate_variation.pause_mean_ms (", v.pause_mean_ms, "), got ",
+                         v.pause_max_ms));
+  }
+  if (v.session_spread && v.bursty_min_rate_mbyte_s > v.start_rate_mbyte_s) {
+    d.Error("rate_variation.bursty_min_rate_mbyte_s",
+            absl::StrCat("must be <= rate_variation.start_rate_mbyte_s (",
+                         FormatNumber(v.start_rate_mbyte_s), "), got ",
+                         FormatNumber(v.bursty_min_rate_mbyte_s)));
   }
   if (v.lower_cov >= v.upper_cov) {
     d.Error("rate_variation.lower_cov",
@@ -1065,6 +1092,13 @@ RateVariationConfig ToRateVariationConfig(const RateVariationSection& v) {
   const std::array<std::array<double, 2>, 4> ranges = {v.up_range, v.up_fast_range, v.down_range,
                                                        v.down_fast_range};
   for (size_t i = 0; i < ranges.size(); ++i) config.ranges[i] = {ranges[i][0], ranges[i][1]};
+  config.session_spread = v.session_spread;
+  config.session_gap_ns = uint64_t{v.session_gap_ms} * 1'000'000;
+  config.bursty_min_rate = v.bursty_min_rate_mbyte_s * 1e6;
+  config.bursty_window = v.bursty_window;
+  config.bursty_pause_share = v.bursty_pause_share;
+  config.pause_mean_ns = uint64_t{v.pause_mean_ms} * 1'000'000;
+  config.pause_max_ns = uint64_t{v.pause_max_ms} * 1'000'000;
   return config;
 }
 

@@ -122,6 +122,16 @@ struct RateVariationSection {
   std::array<double, 2> up_fast_range = DefaultFactorRange(1);
   std::array<double, 2> down_range = DefaultFactorRange(2);
   std::array<double, 2> down_fast_range = DefaultFactorRange(3);
+  // Per-session spread (RateVariationConfig::session_spread): each migration
+  // session walks with its own minR and win, drawn between (min_rate_mbyte_s,
+  // window) and (bursty_min_rate_mbyte_s, bursty_window).
+  bool session_spread = RateVariationConfig{}.session_spread;
+  uint32_t session_gap_ms = static_cast<uint32_t>(RateVariationConfig{}.session_gap_ns / 1'000'000);
+  double bursty_min_rate_mbyte_s = RateVariationConfig{}.bursty_min_rate / 1e6;
+  uint32_t bursty_window = RateVariationConfig{}.bursty_window;
+  double bursty_pause_share = RateVariationConfig{}.bursty_pause_share;
+  uint32_t pause_mean_ms = static_cast<uint32_t>(RateVariationConfig{}.pause_mean_ns / 1'000'000);
+  uint32_t pause_max_ms = static_cast<uint32_t>(RateVariationConfig{}.pause_max_ns / 1'000'000);
   // 0: the dataplane draws a seed from the OS at start (and logs it), so two
   // gateways never walk the same rates. Set a value to replay a run.
   uint64_t seed = 0;

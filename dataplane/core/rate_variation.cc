@@ -1,5 +1,6 @@
 #include "dataplane/core/rate_variation.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -53,6 +54,30 @@ absl::Status RateVariationConfig::Validate() const {
     return absl::InvalidArgumentError(absl::StrCat("upper_cov (uC) must be > lower_cov (lC = ",
                                                    lower_cov, "), got ", upper_cov));
   }
+  if (session_spread) {
+    if (session_gap_ns == 0) {
+      return absl::InvalidArgumentError("session_gap (the silence that ends a session) must be > 0");
+    }
+    if (!(bursty_min_rate >= 1.0) || !(bursty_min_rate <= start_rate)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "bursty_min_rate must be in [1 byte/s, start_rate (", start_rate, ")], got ",
+          bursty_min_rate));
+    }
+    if (bursty_window < 2 || bursty_window > kMaxWindow) {
+      return absl::InvalidArgumentError(absl::StrCat("bursty_window must be in [2, ", kMaxWindow,
+                                                     "] rates, got ", bursty_window));
+    }
+    // A migration paused most of the time never finishes.
+    if (!(bursty_pause_share >= 0.0 && bursty_pause_share <= 0.9)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("bursty_pause_share must be in [0, 0.9], got ", bursty_pause_share));
+    }
+    if (pause_mean_ns == 0 || pause_max_ns < pause_mean_ns) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "pause_mean must be > 0 and pause_max >= pause_mean, got pause_mean ",
+          pause_mean_ns / 1'000'000, " ms, pause_max ", pause_max_ns / 1'000'000, " ms"));
+    }
+  }
   for (size_t i = 0; i < ranges.size(); ++i) {
     const RateFactorRange& range = ranges[i];
     if (!(range.lo > 0.0) || !(range.hi >= range.lo) || !Finite(range.hi)) {
@@ -64,16 +89,54 @@ absl::Status RateVariationConfig::Validate() const {
   return absl::OkStatus();
 }
 
+RateSessionProfile SessionProfileAt(const RateVariationConfig& config, double u) {
+  u = std::clamp(u, 0.0, 1.0);
+  auto geometric = [u](double a, double b) { return std::pow(a, 1.0 - u) * std::pow(b, u); };
+  RateSessionProfile p;
+  p.u = u;
+  p.min_rate = std::clamp(geometric(config.min_rate, config.bursty_min_rate),
+                          std::min(config.min_rate, config.bursty_min_rate),
+                          std::max(config.min_rate, config.bursty_min_rate));
+  const double w = std::round(geometric(config.window, config.bursty_window));
+  const auto [w_lo, w_hi] = std::minmax(config.window, config.bursty_window);
+  p.window = static_cast<uint32_t>(
+      std::clamp(w, static_cast<double>(w_lo), static_cast<double>(w_hi)));
+  p.pause_share = u * config.bursty_pause_share;
+  return p;
+}
+
 RateVariation::RateVariation(const RateVariationConfig& config)
     : config_(config),
       interval_ns_(config.interval_ns),
+      min_rate_(config.min_rate),
+      window_(config.window),
       r_(config.start_rate),
-      ring_(config.window + 1, 0) {}
+      // Sessions walk with windows up to the larger end; the ring is sized
+      // once, here, so a new session never allocates.
+      ring_(std::max(config.window, config.session_spread ? config.bursty_window : 0u) + 1, 0) {}
+
+void RateVariation::StartSession(const RateSessionProfile& p) {
+  // The ring cannot grow here (no allocation on the fast path): a window
+  // beyond its capacity is cut to it.
+  min_rate_ = std::clamp(p.min_rate, 1.0, config_.max_rate);
+  window_ = std::clamp<uint32_t>(p.window, 2, static_cast<uint32_t>(ring_.size()) - 1);
+  head_ = count_ = 0;
+  sum_ = 0;
+  sum_sq_ = 0;
+  prev_var_coef_ = var_coef_ = 0.0;
+  direction_ = true;
+  change_rate_ = 1.0;
+  r_ = std::clamp(config_.start_rate, min_rate_, config_.max_rate);
+  pause_share_ = std::clamp(p.pause_share, 0.0, 0.9);
+  paused_ = true;
+  next_toggle_ns_ = 0;
+  ++sessions_;
+}
 
 void RateVariation::AddRate(double r) {
   const uint32_t capacity = static_cast<uint32_t>(ring_.size());
   // 42-44: if rates.size() > win then remove oldest entry from rates
-  if (count_ > config_.window) {
+  if (count_ > window_) {
     const uint64_t oldest = ring_[head_];
     sum_ -= oldest;
     sum_sq_ -= static_cast<RateSumSq>(oldest) * oldest;

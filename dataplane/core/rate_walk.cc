@@ -59,7 +59,7 @@ class BlockMoments {
 absl::StatusOr<RateWalkSummary> SimulateRateWalk(
     const RateVariationConfig& config, uint64_t seed, uint64_t steps,
     std::span<const double> offered,
-    const std::function<void(const RateWalkSample&)>& on_step) {
+    const std::function<void(const RateWalkSample&)>& on_step, uint64_t session_steps) {
   if (absl::Status s = config.Validate(); !s.ok()) return s;
   if (steps == 0) return absl::InvalidArgumentError("steps must be > 0");
   for (double x : offered) {
@@ -74,26 +74,57 @@ absl::StatusOr<RateWalkSummary> SimulateRateWalk(
   Moments rates;
   BlockMoments per_100ms((100'000'000 + interval / 2) / interval);
   BlockMoments per_1s((1'000'000'000 + interval / 2) / interval);
-  uint64_t at_min = 0, at_max = 0, in_band = 0;
+  const uint64_t block_100ms = (100'000'000 + interval / 2) / interval;
+  uint64_t at_min = 0, at_max = 0, in_band = 0, paused_steps = 0;
   std::vector<uint64_t> below(offered.size(), 0);
   std::vector<Moments> delivered(offered.size());
+  // Per offered rate: this session's 100 ms blocks, and every session's CoV.
+  std::vector<BlockMoments> session_blocks(offered.size(), BlockMoments(block_100ms));
+  std::vector<std::vector<double>> session_covs(offered.size());
+  auto end_session = [&] {
+    for (size_t k = 0; k < offered.size(); ++k) {
+      const double c = session_blocks[k].Cov();
+      if (std::isfinite(c)) session_covs[k].push_back(c);
+      session_blocks[k] = BlockMoments(block_100ms);
+    }
+  };
+  RateWalkSummary out;
+  out.sessions = 0;
+  out.session_min_rate_lo = std::numeric_limits<double>::infinity();
+  out.session_window_lo = std::numeric_limits<uint32_t>::max();
   for (uint64_t i = 0; i < steps; ++i) {
+    if (i == 0 || (config.session_spread && session_steps > 0 && i % session_steps == 0)) {
+      if (i > 0) end_session();
+      if (config.session_spread) walk.NewSession(rng);
+      ++out.sessions;
+      out.session_min_rate_lo = std::min(out.session_min_rate_lo, walk.min_rate());
+      out.session_min_rate_hi = std::max(out.session_min_rate_hi, walk.min_rate());
+      out.session_window_lo = std::min(out.session_window_lo, walk.window());
+      out.session_window_hi = std::max(out.session_window_hi, walk.window());
+    }
     const double r = walk.Step(rng);
     const double cov = walk.last_step().var_coef;
+    // As a worker: the pause decision after the step; a paused step delivers nothing.
+    const bool paused = walk.PausedAt(i * interval, rng);
+    paused_steps += paused;
     rates.Add(r);
     per_100ms.Add(r);
     per_1s.Add(r);
-    at_min += r <= config.min_rate;
+    at_min += r <= walk.min_rate();
     at_max += r >= config.max_rate;
     in_band += cov >= config.lower_cov && cov <= config.upper_cov;
     for (size_t k = 0; k < offered.size(); ++k) {
       below[k] += r < offered[k];
-      delivered[k].Add(std::min(r, offered[k]));
+      const double through = paused ? 0.0 : std::min(r, offered[k]);
+      delivered[k].Add(through);
+      session_blocks[k].Add(through);
     }
-    if (on_step) on_step(RateWalkSample{i * interval, r, cov, walk.direction()});
+    if (on_step) {
+      on_step(RateWalkSample{i * interval, r, cov, walk.direction(), out.sessions - 1, paused});
+    }
   }
+  end_session();
   const double n = static_cast<double>(steps);
-  RateWalkSummary out;
   out.steps = steps;
   out.seconds = n * static_cast<double>(interval) * 1e-9;
   out.mean_rate = rates.mean();
@@ -103,9 +134,20 @@ absl::StatusOr<RateWalkSummary> SimulateRateWalk(
   out.cov_100ms = per_100ms.Cov();
   out.cov_1s = per_1s.Cov();
   out.window_cov_in_band = static_cast<double>(in_band) / n;
+  out.share_paused = static_cast<double>(paused_steps) / n;
   for (size_t k = 0; k < offered.size(); ++k) {
-    out.demands.push_back(RateWalkDemand{offered[k], static_cast<double>(below[k]) / n,
-                                         delivered[k].mean(), delivered[k].Cov()});
+    RateWalkDemand d{offered[k], static_cast<double>(below[k]) / n, delivered[k].mean(),
+                     delivered[k].Cov()};
+    std::vector<double>& covs = session_covs[k];
+    std::sort(covs.begin(), covs.end());
+    auto rank = [&covs](double p) {
+      if (covs.size() < 2) return std::numeric_limits<double>::quiet_NaN();
+      return covs[static_cast<size_t>(std::llround(p * static_cast<double>(covs.size() - 1)))];
+    };
+    d.session_cov_100ms_p10 = rank(0.1);
+    d.session_cov_100ms_p50 = rank(0.5);
+    d.session_cov_100ms_p90 = rank(0.9);
+    out.demands.push_back(d);
   }
   return out;
 }

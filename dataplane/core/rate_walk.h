@@ -18,7 +18,8 @@
 namespace shroud {
 
 // What one steady offered rate gets through the walk, step by step: the share
-// of steps whose rate is below it, and the mean of min(rate, offered), the
+// of steps whose rate is below it, and the mean of min(rate, offered) (0 in a
+// session pause), the
 // throughput of a flow whose unsent bytes do not carry over to the next step
 // (a backlog that does carry over can do better, up to min(offered, mean)).
 //
@@ -33,6 +34,13 @@ struct RateWalkDemand {
   double share_below = 0.0;     // of steps
   double mean_delivered = 0.0;  // bytes/s
   double cov_delivered = 0.0;
+  // With session spread: the CoV of min(rate, offered) per 100 ms within
+  // each session (a migration's own CoV), its 10th, 50th and 90th
+  // percentile over the sessions (nearest rank; NaN without two sessions
+  // of two or more 100 ms blocks).
+  double session_cov_100ms_p10 = 0.0;
+  double session_cov_100ms_p50 = 0.0;
+  double session_cov_100ms_p90 = 0.0;
 };
 
 struct RateWalkSummary {
@@ -49,6 +57,16 @@ struct RateWalkSummary {
   // Share of steps whose rate window's CoV (line 6) was in [lC, uC]: what the
   // algorithm aims for.
   double window_cov_in_band = 0.0;
+  // Sessions walked (1 without session spread), and the range of their minR
+  // (bytes/s) and win.
+  uint64_t sessions = 1;
+  double session_min_rate_lo = 0.0;
+  double session_min_rate_hi = 0.0;
+  uint32_t session_window_lo = 0;
+  uint32_t session_window_hi = 0;
+  // Share of steps in a session pause (the migration held at 0; delivered
+  // counts them as 0).
+  double share_paused = 0.0;
   std::vector<RateWalkDemand> demands;
 };
 
@@ -58,17 +76,23 @@ struct RateWalkSample {
   double rate = 0.0;  // bytes/s, held for `int`
   double var_coef = 0.0;
   bool direction = true;
+  uint64_t session = 0;  // 0-based
+  bool paused = false;   // a session pause: the migration held at 0
 };
 
 // Runs `steps` steps of a fresh RateVariation(config) with std::mt19937_64
 // seeded with `seed` (the same rates as a gateway with that seed). `offered`:
 // steady rates (bytes/s) to report RateWalkDemand for, in the order given.
-// `on_step`, when set, sees every step. Errors: an invalid config, no steps,
-// an offered rate that is not a positive finite number.
+// `on_step`, when set, sees every step. With config.session_spread a new
+// session (a fresh draw of minR and win, as a gateway does when a migration
+// starts) begins every `session_steps` steps, the first at step 0; 0 = one
+// session for the whole walk. Errors: an invalid config, no steps, an offered
+// rate that is not a positive finite number.
 absl::StatusOr<RateWalkSummary> SimulateRateWalk(
     const RateVariationConfig& config, uint64_t seed, uint64_t steps,
     std::span<const double> offered,
-    const std::function<void(const RateWalkSample&)>& on_step = nullptr);
+    const std::function<void(const RateWalkSample&)>& on_step = nullptr,
+    uint64_t session_steps = 0);
 
 }  // namespace shroud
 
