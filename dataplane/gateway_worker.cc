@@ -389,12 +389,19 @@ void GatewayWorker::StartSessionIfNew(uint64_t now) {
   ++counters_.rate_sessions;
   counters_.rate_session_min_rate = RateToBytesPerSec(p->min_rate);
   counters_.rate_session_window = p->window;
-  // Once per migration, not per packet: worth a line at 3 a.m.
+  last_session_ = *p;  // logged from the chore path, not here on the packet path
+  StepRate(now);  // the session's first rate at once, as at start
+}
+
+void GatewayWorker::LogNewSession() {
+  if (counters_.rate_sessions == logged_sessions_) return;
+  logged_sessions_ = counters_.rate_sessions;
+  // Once per migration: worth a line at 3 a.m.
   LOG(INFO) << absl::StrFormat(
       "migration session %u: Algorithm 3 walks with minR %.3f MB/s, win %u, paused ~%.0f %% "
       "of the time (draw u = %.3f)",
-      counters_.rate_sessions, p->min_rate * 1e-6, p->window, 100 * p->pause_share, p->u);
-  StepRate(now);  // the session's first rate at once, as at start
+      counters_.rate_sessions, last_session_.min_rate * 1e-6, last_session_.window,
+      100 * last_session_.pause_share, last_session_.u);
 }
 
 void GatewayWorker::StepRate(uint64_t now) {
@@ -645,6 +652,7 @@ void GatewayWorker::Run(const std::atomic<bool>& stop) {
       next_publish = now + kPublishPeriodNs;
     }
     if (pending_update_.load(std::memory_order_relaxed) != nullptr) ApplyUpdate(now);
+    LogNewSession();
     if (stop.load(std::memory_order_relaxed)) break;
     if (options_.duration_ns > 0 && now >= options_.duration_ns) {
       LOG(INFO) << "duration reached, stopping";
@@ -669,6 +677,7 @@ void GatewayWorker::Run(const std::atomic<bool>& stop) {
     }
   }
   counters_.elapsed_ns = NowNs();
+  LogNewSession();  // one that started after the last chore check
   DiscardQueued();
   if (exporter_.has_value()) {
     exporter_->FlushAll(*flows_, now, stream_.packets(), options_.flush_timeout_ns);

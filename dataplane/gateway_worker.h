@@ -259,8 +259,10 @@ class GatewayWorker {
                FlowEntry* looked_up, uint64_t now);
   void Forward(Direction dir, rte_mbuf* m, uint32_t wire_bytes, uint64_t now);
   void Flush(Direction dir);
-  // Session spread: a migration packet after a silence starts a session.
+  // Session spread: a migration packet after a silence starts a session;
+  // the chore path logs it.
   void StartSessionIfNew(uint64_t now);
+  void LogNewSession();
   void StepRate(uint64_t now);
   // Chaff (only when chaff_ is set).
   bool AbsorbChaff(rte_mbuf* m, const ParsedPacket& p, uint64_t now);
@@ -290,6 +292,8 @@ class GatewayWorker {
   uint64_t replay_base_ts_ = 0;  // rx timestamp of the first packet (pcap: microseconds)
   uint64_t replay_base_ns_ = 0;
   uint64_t last_rx_ns_ = 0;
+  RateSessionProfile last_session_;  // the latest session's draw
+  uint64_t logged_sessions_ = 0;     // sessions LogNewSession has reported
   uint64_t next_sweep_ns_ = 0;
 
   // Per-burst scratch (no allocation on the fast path).

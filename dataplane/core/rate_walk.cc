@@ -72,9 +72,9 @@ absl::StatusOr<RateWalkSummary> SimulateRateWalk(
   std::mt19937_64 rng(seed);
   const uint64_t interval = config.interval_ns;
   Moments rates;
-  BlockMoments per_100ms((100'000'000 + interval / 2) / interval);
-  BlockMoments per_1s((1'000'000'000 + interval / 2) / interval);
   const uint64_t block_100ms = (100'000'000 + interval / 2) / interval;
+  BlockMoments per_100ms(block_100ms);
+  BlockMoments per_1s((1'000'000'000 + interval / 2) / interval);
   uint64_t at_min = 0, at_max = 0, in_band = 0, paused_steps = 0;
   std::vector<uint64_t> below(offered.size(), 0);
   std::vector<Moments> delivered(offered.size());
