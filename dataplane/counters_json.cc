@@ -28,6 +28,7 @@ nlohmann::json ClassJson(const ShaperClassCounters& s) {
           {"borrowed_bytes", s.borrowed_bytes},
           {"backlog_packets", s.backlog_packets},
           {"sojourn_ns_max", s.sojourn_ns_max},
+          {"lane_turns", s.lane_turns},
           {"sojourn_ns_mean", s.sent_packets == 0 ? 0 : s.sojourn_ns_total / s.sent_packets}};
 }
 

@@ -36,7 +36,7 @@ struct PortCounters {
 //    "shaper": {"migration"/"chaff": {"enqueued_packets", "enqueued_bytes",
 //        "sent_packets", "sent_bytes", "dropped_packets", "dropped_bytes",
 //        "oversize_packets", "borrowed_bytes", "backlog_packets",
-//        "sojourn_ns_max", "sojourn_ns_mean"}, "default": {"packets", "bytes"},
+//        "sojourn_ns_max", "lane_turns", "sojourn_ns_mean"}, "default": {"packets", "bytes"},
 //        "discarded_at_exit": n},
 //    "chaff": {"enabled", "generated_packets", "generated_bytes", "sent_packets",
 //        "sent_bytes", "absorbed_peer_packets", "absorbed_answer_packets",

@@ -29,6 +29,10 @@ struct FlowEntry {
   uint64_t exported_ns = 0;
   uint64_t exported_packets = 0;
   bool in_use = false;
+  // The shaper lane of a migration flow (ShaperClassConfig::flow_lanes),
+  // handed out round robin on its first shaped packet; kNoLane until then.
+  static constexpr uint8_t kNoLane = 0xff;
+  uint8_t shaper_lane = kNoLane;
 };
 
 // Brings a whole entry towards the cache: FlowFeatures::Observe touches

@@ -302,8 +302,19 @@ void GatewayWorker::Process(Direction dir, rte_mbuf* m, const ParsedPacket& p,
   const TrafficClass q = QueueClass(cls);
   if (dir == kInsideToOutside && q != TrafficClass::kDefault) {
     ++dc.shaped_packets;
-    if (q == TrafficClass::kMigration && options_.rate_variation) StartSessionIfNew(now);
-    if (!shaper_.Enqueue(ToShaped(q), reinterpret_cast<uintptr_t>(m), wire, now)) {
+    uint32_t lane = 0;
+    if (q == TrafficClass::kMigration) {
+      if (options_.rate_variation) StartSessionIfNew(now);
+      // A packet whose flow found no room in the table goes to lane 0 (its
+      // flow may be reordered then; the table being full is counted).
+      if (e != nullptr) {
+        if (e->shaper_lane == FlowEntry::kNoLane) {
+          e->shaper_lane = static_cast<uint8_t>(next_lane_++ % shaper_.lanes(ShapedClass::kMigration));
+        }
+        lane = e->shaper_lane;
+      }
+    }
+    if (!shaper_.Enqueue(ToShaped(q), reinterpret_cast<uintptr_t>(m), wire, now, lane)) {
       rte_pktmbuf_free(m);  // tail drop, counted by the shaper
     }
     return;

@@ -279,6 +279,7 @@ class GatewayWorker {
   SignatureScanner scanner_;
   std::unique_ptr<WorkerFlowTable> flows_;
   Shaper shaper_;
+  uint32_t next_lane_ = 0;  // the migration lane the next new migration flow gets
   StreamPosition stream_;
   RateVariation rate_variation_;
   std::mt19937_64 rng_;

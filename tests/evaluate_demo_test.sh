@@ -8,7 +8,10 @@
 #     (the live tap's model) and by the live tap itself;
 #   - the stealth migration's flow is flagged by neither paper attack nor the
 #     live tap, and chaff crossed the WAN in the stealth run only;
-#   - the report, its tables and figures are written; the testbed is removed.
+#   - the report, its tables and figures are written;
+#   - a stealth QEMU multifd migration (2 channels, 24 MiB, no load) is judged
+#     as one migration in two channels; a bad --multifd is refused;
+#   - the testbed is removed.
 #
 #   tests/evaluate_demo_test.sh BUILD_DIR
 # Needs root, qemu-system-x86, tcpdump, nginx, iperf3, socat and
@@ -108,6 +111,35 @@ for f in fig1_native_throughput fig3_pattern_native fig4_maxent_native fig6_stea
 done
 for f in table2 table3 table4 table5; do [[ -s $out/$f.csv ]] || missing+=" $f.csv"; done
 if [[ -z $missing ]]; then ok "figures (PNG) and tables (CSV) written"; else bad "missing or not PNG:$missing"; fi
+
+# QEMU multifd through the stealth pair: one small migration in two
+# connections, each judged as a channel of the one migration.
+if "$root/scripts/evaluate" --multifd 1 --out "$work/bad" --build "$build" >"$work/bad.log" 2>&1; then
+    bad "scripts/evaluate --multifd 1 was accepted"
+elif grep -q -- "--multifd must be 0 (one stream) or 2..16 channels" "$work/bad.log"; then
+    ok "scripts/evaluate --multifd 1 is refused with the reason"
+else
+    bad "scripts/evaluate --multifd 1: unexpected error: $(tail -n 3 "$work/bad.log")"
+fi
+mf=$work/multifd
+if "$root/scripts/evaluate" --modes stealth --multifd 2 --rates 8 --loads none --ram-mb 24 \
+    --out "$mf" --build "$build" >"$work/multifd.log" 2>&1; then
+    ok "scripts/evaluate --multifd 2 (stealth, 24 MiB) finished"
+    r='.runs[0]'
+    expect "multifd: the migration completed, two channels asked for" \
+        "$r | .status == \"completed\" and .multifd_channels == 2" "$mf/summary.json"
+    expect "multifd: the judge saw both data channels as the migration" \
+        "$r | .migration_channels >= 2" "$mf/summary.json"
+    expect "multifd: QEMU ran with multifd on both sides (the channels' ports differ)" \
+        '[.runs[0].flows[] | select(.label == "migration" and (.ack_direction | not)) | .flow] | unique | length >= 2' \
+        "$mf/judge.json"
+    grep -q "QEMU multifd: 2 channels requested" "$mf/report.md" &&
+        ok "multifd: report.md says so" || bad "multifd: report.md does not mention the channels"
+else
+    bad "scripts/evaluate --multifd 2 failed"
+    tail -n 30 "$work/multifd.log"
+    for f in "$mf"/runs/*/migrate.log; do [[ -f $f ]] && { echo "--- $f"; tail -n 15 "$f"; }; done
+fi
 
 ns_after=$(ip netns list | grep -c '^shroud-tb-' || true)
 if ((ns_after <= ns_before)) && [[ ! -e $SHROUD_TESTBED_DIR/namespaces ]]; then

@@ -81,12 +81,13 @@ def mig_flow(rid):
     return f"192.0.2.10:{40000 + rate * 10 + (mode == 'stealth')}>198.51.100.10:49152/tcp"
 
 
-def flow_entry(name, label, packets, flagged, mode, cov=0.5, b2b=0.3):
+def flow_entry(name, label, packets, flagged, mode, cov=0.5, b2b=0.3, ack=False):
     verdicts = {d: {"flagged": bool(flagged.get(d)), "score": 7.0 if flagged.get(d) else 0.5, "decided": True}
                 for d in DETECTORS}
     if mode == "native":
         verdicts["timing_adaptive"] = None  # only trained on stealth runs
-    return {"flow": name, "label": label, "bulk": False, "packets": packets, "bytes": packets * 1000,
+    return {"flow": name, "label": label, "bulk": False, "ack_direction": ack,
+            "packets": packets, "bytes": packets * 1000,
             "duration_s": 5.0, "cov": {str(w): cov for w in (100, 200, 300, 500, 1000, 2000, 3000)},
             "timing_features": {"ipt_back_to_back_share": b2b,
                                 "log_bytes_per_s": None if label == "chaff" else 14.0},
@@ -97,7 +98,10 @@ def judge_run(rid, mig_flagged, bg_flagged):
     mode = rid.split("-")[0]
     flows = [flow_entry(mig_flow(rid), "migration", 30000,
                         mig_flagged, mode, cov=0.01 if mode == "native" else 0.7),
-             flow_entry("192.0.2.10:1>198.51.100.10:49152/tcp", "migration", 10, {"pattern": True}, mode)]
+             # An ACK direction labelled migration and flagged: never one of the migration's
+             # channels, never in the features table.
+             flow_entry("192.0.2.10:1>198.51.100.10:49152/tcp", "migration", 1200, {"pattern": True}, mode,
+                        ack=True)]
     for i in range(BG_FLOWS[mode]):
         flagged = {d: i < n for d, n in bg_flagged.items()}
         flows.append(flow_entry(f"192.0.2.11:{5000 + i}>198.51.100.11:80/tcp", "background",
@@ -257,8 +261,9 @@ class ReportTest(unittest.TestCase):
     def test_timing_features_by_group(self):
         out, _, _, report = self.report()
         rows = {(r["mode"], r["flows"]): r for r in read_csv(out / "features.csv")}
-        # Two runs per mode, two migration flows each; background 0.50..0.99 in both runs.
-        self.assertEqual(rows[("native", "migration")]["n"], "4")
+        # Two runs per mode, one migration flow each (and an ACK direction, left out);
+        # background 0.50..0.99 in both runs.
+        self.assertEqual(rows[("native", "migration")]["n"], "2")
         self.assertEqual(rows[("native", "migration")]["ipt_back_to_back_share"], "0.300")
         self.assertEqual(rows[("native", "background")]["n"], "100")
         self.assertEqual(rows[("native", "background")]["ipt_back_to_back_share"], "0.745")
@@ -266,7 +271,7 @@ class ReportTest(unittest.TestCase):
         self.assertEqual(rows[("stealth", "chaff")]["log_bytes_per_s"], "–")  # all null
         self.assertNotIn(("native", "chaff"), rows)
         self.assertIn("## Timing features by flow group", report)
-        self.assertIn("| stealth | migration | 4 | 0.300 | 14.000 |", report)
+        self.assertIn("| stealth | migration | 2 | 0.300 | 14.000 |", report)
 
     def test_must_hold_pass(self):
         _, _, _, report = self.report()
@@ -305,6 +310,36 @@ class ReportTest(unittest.TestCase):
             self.assertTrue(checks[cid] and set(checks[cid]) == {"not measured"}, (cid, checks[cid]))
         for png in PNGS:  # placeholders for what was not measured
             self.assertTrue((out / png).exists(), png)
+
+    def test_multifd_any_channel_decides(self):
+        """A multifd migration is N flows: spotted when any channel is, scored by its highest."""
+        def add_channels(out):
+            judge = json.loads((out / "judge.json").read_text())
+            for jr in judge["runs"]:
+                if jr["id"] == "stealth-r4-light-1":
+                    jr["flows"].insert(1, flow_entry("192.0.2.10:45002>198.51.100.10:49152/tcp", "migration",
+                                                     20000, {"maxent": True}, "stealth", cov=1.3))
+                    jr["flows"].insert(1, flow_entry("192.0.2.10:45003>198.51.100.10:49152/tcp", "migration",
+                                                     25000, {}, "stealth", cov=1.1))
+            (out / "judge.json").write_text(json.dumps(judge))
+            for rid in ("stealth-r4-light-1",):
+                run = json.loads((out / "runs" / rid / "run.json").read_text())
+                run["multifd_channels"] = 4
+                (out / "runs" / rid / "run.json").write_text(json.dumps(run))
+        out, runs, _, report = self.report(edit=add_channels)
+        s = runs["stealth-r4-light-1"]
+        self.assertEqual(s["migration_channels"], 3)
+        self.assertEqual(s["multifd_channels"], 4)
+        self.assertEqual(s["migration_flow"], mig_flow("stealth-r4-light-1"))  # the biggest
+        self.assertEqual(s["verdicts"]["maxent"], {"flagged": True, "score": 7.0})
+        self.assertEqual(s["verdicts"]["pattern"], {"flagged": False, "score": 0.5})
+        self.assertEqual(runs["stealth-r8-light-1"]["migration_channels"], 1)
+        self.assertEqual(runs["stealth-r8-light-1"]["verdicts"]["maxent"]["flagged"], False)
+        checks = checks_of(report)
+        self.assertEqual(checks["b"], ["PASS", "FAIL", "PASS", "PASS"])  # maxent caught one channel
+        self.assertIn("QEMU multifd: 0, 4 channels requested", report)
+        t4 = read_csv(out / "table4.csv")  # Table IV: a row per channel
+        self.assertEqual(sum(row["flow"].startswith("192.0.2.10:4500") for row in t4), 2)
 
     def test_run_missing_in_judge(self):
         def forget_run(out):

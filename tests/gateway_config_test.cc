@@ -146,6 +146,8 @@ TEST(GatewayConfigExampleTest, ExampleStatesTheDefaults) {
   EXPECT_EQ(e.shaper.queue_packets, d.shaper.queue_packets);
   EXPECT_EQ(e.shaper.migration_borrows_chaff, d.shaper.migration_borrows_chaff);
   EXPECT_EQ(e.shaper.train_max_frames, d.shaper.train_max_frames);
+  EXPECT_EQ(e.shaper.flow_lanes, d.shaper.flow_lanes);
+  EXPECT_EQ(e.shaper.flow_lane_quantum_bytes, d.shaper.flow_lane_quantum_bytes);
   EXPECT_DOUBLE_EQ(e.shaper.chaff_rate_mbyte_s, d.shaper.chaff_rate_mbyte_s);
   const RateVariationSection& er = e.rate_variation;
   const RateVariationSection& dr = d.rate_variation;
@@ -250,6 +252,11 @@ TEST(GatewayConfigErrorTest, WrongTypeNamesKeyAndLine) {
   EXPECT_THAT(Error("[dataplane]\n\nrx_queues = 1.5\n"),
               HasSubstr("cfg.toml:3: dataplane.rx_queues: expected an integer, got a float"));
   EXPECT_THAT(Error("[shaper]\ntrain_max_frames = 0\n"), HasSubstr("cfg.toml:2: shaper.train_max_frames"));
+  EXPECT_THAT(Error("[shaper]\nflow_lanes = 17\n"), HasSubstr("cfg.toml:2: shaper.flow_lanes"));
+  EXPECT_THAT(Error("[shaper]\nflow_lane_quantum_bytes = 1500\n"),
+              HasSubstr("cfg.toml:2: shaper.flow_lane_quantum_bytes"));
+  EXPECT_THAT(Error("[shaper]\nflow_lanes = 16\nqueue_packets = 100000\n"),
+              HasSubstr("shaper.flow_lanes: 16 lanes x shaper.queue_packets 100000 is more than"));
   EXPECT_THAT(Error("[shaper]\nmigration_borrows_chaff = \"yes\"\n"),
               HasSubstr("cfg.toml:2: shaper.migration_borrows_chaff: expected a boolean"));
   EXPECT_THAT(
@@ -589,6 +596,8 @@ queue_packets = 2000
 chaff_rate_mbyte_s = 2.5
 migration_borrows_chaff = true
 train_max_frames = 9
+flow_lanes = 4
+flow_lane_quantum_bytes = 30000
 
 [rate_variation]
 min_rate_mbyte_s = 1
@@ -605,6 +614,9 @@ start_rate_mbyte_s = 3
   EXPECT_EQ(s.migration.queue_packets, 2000u);
   EXPECT_EQ(s.migration.train_max_frames, 9u);
   EXPECT_EQ(s.chaff.train_max_frames, 9u);
+  EXPECT_EQ(s.migration.flow_lanes, 4u);
+  EXPECT_EQ(s.migration.lane_quantum_bytes, 30'000u);
+  EXPECT_EQ(s.chaff.flow_lanes, 1u);  // chaff connections are the generator's, paced as one
   EXPECT_EQ(s.chaff.rate_bytes_per_sec, 2'500'000u);
   EXPECT_EQ(s.chaff.ceil_bytes_per_sec, 6'000'000u);  // the migration envelope
   EXPECT_EQ(s.chaff.queue_depth_ms, 30u);

@@ -241,6 +241,16 @@ TEST(ShaperConfigTest, ValidateNamesTheField) {
        "migration.train_max_frames"},
       {"chaff trains huge", [](ShaperConfig& c) { c.chaff.train_max_frames = 5000; },
        "chaff.train_max_frames"},
+      {"mig lanes 0", [](ShaperConfig& c) { c.migration.flow_lanes = 0; }, "migration.flow_lanes"},
+      {"mig lanes 17", [](ShaperConfig& c) { c.migration.flow_lanes = 17; }, "migration.flow_lanes"},
+      {"lanes x packets huge",
+       [](ShaperConfig& c) {
+         c.migration.flow_lanes = 16;
+         c.migration.queue_packets = 1u << 17;
+       },
+       "migration.flow_lanes x migration.queue_packets"},
+      {"quantum < frame", [](ShaperConfig& c) { c.migration.lane_quantum_bytes = 1'000; },
+       "migration.lane_quantum_bytes"},
       {"queue smaller than a frame",
        [](ShaperConfig& c) {
          c.chaff.ceil_bytes_per_sec = 100'000;  // 10 ms = 1000 bytes < 9018
@@ -266,6 +276,7 @@ class Sim {
   struct Packet {
     ShapedClass cls;
     uint32_t bytes;
+    uint32_t lane = 0;
   };
 
   Sim(const ShaperConfig& config, uint64_t start_ns, uint64_t seed = 1)
@@ -279,10 +290,10 @@ class Sim {
   void AdvanceJitter() { now_ += 1 * kUs + rng_() % (19 * kUs); }
   std::mt19937_64& rng() { return rng_; }
 
-  bool Offer(ShapedClass c, uint32_t bytes) {
+  bool Offer(ShapedClass c, uint32_t bytes, uint32_t lane = 0) {
     const uint64_t handle = packets_.size();
-    packets_.push_back({c, bytes});
-    return shaper_.Enqueue(c, handle, bytes, now_);
+    packets_.push_back({c, bytes, lane});
+    return shaper_.Enqueue(c, handle, bytes, now_, lane);
   }
   // Keeps class `c` backlogged with at least `depth` packets.
   void KeepBacklogged(ShapedClass c, uint32_t depth, uint32_t min_bytes, uint32_t max_bytes) {
@@ -483,6 +494,151 @@ TEST(ShaperTrainTest, AShortQueueGoesAsSoonAsItsOwnTokensAreThere) {
   ASSERT_TRUE(sim.Offer(kMig, 1514));
   while (sim.Poll().empty()) sim.Advance(10 * kUs);
   EXPECT_LE(sim.now() - offered, 2 * 1514 * kUs + 20 * kUs) << "waited for more than its own tokens";
+}
+
+// ------------------------------------------------------------ Flow lanes
+
+TEST(LaneQueueTest, OneLaneIsAFifo) {
+  LaneQueue q(1, 8, 100'000, 1'518);
+  for (uint64_t h = 0; h < 5; ++h) ASSERT_TRUE(q.Push(static_cast<uint32_t>(h), {h, 0, 100}));
+  for (uint64_t h = 0; h < 5; ++h) {
+    q.NextTurnIfDue();
+    EXPECT_EQ(q.Front().handle, h);
+    q.Pop();
+  }
+  EXPECT_TRUE(q.empty());
+  EXPECT_EQ(q.turns(), 0u);
+}
+
+TEST(LaneQueueTest, CapsHoldOverAllLanes) {
+  LaneQueue q(4, 6, 5'000, 1'518);
+  for (uint32_t i = 0; i < 4; ++i) ASSERT_TRUE(q.Push(i, {i, 0, 1'000}));
+  EXPECT_FALSE(q.Push(1, {9, 0, 1'001}));  // 5001 bytes in all, though lane 1 holds 1000
+  EXPECT_TRUE(q.Push(5, {4, 0, 1'000}));   // lane 5 % 4 = 1: 5000 bytes, exactly the cap
+  EXPECT_TRUE(q.Push(2, {5, 0, 0}));       // the 6th packet
+  EXPECT_FALSE(q.Push(3, {6, 0, 0}));      // a 7th: over the packet cap, in an emptier lane too
+  EXPECT_EQ(q.size(), 6u);
+  EXPECT_EQ(q.bytes(), 5'000u);
+}
+
+TEST(LaneQueueTest, LanesTakeTurnsOfAQuantumRoundRobin) {
+  // Three lanes, 1000-byte frames, a quantum of 2500 bytes: a turn is three frames
+  // (it ends once 2500 are reached), and an empty lane is skipped.
+  LaneQueue q(4, 64, 1'000'000, 2'500);
+  for (uint64_t i = 0; i < 6; ++i) {
+    for (uint32_t lane : {0u, 1u, 3u}) ASSERT_TRUE(q.Push(lane, {lane * 100 + i, 0, 1'000}));
+  }
+  std::vector<uint64_t> order;
+  while (!q.empty()) {
+    q.NextTurnIfDue();
+    order.push_back(q.Front().handle);
+    q.Pop();
+  }
+  const std::vector<uint64_t> expect = {0,   1,   2,   100, 101, 102, 300, 301, 302,
+                                        3,   4,   5,   103, 104, 105, 303, 304, 305};
+  EXPECT_EQ(order, expect);
+  EXPECT_EQ(q.turns(), 5u);
+}
+
+TEST(LaneQueueTest, ALoneLaneKeepsItsTurn) {
+  LaneQueue q(4, 64, 1'000'000, 1'518);
+  for (uint64_t i = 0; i < 4; ++i) ASSERT_TRUE(q.Push(2, {i, 0, 1'500}));
+  for (uint64_t i = 0; i < 4; ++i) {
+    q.NextTurnIfDue();
+    EXPECT_EQ(q.current_lane(), 2u);
+    EXPECT_EQ(q.Front().handle, i);
+    q.Pop();
+  }
+  EXPECT_EQ(q.turns(), 1u);  // from lane 0 to lane 2, once
+}
+
+// Four flows whose frames arrive interleaved (as four TCP connections queue
+// through one gateway), a backlogged migration class sending trains of 1..8
+// at 4 MB/s. Returns the flows in transmit order.
+std::vector<uint32_t> InterleavedFlowsOut(uint32_t lanes, uint64_t quantum, ShaperClassCounters* k,
+                                          uint64_t* turns) {
+  ShaperConfig sc;
+  sc.max_frame_bytes = 1518;
+  sc.migration.rate_bytes_per_sec = 4'000'000;
+  sc.migration.train_max_frames = 8;
+  sc.migration.flow_lanes = lanes;
+  sc.migration.lane_quantum_bytes = quantum;
+  const uint64_t t0 = kSec;
+  Sim sim(sc, t0, 3);
+  ReferenceBucket reference(sc.migration.rate_bytes_per_sec, sc.migration.burst_bytes, t0);
+  std::vector<uint32_t> flows;
+  std::array<uint64_t, 4> next_seq{};
+  std::vector<uint64_t> seq_of;  // handle -> its flow's sequence number
+  std::array<int64_t, 4> last_seq;
+  last_seq.fill(-1);
+  uint32_t next_flow = 0;
+  while (sim.now() < t0 + 2 * kSec) {
+    while (sim.shaper().counters(kMig).backlog_packets < 64) {
+      const uint32_t flow = next_flow++ % 4;
+      seq_of.push_back(next_seq[flow]++);
+      EXPECT_TRUE(sim.Offer(kMig, 1514, flow));
+    }
+    for (uint64_t h : sim.Poll()) {
+      EXPECT_TRUE(reference.Charge(sim.now(), sim.packet(h).bytes)) << "beyond rate + burst";
+      flows.push_back(sim.packet(h).lane);
+      // Within a flow, order is kept.
+      EXPECT_EQ(static_cast<int64_t>(seq_of[h]), last_seq[sim.packet(h).lane] + 1);
+      last_seq[sim.packet(h).lane] = static_cast<int64_t>(seq_of[h]);
+    }
+    sim.AdvanceJitter();
+  }
+  *k = sim.shaper().counters(kMig);
+  *turns = k->lane_turns;
+  return flows;
+}
+
+size_t FlowChanges(const std::vector<uint32_t>& flows) {
+  size_t n = 0;
+  for (size_t i = 1; i < flows.size(); ++i) n += flows[i] != flows[i - 1];
+  return n;
+}
+
+TEST(ShaperLaneTest, LanesSendEachFlowInRunsAtTheSameRate) {
+  ShaperClassCounters fifo_k, lanes_k;
+  uint64_t fifo_turns = 0, lane_turns = 0;
+  const std::vector<uint32_t> fifo = InterleavedFlowsOut(1, 64 * 1024, &fifo_k, &fifo_turns);
+  const std::vector<uint32_t> laned = InterleavedFlowsOut(4, 64 * 1024, &lanes_k, &lane_turns);
+  // One FIFO: the flows leave as they came, a change at nearly every frame.
+  ASSERT_GT(fifo.size(), 4000u);
+  EXPECT_GT(FlowChanges(fifo), fifo.size() * 9 / 10);
+  // Lanes: a flow keeps the link for its quantum (64 KiB = 44 frames of 1514),
+  // rounded up to a whole train: about one change per 44-51 frames.
+  EXPECT_EQ(FlowChanges(laned), lane_turns);
+  EXPECT_LE(FlowChanges(laned), laned.size() / 40 + 1);
+  EXPECT_GE(FlowChanges(laned), laned.size() / 52);
+  // Every flow gets its turns: each sends a quarter, give or take a turn.
+  for (uint32_t f = 0; f < 4; ++f) {
+    const auto n = std::count(laned.begin(), laned.end(), f);
+    EXPECT_NEAR(static_cast<double>(n), laned.size() / 4.0, 52) << "flow " << f;
+  }
+  // The class's rate does not depend on the lanes.
+  EXPECT_NEAR(static_cast<double>(lanes_k.sent_bytes), static_cast<double>(fifo_k.sent_bytes), 8 * 1514);
+  EXPECT_EQ(lanes_k.dropped_packets, 0u);
+}
+
+TEST(ShaperLaneTest, DiscardMidTrainLeavesAWorkingQueue) {
+  ShaperConfig sc;
+  sc.max_frame_bytes = 1518;
+  sc.migration.rate_bytes_per_sec = 1'000'000;
+  sc.migration.train_max_frames = 8;
+  sc.migration.flow_lanes = 4;
+  Sim sim(sc, kSec);
+  for (uint32_t i = 0; i < 40; ++i) ASSERT_TRUE(sim.Offer(kMig, 1514, i % 4));
+  while (!sim.Poll().empty()) {}  // the full bucket goes; a train may be under way
+  std::vector<uint64_t> out(64);
+  const size_t discarded = sim.shaper().Discard(kMig, out.data(), out.size());
+  EXPECT_GT(discarded, 0u);
+  EXPECT_EQ(sim.shaper().counters(kMig).backlog_packets, 0u);
+  ASSERT_TRUE(sim.Offer(kMig, 1514, 3));
+  sim.Advance(100 * kMs);
+  const std::vector<uint64_t>& sent = sim.Poll();
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(sim.packet(sent[0]).lane, 3u);
 }
 
 TEST(ShaperTest, FollowsAlgorithm3RateWithin3PercentEvery10ms) {
@@ -898,6 +1054,7 @@ TEST(ShaperTest, DefaultDebtIsBoundedByTheRootBurst) {
 
 TEST(ShaperTest, PerPacketPathAndRateChangesDoNotAllocate) {
   ShaperConfig sc;
+  sc.migration.flow_lanes = 4;  // lanes are allocated at Create too
   Shaper shaper = Shaper::Create(sc, 0).value();
   RateVariation rv{RateVariationConfig{}};
   std::mt19937_64 rng(5);
@@ -906,7 +1063,7 @@ TEST(ShaperTest, PerPacketPathAndRateChangesDoNotAllocate) {
   const uint64_t before = test::ThreadAllocations();
   for (int i = 0; i < 100'000; ++i) {
     now += 10 * kUs;
-    shaper.Enqueue(kMig, handle++, 1500, now);
+    shaper.Enqueue(kMig, handle++, 1500, now, static_cast<uint32_t>(i % 5));
     shaper.Enqueue(kChaff, handle++, 400, now);
     shaper.PassDefault(600, now);
     if (rv.ShouldStep(now)) shaper.SetRate(kMig, RateToBytesPerSec(rv.StepAt(now, rng)));

@@ -471,6 +471,8 @@ void ParseShaper(TableReader& r, ShaperSection* s) {
   r.Bool("migration_borrows_chaff", &s->migration_borrows_chaff);
   r.Number("chaff_rate_mbyte_s", &s->chaff_rate_mbyte_s);
   r.Unsigned("train_max_frames", &s->train_max_frames);
+  r.Unsigned("flow_lanes", &s->flow_lanes);
+  r.Unsigned("flow_lane_quantum_bytes", &s->flow_lane_quantum_bytes);
 }
 
 void ParseRateVariation(TableReader& r, RateVariationSection* v) {
@@ -834,6 +836,17 @@ void ValidateShaper(const GatewayConfig& c, Diagnostics& d) {
   CheckRange<uint32_t>(d, "shaper.chaff_queue_ms", s.chaff_queue_ms, 1, 10'000);
   CheckRange<uint32_t>(d, "shaper.queue_packets", s.queue_packets, 1, 1u << 20);
   CheckRange<uint32_t>(d, "shaper.train_max_frames", s.train_max_frames, 1, 1024);
+  CheckRange<uint32_t>(d, "shaper.flow_lanes", s.flow_lanes, 1, LaneQueue::kMaxLanes);
+  // A turn must fit the largest frame the shaper takes.
+  CheckRange<uint32_t>(d, "shaper.flow_lane_quantum_bytes", s.flow_lane_quantum_bytes,
+                       ShaperConfig{}.max_frame_bytes, 16u << 20);
+  if (s.flow_lanes >= 1 && s.flow_lanes <= LaneQueue::kMaxLanes &&
+      static_cast<uint64_t>(s.flow_lanes) * s.queue_packets > (1u << 20)) {
+    d.Error("shaper.flow_lanes",
+            absl::StrCat(s.flow_lanes, " lanes x shaper.queue_packets ", s.queue_packets,
+                         " is more than ", 1u << 20,
+                         " queue slots (each lane can hold the whole queue); lower either"));
+  }
   if (!(std::isfinite(s.chaff_rate_mbyte_s) && s.chaff_rate_mbyte_s >= 0.0)) {
     d.Error("shaper.chaff_rate_mbyte_s", absl::StrCat("must be >= 0 MB/s (0 = no chaff), got ",
                                                    FormatNumber(s.chaff_rate_mbyte_s)));
@@ -1117,6 +1130,8 @@ ShaperConfig ToShaperConfig(const GatewayConfig& config) {
   shaper.migration.queue_depth_ms = s.migration_queue_ms;
   shaper.migration.queue_packets = s.queue_packets;
   shaper.migration.train_max_frames = s.train_max_frames;
+  shaper.migration.flow_lanes = s.flow_lanes;
+  shaper.migration.lane_quantum_bytes = s.flow_lane_quantum_bytes;
   const uint64_t chaff_rate = bytes_per_sec(s.chaff_rate_mbyte_s);
   shaper.chaff.rate_bytes_per_sec = chaff_rate;
   shaper.chaff.ceil_bytes_per_sec =

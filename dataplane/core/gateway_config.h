@@ -93,6 +93,12 @@ struct ShaperSection {
   // train waiting for its tokens (ShaperClassConfig::train_max_frames);
   // 1 = one frame at a time, evenly paced.
   uint32_t train_max_frames = 1;
+  // Lanes of the migration class's queue (ShaperClassConfig::flow_lanes): each
+  // migration flow gets its own, and the lanes take turns of
+  // flow_lane_quantum_bytes, so that several migration connections (QEMU
+  // multifd) leave each in runs rather than interleaved. 1 = one FIFO.
+  uint32_t flow_lanes = 1;
+  uint32_t flow_lane_quantum_bytes = 64 * 1024;
 };
 
 // Algorithm 3's default factor range [x_i, y_i] (i = 0..3) as a config pair.

@@ -412,6 +412,8 @@ std::vector<std::string> RestartOnlyChanges(const GatewayConfig& running,
   check("shaper.migration_borrows_chaff", sa.migration_borrows_chaff == sb.migration_borrows_chaff);
   check("shaper.chaff_rate_mbyte_s", sa.chaff_rate_mbyte_s == sb.chaff_rate_mbyte_s);
   check("shaper.train_max_frames", sa.train_max_frames == sb.train_max_frames);
+  check("shaper.flow_lanes", sa.flow_lanes == sb.flow_lanes);
+  check("shaper.flow_lane_quantum_bytes", sa.flow_lane_quantum_bytes == sb.flow_lane_quantum_bytes);
   // [rate_variation] applies live, but the seed only seeds Algorithm 3 once.
   check("rate_variation.seed", running.rate_variation.seed == next.rate_variation.seed);
   // [chaff]: the key decides whether a generator exists at all; pools,

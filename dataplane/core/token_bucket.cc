@@ -51,6 +51,20 @@ absl::Status ValidateClass(const std::string& name, const ShaperClassConfig& c,
     return absl::InvalidArgumentError(absl::StrCat(name, ".train_max_frames must be in [1, ",
                                                    kMaxTrainFrames, "], got ", c.train_max_frames));
   }
+  if (c.flow_lanes == 0 || c.flow_lanes > LaneQueue::kMaxLanes) {
+    return absl::InvalidArgumentError(absl::StrCat(name, ".flow_lanes must be in [1, ",
+                                                   LaneQueue::kMaxLanes, "], got ", c.flow_lanes));
+  }
+  if (static_cast<uint64_t>(c.flow_lanes) * c.queue_packets > kMaxQueuePackets) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        name, ".flow_lanes x ", name, ".queue_packets must be at most ", kMaxQueuePackets,
+        " (each lane can hold the whole queue), got ", c.flow_lanes, " x ", c.queue_packets));
+  }
+  if (c.lane_quantum_bytes < max_frame_bytes || c.lane_quantum_bytes > kMaxBurstBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        name, ".lane_quantum_bytes must be in [max_frame_bytes (", max_frame_bytes, "), ",
+        kMaxBurstBytes, "], got ", c.lane_quantum_bytes));
+  }
   if (c.queue_bytes() < max_frame_bytes) {
     return absl::InvalidArgumentError(absl::StrCat(
         name, ".queue_depth_ms: ", c.queue_depth_ms, " ms at ", name, ".ceil_bytes_per_sec = ",
@@ -93,6 +107,48 @@ absl::Status ShaperConfig::Validate() const {
   return absl::OkStatus();
 }
 
+LaneQueue::LaneQueue(uint32_t lanes, uint32_t max_packets, uint64_t max_bytes,
+                     uint64_t quantum_bytes)
+    : lanes_(std::make_unique<PacketQueue[]>(lanes)),
+      lane_count_(lanes),
+      quantum_bytes_(quantum_bytes),
+      capacity_(max_packets),
+      max_bytes_(max_bytes) {
+  // Each lane could hold the whole class: the caps are checked here, over all.
+  for (uint32_t i = 0; i < lanes; ++i) lanes_[i] = PacketQueue(max_packets, max_bytes);
+}
+
+bool LaneQueue::Push(uint32_t lane, const PacketQueue::Entry& e) {
+  if (size_ == capacity_ || bytes_ + e.bytes > max_bytes_) return false;
+  if (!lanes_[lane % lane_count_].Push(e)) return false;
+  ++size_;
+  bytes_ += e.bytes;
+  return true;
+}
+
+void LaneQueue::Pop() {
+  PacketQueue& q = lanes_[current_];
+  const uint32_t b = q.Front().bytes;
+  q.Pop();
+  --size_;
+  bytes_ -= b;
+  served_bytes_ += b;
+}
+
+void LaneQueue::NextTurnIfDue() {
+  if (lane_count_ == 1) return;
+  if (!lanes_[current_].empty() && served_bytes_ < quantum_bytes_) return;
+  served_bytes_ = 0;
+  for (uint32_t step = 1; step <= lane_count_; ++step) {
+    const uint32_t lane = (current_ + step) % lane_count_;
+    if (!lanes_[lane].empty()) {
+      if (lane != current_) ++turns_;
+      current_ = lane;
+      return;
+    }
+  }
+}
+
 absl::StatusOr<Shaper> Shaper::Create(const ShaperConfig& config, uint64_t now_ns) {
   if (absl::Status s = config.Validate(); !s.ok()) return s;
   Shaper shaper;
@@ -101,7 +157,7 @@ absl::StatusOr<Shaper> Shaper::Create(const ShaperConfig& config, uint64_t now_n
     ClassState& s = shaper.cls(c);
     s.rate = TokenBucket(cc.rate_bytes_per_sec, cc.burst_bytes, now_ns);
     s.ceil = TokenBucket(cc.ceil_bytes_per_sec, cc.burst_bytes, now_ns);
-    s.queue = PacketQueue(cc.queue_packets, cc.queue_bytes());
+    s.queue = LaneQueue(cc.flow_lanes, cc.queue_packets, cc.queue_bytes(), cc.lane_quantum_bytes);
     s.may_borrow = may_borrow;
     s.train_max = cc.train_max_frames;
   };
@@ -114,11 +170,11 @@ absl::StatusOr<Shaper> Shaper::Create(const ShaperConfig& config, uint64_t now_n
   return shaper;
 }
 
-bool Shaper::Enqueue(ShapedClass c, uint64_t handle, uint32_t bytes, uint64_t now_ns) {
+bool Shaper::Enqueue(ShapedClass c, uint64_t handle, uint32_t bytes, uint64_t now_ns, uint32_t lane) {
   ClassState& s = cls(c);
   // A frame no bucket can hold would block its queue forever.
   const bool oversize = bytes > max_frame_bytes_;
-  if (oversize || !s.queue.Push({handle, now_ns, bytes})) {
+  if (oversize || !s.queue.Push(lane, {handle, now_ns, bytes})) {
     ++s.counters.dropped_packets;
     s.counters.dropped_bytes += bytes;
     if (oversize) ++s.counters.oversize_packets;
@@ -133,6 +189,7 @@ size_t Shaper::Discard(ShapedClass c, uint64_t* out, size_t max_packets) {
   ClassState& s = cls(c);
   size_t n = 0;
   while (n < max_packets && !s.queue.empty()) {
+    s.queue.NextTurnIfDue();
     const PacketQueue::Entry& e = s.queue.Front();
     out[n++] = e.handle;
     ++s.counters.dropped_packets;
@@ -180,7 +237,7 @@ void Shaper::NextTrain(ClassState& s) {
 }
 
 bool Shaper::TrainMayStart(const ClassState& self, const ClassState& other) const {
-  const uint32_t frames = std::min(self.train_target, self.queue.size());
+  const uint32_t frames = std::min(self.train_target, self.queue.lane_size());
   uint64_t bytes = 0;
   for (uint32_t i = 0; i < frames; ++i) bytes += self.queue.At(i).bytes;
   // Tokens never exceed the bucket depth: a longer train starts at a full one.
@@ -201,12 +258,16 @@ size_t Shaper::Dequeue(uint64_t now_ns, uint64_t* out, size_t max_packets) {
     SendResult result = SendResult::kSent;
     const bool trains = self->train_max > 1;
     while (n < max_packets && !self->queue.empty()) {
+      // Between trains (every frame when there are none) a lane may hand
+      // over its turn; a train is one lane's.
+      if (self->train_left > 0 && self->queue.lane_size() == 0) NextTrain(*self);  // Discard'd mid-train
+      if (self->train_left == 0) self->queue.NextTurnIfDue();
       if (trains && self->train_left == 0) {
         if (!TrainMayStart(*self, *other)) {
           result = SendResult::kWaitOwn;
           break;
         }
-        self->train_left = std::min(self->train_target, self->queue.size());
+        self->train_left = std::min(self->train_target, self->queue.lane_size());
       }
       const PacketQueue::Entry& e = self->queue.Front();
       result = TrySend(*self, *other, e.bytes);
@@ -223,7 +284,7 @@ size_t Shaper::Dequeue(uint64_t now_ns, uint64_t* out, size_t max_packets) {
     }
     // A train whose queue ran dry ends there: what comes next waits for the
     // tokens of a whole new train rather than trickling out paced.
-    if (trains && self->queue.empty() && self->train_left > 0) NextTrain(*self);
+    if (trains && self->queue.lane_size() == 0 && self->train_left > 0) NextTrain(*self);
     // Strict priority at the root: lower classes must not take the root
     // tokens a higher class's head is waiting for.
     if (result == SendResult::kWaitRoot) break;
@@ -236,6 +297,7 @@ ShaperClassCounters Shaper::counters(ShapedClass c) const {
   ShaperClassCounters k = s.counters;
   k.backlog_packets = s.queue.size();
   k.backlog_bytes = s.queue.bytes();
+  k.lane_turns = s.queue.turns();
   return k;
 }
 

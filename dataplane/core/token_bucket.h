@@ -179,6 +179,61 @@ class PacketQueue {
   uint64_t max_bytes_ = 0;
 };
 
+// A shaped class's queue: one FIFO per lane (a lane = one flow, or a few
+// sharing it), served in turns. A turn lasts while its lane has packets and
+// has sent less than `quantum_bytes`; the next turn goes to the next lane with
+// packets, round robin. Turns change only where the caller says
+// (NextTurnIfDue, at a train's start), so a train never mixes flows. One lane
+// is a plain FIFO.
+//
+// Why: several connections queued in one FIFO leave interleaved, so each one
+// alone shows gaps of two or more frames where a TCP flow on the same link
+// shows back-to-back ones -- a tell for whoever compares each flow's
+// inter-packet times with the background's (QEMU multifd: one connection per
+// channel). In turns, each flow leaves in runs as a single stream does.
+// The packet and byte caps are the class's, over all lanes.
+class LaneQueue {
+ public:
+  static constexpr uint32_t kMaxLanes = 16;
+
+  LaneQueue() = default;
+  LaneQueue(uint32_t lanes, uint32_t max_packets, uint64_t max_bytes, uint64_t quantum_bytes);
+
+  // `lane` is taken modulo the lane count. False (nothing stored) over a cap.
+  bool Push(uint32_t lane, const PacketQueue::Entry& e);
+  // The lane whose turn it is: its front, its i-th entry (i < lane_size()).
+  const PacketQueue::Entry& Front() const { return lanes_[current_].Front(); }
+  const PacketQueue::Entry& At(uint32_t i) const { return lanes_[current_].At(i); }
+  uint32_t lane_size() const { return lanes_[current_].size(); }
+  // Removes the current lane's front, counted towards its turn.
+  void Pop();
+  // Ends the current turn when its lane is empty or has had its quantum, and
+  // gives the next lane with packets its turn (the same lane again if it is the
+  // only one). Call it where a new train may start.
+  void NextTurnIfDue();
+
+  bool empty() const { return size_ == 0; }
+  uint32_t size() const { return size_; }
+  uint64_t bytes() const { return bytes_; }
+  uint32_t capacity() const { return capacity_; }
+  uint64_t max_bytes() const { return max_bytes_; }
+  uint32_t lanes() const { return lane_count_; }
+  uint32_t current_lane() const { return current_; }
+  uint64_t turns() const { return turns_; }  // turns handed to another lane
+
+ private:
+  std::unique_ptr<PacketQueue[]> lanes_;
+  uint32_t lane_count_ = 0;
+  uint32_t current_ = 0;
+  uint64_t served_bytes_ = 0;  // in the current turn
+  uint64_t quantum_bytes_ = 0;
+  uint32_t size_ = 0;
+  uint32_t capacity_ = 0;
+  uint64_t bytes_ = 0;
+  uint64_t max_bytes_ = 0;
+  uint64_t turns_ = 0;
+};
+
 // The two shaped classes; the default class is not shaped and has no queue.
 enum class ShapedClass : uint8_t { kMigration = 0, kChaff = 1 };
 inline constexpr size_t kShapedClassCount = 2;
@@ -209,6 +264,11 @@ struct ShaperClassConfig {
   // shaped flows look like. A train larger than burst_bytes starts when the
   // bucket is full and the rest follows as tokens come.
   uint32_t train_max_frames = 1;
+  // Lanes of the class's queue (LaneQueue): 1 = one FIFO. With N > 1 the
+  // caller names a lane per packet (one per flow) and the class serves them in
+  // turns of up to lane_quantum_bytes, switching only between trains.
+  uint32_t flow_lanes = 1;
+  uint64_t lane_quantum_bytes = 64 * 1024;
 
   uint64_t queue_bytes() const {
     return ceil_bytes_per_sec * queue_depth_ms / 1000;
@@ -268,6 +328,8 @@ struct ShaperClassCounters {
   // Queueing delay of the packets sent.
   uint64_t sojourn_ns_total = 0;
   uint64_t sojourn_ns_max = 0;
+  // Turns handed from one flow lane to another (flow_lanes > 1).
+  uint64_t lane_turns = 0;
 };
 
 struct DefaultClassCounters {
@@ -300,7 +362,8 @@ struct DefaultClassCounters {
 // head has its class tokens and waits only for root tokens, chaff waits too
 // (it must not slip smaller packets into the root tokens migration's head is
 // waiting for). Within a class, order is FIFO: a head packet that does not fit
-// waits and nothing behind it overtakes.
+// waits and nothing behind it overtakes -- within its lane, when the class
+// has several (LaneQueue: lanes take turns between trains).
 //
 // The default class never waits: PassDefault counts the packet and, when
 // default_counts_against_root, takes its bytes from root even into debt (down
@@ -324,9 +387,10 @@ class Shaper {
   Shaper(Shaper&&) = default;
   Shaper& operator=(Shaper&&) = default;
 
-  // Queues a packet of `bytes` wire bytes; false when it was tail-dropped
-  // (counted), in which case the caller frees it.
-  bool Enqueue(ShapedClass c, uint64_t handle, uint32_t bytes, uint64_t now_ns);
+  // Queues a packet of `bytes` wire bytes in lane `lane` of the class (see
+  // ShaperClassConfig::flow_lanes; taken modulo the lane count); false when it
+  // was tail-dropped (counted), in which case the caller frees it.
+  bool Enqueue(ShapedClass c, uint64_t handle, uint32_t bytes, uint64_t now_ns, uint32_t lane = 0);
 
   // Refills every bucket at `now_ns` and writes to `out`, in transmit order, the
   // handles of at most `max_packets` packets that may go now. Returns how many.
@@ -370,13 +434,14 @@ class Shaper {
   const TokenBucket& rate_bucket(ShapedClass c) const { return cls(c).rate; }
   const TokenBucket& ceil_bucket(ShapedClass c) const { return cls(c).ceil; }
   uint32_t queue_packet_limit(ShapedClass c) const { return cls(c).queue.capacity(); }
+  uint32_t lanes(ShapedClass c) const { return cls(c).queue.lanes(); }
   uint64_t queue_byte_limit(ShapedClass c) const { return cls(c).queue.max_bytes(); }
 
  private:
   struct ClassState {
     TokenBucket rate;
     TokenBucket ceil;
-    PacketQueue queue;
+    LaneQueue queue;
     ShaperClassCounters counters;
     bool may_borrow = false;
     uint32_t train_max = 1;     // ShaperClassConfig::train_max_frames

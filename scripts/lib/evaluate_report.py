@@ -169,21 +169,38 @@ def count_flagged(flows, detectors):
     return judged, flagged
 
 
-def migration_flow(judge_run):
-    flows = [f for f in (judge_run or {}).get("flows", []) if f.get("label") == "migration"]
-    return max(flows, key=lambda f: f.get("packets") or 0) if flows else None
+def migration_flows(judge_run):
+    """The migration's data flows, biggest first: one for a plain migration, one per channel
+    for multifd (the judge lists flows of at least --min_packets; an ACK direction is never
+    a channel)."""
+    flows = [f for f in (judge_run or {}).get("flows", [])
+             if f.get("label") == "migration" and not f.get("ack_direction")]
+    return sorted(flows, key=lambda f: -(f.get("packets") or 0))
 
 
-def live_tap(tap, mig_flow, dport):
+def migration_verdict(channels, det):
+    """The adversary spots a migration when it flags any of its channels; the score is the
+    highest channel's (what a threshold on it would see first)."""
+    vs = [v for v in (verdict(f, det) for f in channels) if v]
+    if not vs:
+        return None
+    scores = [v["score"] for v in vs if v["score"] is not None]
+    return {"flagged": any(v["flagged"] for v in vs), "score": max(scores) if scores else None}
+
+
+def live_tap(tap, channel_flows, dport):
+    """The live tap's view of the migration: its flow for the judge's biggest channel, and
+    whether it flagged any of the channels (multifd) as migration."""
     flows = tap.get("flows") if isinstance(tap, dict) else None
     cands = [f for f in flows or [] if isinstance(f, dict) and flow_dport(f.get("flow")) == dport]
     if not cands:
         return None
-    # The tap may still list an earlier run's migration: the judge's flow wins.
-    exact = [f for f in cands if mig_flow and f.get("flow") == mig_flow]
+    # The tap may still list an earlier run's migration: the judge's flows win.
+    exact = [f for name in channel_flows for f in cands if f.get("flow") == name]
     best = exact[0] if exact else max(cands, key=lambda f: f.get("packets") or 0)
+    flagged = [f.get("migration") for f in exact] if exact else [best.get("migration")]
     return {"flow": best.get("flow"), "pattern": best.get("pattern"), "maxent": best.get("maxent"),
-            "migration": best.get("migration")}
+            "migration": any(bool(m) for m in flagged) if any(m is not None for m in flagged) else None}
 
 
 def run_record(run, judge_run, detectors):
@@ -191,7 +208,8 @@ def run_record(run, judge_run, detectors):
     mig = run["migrate"] if isinstance(run["migrate"], dict) else {}
     ram = qemu.get("ram") or {}
     flows = (judge_run or {}).get("flows", [])
-    mflow = migration_flow(judge_run)
+    channels = migration_flows(judge_run)
+    mflow = channels[0] if channels else None
     background = [f for f in flows if f.get("label") == "background"]
     chaff = [f for f in flows if f.get("label") == "chaff"]
     bg_judged, bg_flagged = count_flagged(background, detectors)
@@ -208,12 +226,14 @@ def run_record(run, judge_run, detectors):
         "judged": judge_run is not None,
         "migration_flow": mflow.get("flow") if mflow else None,
         "migration_packets": mflow.get("packets") if mflow else None,
-        "verdicts": {d: (verdict(mflow, d) if mflow else None) or dict(empty) for d in detectors},
+        "multifd_channels": run["meta"].get("multifd_channels", mig.get("multifd_channels", 0)),
+        "migration_channels": len(channels),
+        "verdicts": {d: migration_verdict(channels, d) or dict(empty) for d in detectors},
         "background_flows": len(background),
         "background_judged": bg_judged, "background_flagged": bg_flagged,
         "fpr": {d: (bg_flagged[d] / bg_judged[d] if bg_judged[d] else None) for d in detectors},
         "chaff_flows": len(chaff), "chaff_flagged": chaff_flagged,
-        "live_tap": live_tap(run["tap"], mflow.get("flow") if mflow else None,
+        "live_tap": live_tap(run["tap"], [f.get("flow") for f in channels],
                              mig.get("dport", MIGRATION_DPORT)),
     }
 
@@ -343,8 +363,7 @@ def cov_table(records, judge_runs, mode, windows):
         rows.append(cov_row(f"Background median ({len(bg)} flows)", "all", {"cov": med}, windows))
     kind = "Nat. Mig." if mode == "native" else "Ste. Mig."
     for rid, r in ids.items():
-        mflow = migration_flow(judge_runs.get(rid))
-        if mflow:
+        for mflow in migration_flows(judge_runs.get(rid)):  # multifd: a row per channel
             rows.append(cov_row(kind, rid, mflow, windows, r["load"], r["rate_mib_s"]))
     return rows
 
@@ -709,6 +728,12 @@ def matrix_md(records):
         ["mode", "load"] + [f"{r} MiB/s" for r in rates], rows)
     rams = sorted({r["ram_mb"] for r in records if r["ram_mb"]})
     text += f"\n\nGuest RAM: {', '.join(f'{x} MiB' for x in rams) or 'unknown'}."
+    multifd = sorted({r["multifd_channels"] or 0 for r in records})
+    if multifd != [0]:
+        seen = sorted({r["migration_channels"] for r in records if r["judged"]})
+        text += (f" QEMU multifd: {', '.join(str(m) for m in multifd)} channels requested; data "
+                 f"channels the judge saw per run (>= min_packets): {', '.join(map(str, seen)) or '–'}; "
+                 "the rate limit holds for the channels together.")
     failed = [f"`{r['id']}` ({r['status']})" for r in records if r["status"] != "completed"]
     if failed:
         text += " Not completed: " + ", ".join(failed) + "."
@@ -731,7 +756,8 @@ def results_md(records, stats, detectors):
         rows.append([m, d, frac(s["detected"], s["runs_judged"]), s["mean_fpr"],
                      frac(s["background_flagged"], s["background_judged"], 4),
                      frac(s["chaff_flagged"], s["chaff_flows"], 3), s["auc"]])
-    text += "\n\nTPR = fraction of runs whose migration flow was flagged; mean FPR = mean over runs " \
+    text += "\n\nTPR = fraction of runs whose migration was flagged (multifd: any of its " \
+            "channels; its score is the highest channel's); mean FPR = mean over runs " \
             "of each run's flagged/background; pooled FPR = all flagged background flows / all " \
             "background flows (chaff excluded, shown apart). AUC ranks the detector's score rather " \
             "than its verdict: the chance that a migration flow scores above a background flow of " \
@@ -757,7 +783,7 @@ def feature_rows(judge):
             continue
         for f in jr.get("flows", []):
             tf = f.get("timing_features")
-            if not isinstance(tf, dict):
+            if not isinstance(tf, dict) or f.get("ack_direction"):  # like with like, as Table III
                 continue
             for n in tf:
                 if n not in names:
