@@ -582,11 +582,16 @@ void GatewayWorker::LogStats(uint64_t now) const {
   const DirectionCounters& out = counters_.direction[kOutsideToInside];
   LOG(INFO) << absl::StrFormat(
       "t=%.1fs in->out rx=%u fwd=%u shaped=%u | out->in rx=%u fwd=%u | migration sent=%u "
-      "dropped=%u backlog=%u rate=%.3f MB/s (steps %u) | flows=%u created=%u evicted=%u full=%u",
+      "dropped=%u backlog=%u rate=%.3f MB/s (steps %u)%s | flows=%u created=%u evicted=%u full=%u",
       static_cast<double>(now) * 1e-9, in.rx_packets, in.forwarded_packets, in.shaped_packets,
       out.rx_packets, out.forwarded_packets, mig.sent_packets, mig.dropped_packets,
       mig.backlog_packets, static_cast<double>(counters_.rate_bytes_per_sec) * 1e-6,
-      counters_.rate_steps, flows_->size(), flows_->counters().created,
+      counters_.rate_steps,
+      shaper_.lanes(ShapedClass::kMigration) > 1
+          ? absl::StrFormat(" lane turns %u of %u lanes", mig.lane_turns,
+                            shaper_.lanes(ShapedClass::kMigration))
+          : std::string(),
+      flows_->size(), flows_->counters().created,
       flows_->counters().evicted_idle, flows_->counters().table_full);
   if (chaff_.has_value()) {
     const ChaffCounters& cc = counters_.chaff_traffic;

@@ -8,9 +8,12 @@
 #     (the live tap's model) and by the live tap itself;
 #   - the stealth migration's flow is flagged by neither paper attack nor the
 #     live tap, and chaff crossed the WAN in the stealth run only;
+#   - both guests answered 10 ms pings on their VM network before and after
+#     the switch-over, and the downtime by pings (lost x interval) is recorded;
 #   - the report, its tables and figures are written;
-#   - a stealth QEMU multifd migration (2 channels, 24 MiB, no load) is judged
-#     as one migration in two channels; a bad --multifd is refused;
+#   - a stealth QEMU multifd migration (2 channels, 24 MiB, no load, the
+#     source with tcp_notsent_lowat) is judged as one migration in two
+#     channels; a bad --multifd is refused;
 #   - the testbed is removed.
 #
 #   tests/evaluate_demo_test.sh BUILD_DIR
@@ -66,6 +69,10 @@ expect "two runs, one per mode, at 4 MiB/s under light load" \
     '[.runs[] | [.mode, .rate_mib_s, .load]] | sort == [["native",4,"light"],["stealth",4,"light"]]' "$s"
 expect "both migrations completed with QEMU's total time and downtime" \
     '[.runs[] | .status == "completed" and .total_time_s > 1 and .downtime_ms >= 0] | all' "$s"
+expect "both: the guest answered 10 ms pings, and after the switch-over (source paused) the destination did" \
+    '[.runs[] | .ping.received > 100 and .ping.after_received > 0 and .ping.target == "203.0.113.10"] | all' "$s"
+expect "both: downtime by pings (lost x 10 ms) measured, at least one probe lost in the switch-over" \
+    '[.runs[] | .ping_downtime_ms >= 10 and .ping_downtime_ms < 60000] | all' "$s"
 native='.runs[] | select(.mode == "native")'
 stealth='.runs[] | select(.mode == "stealth")'
 expect "native: the migration flow is found on the WAN" "$native | .migration_flow | test(\":49152/tcp\$\")" "$s"
@@ -123,7 +130,7 @@ else
 fi
 mf=$work/multifd
 if "$root/scripts/evaluate" --modes stealth --multifd 2 --rates 8 --loads none --ram-mb 24 \
-    --out "$mf" --build "$build" >"$work/multifd.log" 2>&1; then
+    --src-notsent-lowat 131072 --out "$mf" --build "$build" >"$work/multifd.log" 2>&1; then
     ok "scripts/evaluate --multifd 2 (stealth, 24 MiB) finished"
     r='.runs[0]'
     expect "multifd: the migration completed, two channels asked for" \
@@ -133,6 +140,8 @@ if "$root/scripts/evaluate" --modes stealth --multifd 2 --rates 8 --loads none -
     expect "multifd: QEMU ran with multifd on both sides (the channels' ports differ)" \
         '[.runs[0].flows[] | select(.label == "migration" and (.ack_direction | not)) | .flow] | unique | length >= 2' \
         "$mf/judge.json"
+    expect "the source host ran with tcp_notsent_lowat 131072 (--src-notsent-lowat)" \
+        '.testbed | test("src_notsent_lowat=131072")' "$(ls "$mf"/runs/*/run.json | head -n 1)"
     grep -q "QEMU multifd: 2 channels requested" "$mf/report.md" &&
         ok "multifd: report.md says so" || bad "multifd: report.md does not mention the channels"
 else

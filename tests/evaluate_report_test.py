@@ -341,6 +341,44 @@ class ReportTest(unittest.TestCase):
         t4 = read_csv(out / "table4.csv")  # Table IV: a row per channel
         self.assertEqual(sum(row["flow"].startswith("192.0.2.10:4500") for row in t4), 2)
 
+    def test_ping_downtime(self):
+        """Runs that pinged the guest: the paper's downtime (lost x 10 ms) beside QEMU's."""
+        pings = {"native-r4-light-1": 120, "native-r8-light-1": 80,
+                 "stealth-r4-light-1": 300}  # stealth-r8: no ping result (rttmon failed)
+        def add_ping(out):
+            for rid, ms in pings.items():
+                path = out / "runs" / rid / "migrate.json"
+                mig = json.loads(path.read_text())
+                mig["ping"] = {"target": "203.0.113.10", "interval_ms": 10.0, "sent": 2000,
+                               "received": 2000 - ms // 10, "lost": ms // 10, "downtime_ms": ms,
+                               "after_sent": 50, "after_received": 50}
+                path.write_text(json.dumps(mig))
+        out, runs, _, report = self.report(edit=add_ping)
+        self.assertEqual(runs["native-r4-light-1"]["ping_downtime_ms"], 120)
+        self.assertEqual(runs["native-r4-light-1"]["ping"]["after_received"], 50)
+        self.assertIsNone(runs["stealth-r8-light-1"]["ping_downtime_ms"])
+        t5 = read_csv(out / "table5.csv")
+        self.assertAlmostEqual(float(t5[0]["ping_downtime_native_s"]), 0.12)
+        self.assertAlmostEqual(float(t5[0]["extra_ping_downtime_s"]), 0.18)
+        self.assertEqual(t5[1]["ping_downtime_stealth_s"], "")  # nothing made up
+        self.assertAlmostEqual(float(t5[2]["ping_downtime_native_s"]), 0.1)
+        self.assertIn("extra downtime by 10 ms pings (the paper's measure) stealth - native "
+                      "(mean over rates) < 0.37 s: +0.180 s (4 MiB/s: 0.180 s;", report)
+        self.assertEqual(checks_of(report)["d"], ["PASS", "PASS"])
+        # Pings that tell another story than QEMU's report fail on their own line.
+        pings.update({"stealth-r4-light-1": 900})
+        shutil.rmtree(self.tmp)
+        self.tmp = tempfile.mkdtemp(prefix="evaluate-report-test-")
+        _, _, _, report = self.report(edit=add_ping)
+        self.assertEqual(checks_of(report)["d"], ["PASS", "FAIL"])
+        # Without pings: the columns stay empty and the check says nothing of them.
+        shutil.rmtree(self.tmp)
+        self.tmp = tempfile.mkdtemp(prefix="evaluate-report-test-")
+        _, runs, _, report = self.report()
+        self.assertIsNone(runs["native-r4-light-1"]["ping_downtime_ms"])
+        self.assertNotIn("by 10 ms pings", report)
+        self.assertEqual(checks_of(report)["d"], ["PASS"])
+
     def test_run_missing_in_judge(self):
         def forget_run(out):
             judge = json.loads((out / "judge.json").read_text())

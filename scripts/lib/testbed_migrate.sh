@@ -9,6 +9,16 @@
 #   namespaces. PORT is in 49152-49215, so the stealth gateways' rules class
 #   the flow as migration. Prints QEMU's query-migrate (total time, downtime)
 #   and then the tap's verdict on the flow (shroud-control's /api/flows).
+#   --ping: the guest also answers ARP and ICMP echo on an RTL8139 NIC at
+#   203.0.113.10 on a VM network of its own (tap vm0 on a bridge in src and
+#   in dst, both bridged in namespace vmn, which is the prober at
+#   203.0.113.1), and `shroud rttmon` pings it every 10 ms from vmn for the
+#   whole migration: downtime as the stealth-migration paper measures it,
+#   lost probes x interval, beside QEMU's own figure. The VM network is an L2
+#   segment stretched over both sites (as a VLAN or VXLAN would be), not the
+#   WAN: the pings never cross the gateways or the tap, so the capture is the
+#   same with or without them. After the switch-over the destination QEMU's
+#   self-announce (RARP) moves the guest's MAC in the bridges.
 # background: the Markov users of scripts/lib/background.sh between bga
 #   (192.0.2.11) and bgb (198.51.100.11), for --duration seconds.
 
@@ -42,24 +52,116 @@ tb_need_up() {
 }
 
 # --- migrate --------------------------------------------------------------
-TB_MIG_WORK="" TB_QEMU_SRC="" TB_QEMU_DST="" TB_MIG_PID="" TB_BG_OUT=""
+TB_MIG_WORK="" TB_QEMU_SRC="" TB_QEMU_DST="" TB_MIG_PID="" TB_BG_OUT="" TB_RTTMON_PID="" TB_VMNET=0
+TB_GUEST_IP=203.0.113.10
+TB_PROBER_IP=203.0.113.1
+TB_GUEST_MAC=52:54:00:cb:00:0a
 tb_migrate_cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     set +e
     [[ -n $TB_MIG_PID ]] && kill_wait "$TB_MIG_PID" TERM 3
+    [[ -n $TB_RTTMON_PID ]] && kill_wait "$TB_RTTMON_PID" TERM 3
     [[ -n $TB_QEMU_SRC ]] && kill_wait "$TB_QEMU_SRC" TERM 5
     [[ -n $TB_QEMU_DST ]] && kill_wait "$TB_QEMU_DST" TERM 5
+    ((TB_VMNET)) && tb_vmnet_down
     if [[ -n $TB_MIG_WORK && -d $TB_MIG_WORK ]]; then
         rm -f "$TB_MIG_WORK/ram.bin"  # large; the logs and JSON stay until `down`
     fi
     exit "$rc"
 }
 
+# The guest's own network for --ping: tap vm0 + bridge vmbr in src and in
+# dst, a veth from each to bridge br0 in namespace vmn (the prober). Listed in
+# $STATE/namespaces, so `down` removes it even if migrate was killed.
+tb_vmnet_up() {
+    local vmn side
+    vmn=$(ns_of vmn)
+    check_testnet "$TB_GUEST_IP" "$TB_PROBER_IP"
+    tb_vmnet_down  # what a killed migrate may have left
+    ip netns add "$vmn" || die "migrate --ping: cannot create namespace $vmn"
+    echo "$vmn" >>"$STATE/namespaces"
+    TB_VMNET=1
+    ip -n "$vmn" link set lo up
+    ip netns exec "$vmn" sysctl -q -w net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 >/dev/null
+    ip -n "$vmn" link add br0 type bridge stp_state 0 forward_delay 0
+    for side in src dst; do
+        local s
+        s=$(ns_of "$side")
+        ip -n "$s" tuntap add dev vm0 mode tap || die "migrate --ping: cannot create tap vm0 in $side"
+        ip -n "$s" link add vmbr type bridge stp_state 0 forward_delay 0
+        ip link add "v-$side" netns "$s" type veth peer name "$side" netns "$vmn"
+        ip -n "$s" link set vm0 master vmbr
+        ip -n "$s" link set "v-$side" master vmbr
+        ip -n "$vmn" link set "$side" master br0
+        ip -n "$s" link set vm0 up
+        ip -n "$s" link set "v-$side" up
+        ip -n "$s" link set vmbr up
+        ip -n "$vmn" link set "$side" up
+    done
+    ip -n "$vmn" link set br0 up
+    ip -n "$vmn" addr add "$TB_PROBER_IP/24" dev br0
+    # No ARP on the probe path: a lost ARP exchange around the switch-over
+    # would wait for ARP's 1 s retry and count as downtime.
+    ip -n "$vmn" neigh replace "$TB_GUEST_IP" lladdr "$TB_GUEST_MAC" dev br0 nud permanent
+}
+
+tb_vmnet_down() {
+    local vmn side
+    vmn=$(ns_of vmn)
+    for side in src dst; do  # each may be gone already
+        ip -n "$(ns_of "$side")" link del "v-$side" 2>/dev/null || true
+        ip -n "$(ns_of "$side")" link del vmbr 2>/dev/null || true
+        ip -n "$(ns_of "$side")" link del vm0 2>/dev/null || true
+    done
+    ns_kill_and_delete "$vmn" 2>/dev/null || true
+    sed -i "\|^$vmn\$|d" "$STATE/namespaces" 2>/dev/null || true
+    TB_VMNET=0
+}
+
+# tb_rttmon_wait_answer : the guest answers pings (up to 20 s; a freshly
+# started TCG guest can miss its first second of probes).
+tb_rttmon_wait_answer() {
+    local shroud=$1 i got
+    for ((i = 0; i < 10; i++)); do
+        got=$(ip netns exec "$(ns_of vmn)" "$shroud" rttmon --json --duration=1 --interval=20ms "$TB_GUEST_IP" 2>/dev/null |
+            jq -r 'select(.summary == true) | .received' 2>/dev/null || true)
+        [[ $got =~ ^[0-9]+$ ]] && ((got >= 40)) && return 0
+        sleep 1
+    done
+    return 1
+}
+
+# tb_ping_summary WORK : what shroud rttmon saw, as one JSON object (null
+# when it left no summary). downtime_ms is the paper's: lost probes x
+# interval over the whole run (it starts once the guest answers, so only the
+# migration loses probes). after_sent/after_received: a second, 1 s probe
+# once the migration completed, when the source guest is paused: answers can
+# only come from the destination (rttmon-after.json).
+tb_ping_summary() {
+    local work=$1 after
+    [[ -s $work/rttmon.json ]] || { echo null; return; }
+    after=$(jq -c 'select(.summary == true) | {sent, received}' "$work/rttmon-after.json" 2>/dev/null | tail -n 1 || true)
+    [[ -n $after ]] || after=null
+    jq -s -c --argjson after "$after" '
+        (map(select(.summary == true)) | last) as $s
+        | if $s == null then null else
+          {target: $s.target, interval_ms: $s.interval_ms, sent: $s.sent, received: $s.received,
+           lost: $s.lost, late: $s.late, downtime_ms: ($s.lost * $s.interval_ms),
+           max_silence_ms: (($s.max_silence_ms // 0) * 10 | round / 10),
+           rtt_median_ms: (($s.rtt_ms.median // 0) * 100 | round / 100),
+           stall_slots: $s.skipped_slots, red_events: $s.red, yellow_events: $s.yellow,
+           events: [.[] | select(.event != null) | {state, reason, start, duration_ms, downtime_ms,
+                     downtime_gap_ms, lost, stall_ms}],
+           after_sent: $after.sent, after_received: $after.received} end' \
+        "$work/rttmon.json" 2>/dev/null | tail -n 1 | grep . || echo null
+}
+
 cmd_migrate() {
-    local rate=8 ram=64 port=49152 dirty=10 seed=1 max_time=0 out="" downtime_limit=300 multifd=0
+    local rate=8 ram=64 port=49152 dirty=10 seed=1 max_time=0 out="" downtime_limit=300 multifd=0 ping=0
     while (($#)); do
         case $1 in
+            --ping) ping=1; shift ;;
             --out) out=$2; shift 2 ;;
             --rate-mib) rate=$2; shift 2 ;;
             --ram-mb) ram=$2; shift 2 ;;
@@ -112,9 +214,19 @@ cmd_migrate() {
     guest_build "$work/guest.elf"
     local dirty_bps=$((bw * dirty / 100)) hot=0
     ((dirty > 0)) && hot=8
+    local guest_args="seed=$seed dirty=$dirty_bps hot=$hot hz=250" shroud
+    shroud=$(st build)/shroud
+    local netargs=()
+    if ((ping)); then
+        [[ -x $shroud ]] || die "migrate --ping: no $shroud (shroud rttmon)"
+        tb_vmnet_up
+        guest_args+=" ip=$TB_GUEST_IP"
+        netargs=(-netdev "tap,id=vmnet,ifname=vm0,script=no,downscript=no"
+            -device "rtl8139,netdev=vmnet,mac=$TB_GUEST_MAC")
+    fi
     local qargs=(-accel tcg -machine pc -m "$ram" -smp 1 -nodefaults -no-user-config -display none
         -device "loader,file=$work/ram.bin,addr=0x1000000,force-raw=on"
-        -kernel "$work/guest.elf" -append "seed=$seed dirty=$dirty_bps hot=$hot hz=250")
+        -kernel "$work/guest.elf" -append "$guest_args" "${netargs[@]}")
     # Multifd: the destination waits for QMP (-incoming defer) so both sides
     # get the capability and channel count before the first connection.
     local incoming="tcp:$TB_DST_IP:$port"
@@ -136,9 +248,9 @@ cmd_migrate() {
     "${qmp[@]}" "$work/src.qmp" wait --timeout 20 >/dev/null ||
         die "source QEMU did not start: $(cat "$work/qemu-src.err")"
     if ((multifd)); then
-        # max-bandwidth holds for the channels together (QEMU 7.2 counts the
-        # pages it hands them against the main channel's limit, a quarter
-        # over it on this testbed: 5.1 MiB/s at 4, 10 at 8).
+        # max-bandwidth holds for the channels together, in whole multifd
+        # packets: QEMU 7.2 hands out 512 KiB packets until the 100 ms slice's
+        # budget is spent, so 2 and 4 MiB/s run at 5 MiB/s, 8 at 10.
         local side
         for side in dst src; do
             "${qmp[@]}" "$work/$side.qmp" exec migrate-set-capabilities \
@@ -151,6 +263,15 @@ cmd_migrate() {
             die "destination QEMU refused migrate-incoming tcp:$TB_DST_IP:$port"
     fi
     guest_wait_ready "$work/serial-src.log"
+    if ((ping)); then
+        tb_rttmon_wait_answer "$shroud" ||
+            die "migrate --ping: the guest does not answer pings at $TB_GUEST_IP (serial: $(grep -m1 'shroud-guest: net' "$work/serial-src.log"))"
+        # Bounded by itself too: the migration's bound plus the tail below.
+        ip netns exec "$(ns_of vmn)" timeout -k 5 "$((mig_timeout + 40))" "$shroud" rttmon --json --interval=10ms \
+            --duration=$((mig_timeout + 30)) "$TB_GUEST_IP" >"$work/rttmon.json" 2>"$work/rttmon.err" </dev/null &
+        TB_RTTMON_PID=$!
+        sleep 0.5
+    fi
 
     local t0 rc=0
     t0=$(date +%s.%N)
@@ -163,6 +284,16 @@ cmd_migrate() {
     local wall
     wall=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
     sleep 1
+    if [[ -n $TB_RTTMON_PID ]]; then
+        # Probes for a while after the switch-over (the guest announces
+        # itself, the bridges learn where it is now).
+        sleep 2.5
+        kill -TERM "$TB_RTTMON_PID" 2>/dev/null || true
+        wait "$TB_RTTMON_PID" 2>/dev/null || true  # it prints its summary on TERM
+        TB_RTTMON_PID=""
+        ip netns exec "$(ns_of vmn)" timeout 10 "$shroud" rttmon --json --duration=1 --interval=20ms "$TB_GUEST_IP" \
+            >"$work/rttmon-after.json" 2>/dev/null </dev/null || true
+    fi
     # QEMU sets "completed" a moment before it fills in total-time/downtime.
     "${qmp[@]}" "$work/src.qmp" exec query-migrate >"$work/migrate-final.json" 2>/dev/null || true
     local dst_status
@@ -179,6 +310,14 @@ cmd_migrate() {
     TB_QEMU_SRC=""
     kill_wait "$TB_QEMU_DST" TERM 5
     TB_QEMU_DST=""
+    local ping_json=null
+    if ((ping)); then
+        ping_json=$(tb_ping_summary "$work")
+        [[ -n $ping_json && $ping_json != null ]] || ping_json=null
+        [[ $ping_json != null ]] && jq -r --argjson q "$q" '"ping: \(.interval_ms) ms probes to the guest \(.target) on the VM network: sent \(.sent), answered \(.received), lost \(.lost) -> downtime \(.downtime_ms) ms (lost x interval; QEMU: \($q.downtime // "?") ms), longest silence \(.max_silence_ms) ms, RTT median \(.rtt_median_ms) ms, \(.red_events) red event(s); after the switch-over the destination answered \(.after_received // "?") of \(.after_sent // "?")"' \
+            <<<"$ping_json" 2>/dev/null || echo "ping: no result from shroud rttmon ($(head -c 300 "$work/rttmon.err" 2>/dev/null))"
+        tb_vmnet_down
+    fi
 
     # The tap's verdict (shroud-control exports once a second).
     sleep 2
@@ -206,12 +345,17 @@ cmd_migrate() {
         cp "$work/tap-flows.json" "$out/tap-flows.json" 2>/dev/null || true
         cp "$work/migrate.json" "$out/qmp-migrate.json" 2>/dev/null || true
         cp "$work/serial-src.log" "$out/serial-src.log" 2>/dev/null || true
-        jq -n --arg status "$status" --argjson wall "$wall" --arg dst "$dst_status" \
+        if ((ping)); then
+            cp "$work/rttmon.json" "$out/rttmon.json" 2>/dev/null || true
+            cp "$work/rttmon-after.json" "$out/rttmon-after.json" 2>/dev/null || true
+            cp "$work/serial-dst.log" "$out/serial-dst.log" 2>/dev/null || true
+        fi
+        jq -n --arg status "$status" --argjson wall "$wall" --arg dst "$dst_status" --argjson ping "$ping_json" \
             --argjson rate "$rate" --argjson ram "$ram" --argjson port "$port" --argjson dirty "$dirty" \
             --argjson seed "$seed" --arg src "$TB_SRC_IP" --arg dstip "$TB_DST_IP" --argjson multifd "$multifd" \
             '{status: $status, wall_s: $wall, dst_status_after: $dst, rate_mib_s: $rate, ram_mb: $ram,
               dirty_pct: $dirty, seed: $seed, src: $src, dst: $dstip, dport: $port,
-              multifd_channels: $multifd}' >"$out/migrate.json"
+              multifd_channels: $multifd, ping: $ping}' >"$out/migrate.json"
     fi
     log "migrate: logs and JSON in $work"
     [[ $status == completed ]]
