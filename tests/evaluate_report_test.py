@@ -346,6 +346,10 @@ class ReportTest(unittest.TestCase):
         pings = {"native-r4-light-1": 120, "native-r8-light-1": 80,
                  "stealth-r4-light-1": 300}  # stealth-r8: no ping result (rttmon failed)
         def add_ping(out):
+            path = out / "runs" / "stealth-r8-light-1" / "migrate.json"
+            mig = json.loads(path.read_text())
+            mig["ping"] = "rttmon: no summary"  # not an object: no result, no crash
+            path.write_text(json.dumps(mig))
             for rid, ms in pings.items():
                 path = out / "runs" / rid / "migrate.json"
                 mig = json.loads(path.read_text())
@@ -357,6 +361,7 @@ class ReportTest(unittest.TestCase):
         self.assertEqual(runs["native-r4-light-1"]["ping_downtime_ms"], 120)
         self.assertEqual(runs["native-r4-light-1"]["ping"]["after_received"], 50)
         self.assertIsNone(runs["stealth-r8-light-1"]["ping_downtime_ms"])
+        self.assertIsNone(runs["stealth-r8-light-1"]["ping"])
         t5 = read_csv(out / "table5.csv")
         self.assertAlmostEqual(float(t5[0]["ping_downtime_native_s"]), 0.12)
         self.assertAlmostEqual(float(t5[0]["extra_ping_downtime_s"]), 0.18)

@@ -271,20 +271,25 @@ static void handle_frame(const u8 *f, u32 len)
     nic_send(14 + total);
 }
 
+/* A received frame's 4-byte header: status (bit 0: received OK), length
+ * including the CRC. */
+static int rx_header_ok(const u8 *h)
+{
+    u32 len = (u32)(h[2] | h[3] << 8);
+    return (h[0] & 1u) && len >= 4u && len <= 1522u;
+}
+
 static void nic_poll(void)
 {
     for (int budget = 0; budget < 64 && !(inb(nic_io + 0x37) & 1u); budget++) { /* !BUFE */
         const u8 *h = rx_buf + rx_off;
-        u16 status = (u16)(h[0] | h[1] << 8), len = (u16)(h[2] | h[3] << 8);
-        if (!(status & 1u) || len < 4 || len > 1522) {
+        if (!rx_header_ok(h)) {
             /* Lost sync. Seen once per migration or so: on the destination
              * our read offset can lag the NIC's read pointer (CAPR + 16) by
              * a few frames. Go on from the NIC's pointer when a frame starts
              * there, else drop what is in the ring (CBR: its write position). */
             u32 capr = (inw(nic_io + 0x38) + 16u) % RX_RING, cbr = inw(nic_io + 0x3A) % RX_RING;
-            const u8 *c = rx_buf + capr;
-            int at_capr = capr != rx_off && (c[0] & 1u) && (u32)(c[2] | c[3] << 8) >= 4u &&
-                          (u32)(c[2] | c[3] << 8) <= 1522u;
+            int at_capr = capr != rx_off && rx_header_ok(rx_buf + capr);
             net_resync++;
             if (net_resync <= 4) {
                 puts_("shroud-guest: net resync off="); putu(rx_off); puts_(" nic_read="); putu(capr);
@@ -295,6 +300,7 @@ static void nic_poll(void)
             if (!at_capr) break;
             continue;
         }
+        u32 len = (u32)(h[2] | h[3] << 8);
         handle_frame(h + 4, len - 4u);
         rx_off = (rx_off + len + 4u + 3u) & ~3u;
         if (rx_off >= RX_RING) rx_off -= RX_RING;

@@ -206,6 +206,9 @@ def live_tap(tap, channel_flows, dport):
 def run_record(run, judge_run, detectors):
     qemu = run["qemu"] if isinstance(run["qemu"], dict) else {}
     mig = run["migrate"] if isinstance(run["migrate"], dict) else {}
+    # scripts/testbed migrate --ping: 10 ms pings to the guest; downtime_ms is
+    # lost x interval, the paper's measure.
+    ping = mig.get("ping") if isinstance(mig.get("ping"), dict) else None
     ram = qemu.get("ram") or {}
     flows = (judge_run or {}).get("flows", [])
     channels = migration_flows(judge_run)
@@ -221,10 +224,8 @@ def run_record(run, judge_run, detectors):
         "status": run_status(run, qemu, mig), "migrate_exit": run["meta"].get("migrate_exit"),
         "total_time_s": scaled(qemu.get("total-time"), 1e-3),
         "downtime_ms": number(qemu.get("downtime")),
-        # scripts/testbed migrate --ping: 10 ms pings to the guest, lost x
-        # interval (the paper's downtime), and what else rttmon saw.
-        "ping_downtime_ms": number((mig.get("ping") or {}).get("downtime_ms")),
-        "ping": mig.get("ping") if isinstance(mig.get("ping"), dict) else None,
+        "ping_downtime_ms": number((ping or {}).get("downtime_ms")),
+        "ping": ping,
         "transferred_mib": scaled(ram.get("transferred"), 1 / MIB),
         "achieved_mib_s": scaled(ram.get("mbps"), 1e6 / 8 / MIB),
         "judged": judge_run is not None,
