@@ -577,6 +577,23 @@ int Run(int argc, char** argv) {
       break;
     }
   }
+  // Without "--" every argument goes to EAL, which would reject our flags
+  // with its own usage text and no word about where they belong.
+  if (split == argc) {
+    for (int i = 1; i < argc; ++i) {
+      if (std::strncmp(argv[i], "--", 2) != 0) continue;
+      std::string name = argv[i] + 2;
+      name = name.substr(0, name.find('='));
+      gflags::CommandLineFlagInfo info;
+      if (gflags::GetCommandLineFlagInfo(name.c_str(), &info) && info.filename.find("dataplane") != std::string::npos) {
+        std::fprintf(stderr,
+                     "%s: '%s' is a shroud option: put it after \"--\", e.g.\n"
+                     "  %s --no-huge -m 512 --vdev=... -- --config=FILE\n(see --help)\n",
+                     argv[0], argv[i], argv[0]);
+        return 2;
+      }
+    }
+  }
   std::vector<char*> app_args = {argv[0]};
   for (int i = split + 1; i < argc; ++i) app_args.push_back(argv[i]);
   int app_argc = static_cast<int>(app_args.size());

@@ -760,6 +760,18 @@ if [[ $rc -eq 2 ]] && grep -q -- "--idle_sleep_us must be at most 10000" "$tmp/i
 else
   bad "--idle_sleep_us=20000: exit $rc" "$(tail -5 "$tmp/idle_sleep.log")"
 fi
+# Our flag without "--" in front of it: said so, before EAL sees it.
+rc=0
+runs=$((runs + 1))
+timeout -k 5 30 "$dp" --no-huge -m 512 --no-shconf --no-pci --no-telemetry "$lcores" \
+  --file-prefix="shroud-pipeline-$$-$runs" "--vdev=net_null0" "--vdev=net_null1" \
+  --config=/nonexistent.toml >"$tmp/no_dashdash.log" 2>&1 || rc=$?
+if [[ $rc -eq 2 ]] && grep -q -- "'--config=/nonexistent.toml' is a shroud option: put it after \"--\"" "$tmp/no_dashdash.log" &&
+   ! grep -q "^EAL" "$tmp/no_dashdash.log"; then
+  ok "--config before \"--\": exit 2, says where it goes, EAL never started"
+else
+  bad "--config before \"--\": exit $rc" "$(tail -5 "$tmp/no_dashdash.log")"
+fi
 # A rejected config must not cost the user the previous run's captures.
 if [[ ${#touched[@]} -eq 0 ]]; then
   ok "bad configs: rejected before any port was opened, existing output files untouched"
