@@ -12,8 +12,9 @@
 #     the switch-over, and the downtime by pings (lost x interval) is recorded;
 #   - the report, its tables and figures are written;
 #   - a stealth QEMU multifd migration (2 channels, 24 MiB, no load, the
-#     source with tcp_notsent_lowat) is judged as one migration in two
-#     channels; a bad --multifd is refused;
+#     source with tcp_notsent_lowat, QEMU's max-bandwidth 12 MiB/s on an
+#     8 MiB/s run) is judged as one migration in two channels; a bad
+#     --multifd or --stealth-qemu-bandwidth is refused;
 #   - the testbed is removed.
 #
 #   tests/evaluate_demo_test.sh BUILD_DIR
@@ -128,9 +129,17 @@ elif grep -q -- "--multifd must be 0 (one stream) or 2..16 channels" "$work/bad.
 else
     bad "scripts/evaluate --multifd 1: unexpected error: $(tail -n 3 "$work/bad.log")"
 fi
+if "$root/scripts/evaluate" --stealth-qemu-bandwidth 20000 --out "$work/bad" --build "$build" >"$work/bad.log" 2>&1; then
+    bad "scripts/evaluate --stealth-qemu-bandwidth 20000 was accepted"
+elif grep -q -- "--stealth-qemu-bandwidth must be 0 (the run's rate) or 1..10000 MiB/s" "$work/bad.log"; then
+    ok "scripts/evaluate --stealth-qemu-bandwidth 20000 is refused with the reason"
+else
+    bad "scripts/evaluate --stealth-qemu-bandwidth 20000: unexpected error: $(tail -n 3 "$work/bad.log")"
+fi
+# The same run leaves QEMU's limit to the shaper (--stealth-qemu-bandwidth).
 mf=$work/multifd
 if "$root/scripts/evaluate" --modes stealth --multifd 2 --rates 8 --loads none --ram-mb 24 \
-    --src-notsent-lowat 131072 --out "$mf" --build "$build" >"$work/multifd.log" 2>&1; then
+    --src-notsent-lowat 131072 --stealth-qemu-bandwidth 12 --out "$mf" --build "$build" >"$work/multifd.log" 2>&1; then
     ok "scripts/evaluate --multifd 2 (stealth, 24 MiB) finished"
     r='.runs[0]'
     expect "multifd: the migration completed, two channels asked for" \
@@ -142,6 +151,10 @@ if "$root/scripts/evaluate" --modes stealth --multifd 2 --rates 8 --loads none -
         "$mf/judge.json"
     expect "the source host ran with tcp_notsent_lowat 131072 (--src-notsent-lowat)" \
         '.testbed | test("src_notsent_lowat=131072")' "$(ls "$mf"/runs/*/run.json | head -n 1)"
+    expect "the stealth migration ran at QEMU max-bandwidth 12 MiB/s, rate axis 8 (--stealth-qemu-bandwidth)" \
+        '.max_bandwidth == 12582912' "$(ls "$mf"/runs/*/qmp-migrate.json | head -n 1)"
+    expect "migrate.json records both: rate 8, QEMU 12 MiB/s" \
+        '.rate_mib_s == 8 and .qemu_max_bandwidth_mib_s == 12' "$(ls "$mf"/runs/*/migrate.json | head -n 1)"
     grep -q "QEMU multifd: 2 channels requested" "$mf/report.md" &&
         ok "multifd: report.md says so" || bad "multifd: report.md does not mention the channels"
 else

@@ -158,7 +158,7 @@ tb_ping_summary() {
 }
 
 cmd_migrate() {
-    local rate=8 ram=64 port=49152 dirty=10 seed=1 max_time=0 out="" downtime_limit=300 multifd=0 ping=0
+    local rate=8 ram=64 port=49152 dirty=10 seed=1 max_time=0 out="" downtime_limit=300 multifd=0 ping=0 qemu_bw=0
     while (($#)); do
         case $1 in
             --ping) ping=1; shift ;;
@@ -171,6 +171,7 @@ cmd_migrate() {
             --max-time) max_time=$2; shift 2 ;;
             --downtime-limit) downtime_limit=$2; shift 2 ;;
             --multifd) multifd=$2; shift 2 ;;
+            --qemu-bandwidth-mib) qemu_bw=$2; shift 2 ;;
             *) die "migrate: unknown option $1 (see scripts/testbed --help)" ;;
         esac
     done
@@ -185,11 +186,18 @@ cmd_migrate() {
     ((downtime_limit >= 1 && downtime_limit <= 60000)) || die "migrate: --downtime-limit must be in 1..60000 ms"
     ((multifd == 0 || (multifd >= 2 && multifd <= 16))) ||
         die "migrate: --multifd must be 0 (one stream) or 2..16 channels"
+    [[ $qemu_bw =~ ^[0-9]+$ ]] && ((qemu_bw == 0 || (qemu_bw >= 1 && qemu_bw <= 10000))) ||
+        die "migrate: --qemu-bandwidth-mib must be 0 (= --rate-mib) or 1..10000 MiB/s (got '$qemu_bw')"
     if [[ -n $out ]]; then
         mkdir -p "$out" || die "migrate: cannot create --out $out"
     fi
     tb_need_up
     local bw=$((rate * 1024 * 1024))
+    # QEMU's max-bandwidth; --rate-mib keeps sizing the guest's dirty rate
+    # and the time bounds, so a migration left to the shaper dirties as one
+    # at its nominal rate would.
+    ((qemu_bw > 0)) || qemu_bw=$rate
+    local qemu_bps=$((qemu_bw * 1024 * 1024))
     # Pre-copy sends at least the RAM once; allow twice that plus start-up.
     local mig_timeout=$((2 * ram * 1024 * 1024 / bw + 60))
     # Under heavy background load on a small machine a migration runs well
@@ -209,7 +217,7 @@ cmd_migrate() {
     trap 'log "terminated"; exit 143' TERM
     local channels=""
     ((multifd == 0)) || channels=" in $multifd multifd channels"
-    log "migrate: guest ram=${ram}MiB dirty=${dirty}% of the rate, max-bandwidth $rate MiB/s, src $TB_SRC_IP -> tcp:$TB_DST_IP:$port$channels (migration timeout ${mig_timeout}s, bound ${max_time}s)"
+    log "migrate: guest ram=${ram}MiB dirty=${dirty}% of $rate MiB/s, max-bandwidth $qemu_bw MiB/s, src $TB_SRC_IP -> tcp:$TB_DST_IP:$port$channels (migration timeout ${mig_timeout}s, bound ${max_time}s)"
     guest_ram_file "$work/ram.bin" "$ram" "$seed"
     guest_build "$work/guest.elf"
     local dirty_bps=$((bw * dirty / 100)) hot=0
@@ -276,7 +284,7 @@ cmd_migrate() {
     local t0 rc=0
     t0=$(date +%s.%N)
     timeout -k 5 $((mig_timeout + 15)) python3 "$ROOT/scripts/qmp.py" "$work/src.qmp" migrate \
-        --uri "tcp:$TB_DST_IP:$port" --bandwidth "$bw" --downtime-limit "$downtime_limit" --timeout "$mig_timeout" \
+        --uri "tcp:$TB_DST_IP:$port" --bandwidth "$qemu_bps" --downtime-limit "$downtime_limit" --timeout "$mig_timeout" \
         >"$work/migrate.json" 2>"$work/migrate.err" &
     TB_MIG_PID=$!
     wait "$TB_MIG_PID" || rc=$?
@@ -305,7 +313,7 @@ cmd_migrate() {
     status=$(jq -r '.status // "error"' "$work/migrate.json" 2>/dev/null || echo error)
     echo "migration: status=$status (qmp.py exit $rc$([[ -s $work/migrate.err ]] && printf ', %s' "$(tr '\n' ' ' <"$work/migrate.err")"))" \
         "wall=${wall}s dst_after=$dst_status"
-    jq -r --arg rate "$rate" '"qemu: total_time=\(.["total-time"] // "?") ms downtime=\(.downtime // "?") ms setup=\(.["setup-time"] // "?") ms transferred=\((.ram.transferred // 0) / 1048576 | . * 10 | floor / 10) MiB dirty_syncs=\(.ram["dirty-sync-count"] // "?") mbps=\(.ram.mbps // "?") (max-bandwidth \($rate) MiB/s)"' <<<"$q"
+    jq -r --arg rate "$qemu_bw" '"qemu: total_time=\(.["total-time"] // "?") ms downtime=\(.downtime // "?") ms setup=\(.["setup-time"] // "?") ms transferred=\((.ram.transferred // 0) / 1048576 | . * 10 | floor / 10) MiB dirty_syncs=\(.ram["dirty-sync-count"] // "?") mbps=\(.ram.mbps // "?") (max-bandwidth \($rate) MiB/s)"' <<<"$q"
     kill_wait "$TB_QEMU_SRC" TERM 5
     TB_QEMU_SRC=""
     kill_wait "$TB_QEMU_DST" TERM 5
@@ -353,7 +361,9 @@ cmd_migrate() {
         jq -n --arg status "$status" --argjson wall "$wall" --arg dst "$dst_status" --argjson ping "$ping_json" \
             --argjson rate "$rate" --argjson ram "$ram" --argjson port "$port" --argjson dirty "$dirty" \
             --argjson seed "$seed" --arg src "$TB_SRC_IP" --arg dstip "$TB_DST_IP" --argjson multifd "$multifd" \
-            '{status: $status, wall_s: $wall, dst_status_after: $dst, rate_mib_s: $rate, ram_mb: $ram,
+            --argjson qbw "$qemu_bw" \
+            '{status: $status, wall_s: $wall, dst_status_after: $dst, rate_mib_s: $rate,
+              qemu_max_bandwidth_mib_s: $qbw, ram_mb: $ram,
               dirty_pct: $dirty, seed: $seed, src: $src, dst: $dstip, dport: $port,
               multifd_channels: $multifd, ping: $ping}' >"$out/migrate.json"
     fi
