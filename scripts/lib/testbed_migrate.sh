@@ -119,13 +119,18 @@ tb_vmnet_down() {
     TB_VMNET=0
 }
 
-# tb_rttmon_wait_answer : the guest answers pings (up to 20 s; a freshly
-# started TCG guest can miss its first second of probes).
+# tb_rttmon_probe SHROUD : one second of 20 ms probes to the guest from the
+# prober, rttmon's JSON lines on stdout.
+tb_rttmon_probe() {
+    ip netns exec "$(ns_of vmn)" timeout 10 "$1" rttmon --json --duration=1 --interval=20ms "$TB_GUEST_IP" </dev/null
+}
+
+# tb_rttmon_wait_answer SHROUD : the guest answers pings (up to 20 s; a
+# freshly started TCG guest can miss its first second of probes).
 tb_rttmon_wait_answer() {
     local shroud=$1 i got
     for ((i = 0; i < 10; i++)); do
-        got=$(ip netns exec "$(ns_of vmn)" "$shroud" rttmon --json --duration=1 --interval=20ms "$TB_GUEST_IP" 2>/dev/null |
-            jq -r 'select(.summary == true) | .received' 2>/dev/null || true)
+        got=$(tb_rttmon_probe "$shroud" 2>/dev/null | jq -r 'select(.summary == true) | .received' 2>/dev/null || true)
         [[ $got =~ ^[0-9]+$ ]] && ((got >= 40)) && return 0
         sleep 1
     done
@@ -186,7 +191,7 @@ cmd_migrate() {
     ((downtime_limit >= 1 && downtime_limit <= 60000)) || die "migrate: --downtime-limit must be in 1..60000 ms"
     ((multifd == 0 || (multifd >= 2 && multifd <= 16))) ||
         die "migrate: --multifd must be 0 (one stream) or 2..16 channels"
-    [[ $qemu_bw =~ ^[0-9]+$ ]] && ((qemu_bw == 0 || (qemu_bw >= 1 && qemu_bw <= 10000))) ||
+    [[ $qemu_bw =~ ^[0-9]+$ ]] && ((qemu_bw <= 10000)) ||
         die "migrate: --qemu-bandwidth-mib must be 0 (= --rate-mib) or 1..10000 MiB/s (got '$qemu_bw')"
     if [[ -n $out ]]; then
         mkdir -p "$out" || die "migrate: cannot create --out $out"
@@ -299,8 +304,7 @@ cmd_migrate() {
         kill -TERM "$TB_RTTMON_PID" 2>/dev/null || true
         wait "$TB_RTTMON_PID" 2>/dev/null || true  # it prints its summary on TERM
         TB_RTTMON_PID=""
-        ip netns exec "$(ns_of vmn)" timeout 10 "$shroud" rttmon --json --duration=1 --interval=20ms "$TB_GUEST_IP" \
-            >"$work/rttmon-after.json" 2>/dev/null </dev/null || true
+        tb_rttmon_probe "$shroud" >"$work/rttmon-after.json" 2>/dev/null || true
     fi
     # QEMU sets "completed" a moment before it fills in total-time/downtime.
     "${qmp[@]}" "$work/src.qmp" exec query-migrate >"$work/migrate-final.json" 2>/dev/null || true
@@ -313,15 +317,14 @@ cmd_migrate() {
     status=$(jq -r '.status // "error"' "$work/migrate.json" 2>/dev/null || echo error)
     echo "migration: status=$status (qmp.py exit $rc$([[ -s $work/migrate.err ]] && printf ', %s' "$(tr '\n' ' ' <"$work/migrate.err")"))" \
         "wall=${wall}s dst_after=$dst_status"
-    jq -r --arg rate "$qemu_bw" '"qemu: total_time=\(.["total-time"] // "?") ms downtime=\(.downtime // "?") ms setup=\(.["setup-time"] // "?") ms transferred=\((.ram.transferred // 0) / 1048576 | . * 10 | floor / 10) MiB dirty_syncs=\(.ram["dirty-sync-count"] // "?") mbps=\(.ram.mbps // "?") (max-bandwidth \($rate) MiB/s)"' <<<"$q"
+    jq -r --arg bw "$qemu_bw" '"qemu: total_time=\(.["total-time"] // "?") ms downtime=\(.downtime // "?") ms setup=\(.["setup-time"] // "?") ms transferred=\((.ram.transferred // 0) / 1048576 | . * 10 | floor / 10) MiB dirty_syncs=\(.ram["dirty-sync-count"] // "?") mbps=\(.ram.mbps // "?") (max-bandwidth \($bw) MiB/s)"' <<<"$q"
     kill_wait "$TB_QEMU_SRC" TERM 5
     TB_QEMU_SRC=""
     kill_wait "$TB_QEMU_DST" TERM 5
     TB_QEMU_DST=""
     local ping_json=null
     if ((ping)); then
-        ping_json=$(tb_ping_summary "$work")
-        [[ -n $ping_json && $ping_json != null ]] || ping_json=null
+        ping_json=$(tb_ping_summary "$work")  # an object or null
         [[ $ping_json != null ]] && jq -r --argjson q "$q" '"ping: \(.interval_ms) ms probes to the guest \(.target) on the VM network: sent \(.sent), answered \(.received), lost \(.lost) -> downtime \(.downtime_ms) ms (lost x interval; QEMU: \($q.downtime // "?") ms), longest silence \(.max_silence_ms) ms, RTT median \(.rtt_median_ms) ms, \(.red_events) red event(s); after the switch-over the destination answered \(.after_received // "?") of \(.after_sent // "?")"' \
             <<<"$ping_json" 2>/dev/null || echo "ping: no result from shroud rttmon ($(head -c 300 "$work/rttmon.err" 2>/dev/null))"
         tb_vmnet_down
