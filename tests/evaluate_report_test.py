@@ -216,6 +216,8 @@ class ReportTest(unittest.TestCase):
         self.assertEqual(r["fpr"]["maxent"], 0.0)
         self.assertIsNone(r["fpr"]["timing_adaptive"])
         self.assertEqual(r["chaff_flows"], 0)
+        self.assertEqual(r["qemu_max_bandwidth_mib_s"], 4)  # migrate.json without it: the rate
+        self.assertIsNone(r["src_notsent_lowat"])  # run.json's testbed has no settings line
         self.assertEqual(r["live_tap"], {"flow": r["migration_flow"], "pattern": False, "maxent": 0.42,
                                          "migration": True})
         s = runs["stealth-r4-light-1"]
@@ -340,6 +342,27 @@ class ReportTest(unittest.TestCase):
         self.assertIn("QEMU multifd: 0, 4 channels requested", report)
         t4 = read_csv(out / "table4.csv")  # Table IV: a row per channel
         self.assertEqual(sum(row["flow"].startswith("192.0.2.10:4500") for row in t4), 2)
+
+    def test_qemu_bandwidth_and_lowat_recorded(self):
+        """Stealth runs with QEMU's max-bandwidth lifted off the rate and the source's
+        tcp_notsent_lowat set: both per run in summary.json and said in the report."""
+        def lift(out):
+            for rid in ("stealth-r4-light-1", "stealth-r8-light-1"):
+                mig = json.loads((out / "runs" / rid / "migrate.json").read_text())
+                mig["qemu_max_bandwidth_mib_s"] = 100
+                (out / "runs" / rid / "migrate.json").write_text(json.dumps(mig))
+            for d in (out / "runs").iterdir():
+                run = json.loads((d / "run.json").read_text())
+                run["testbed"] = "delay_ms=10 jitter_ms=1 loss_pct=0 rate_mbit=100 tap_at=a max_s=900 " \
+                                 "src_notsent_lowat=131072"
+                (d / "run.json").write_text(json.dumps(run))
+        _, runs, _, report = self.report(edit=lift)
+        self.assertEqual(runs["stealth-r4-light-1"]["qemu_max_bandwidth_mib_s"], 100)
+        self.assertEqual(runs["native-r4-light-1"]["qemu_max_bandwidth_mib_s"], 4)  # not recorded: the rate
+        self.assertEqual(runs["native-r8-light-1"]["src_notsent_lowat"], 131072)
+        self.assertIn("Stealth migrations ran at QEMU max-bandwidth 100 MiB/s, not the rate", report)
+        self.assertNotIn("Native migrations ran at QEMU max-bandwidth", report)
+        self.assertIn("tcp_notsent_lowat: 131072 bytes", report)
 
     def test_ping_downtime(self):
         """Runs that pinged the guest: the paper's downtime (lost x 10 ms) beside QEMU's."""

@@ -134,6 +134,13 @@ def scaled(x, factor):
     return None if number(x) is None else x * factor
 
 
+def testbed_setting(meta, key):
+    """An integer from run.json's testbed field, scripts/testbed's settings line
+    ("delay_ms=10 ... src_notsent_lowat=131072"); None when absent or not a number."""
+    m = re.search(rf"(?:^|\s){re.escape(key)}=(\d+)(?:\s|$)", str(meta.get("testbed") or ""))
+    return int(m[1]) if m else None
+
+
 def run_status(run, qemu, mig):
     if run["meta"].get("incomplete"):
         return "incomplete (no run.json)"
@@ -232,6 +239,10 @@ def run_record(run, judge_run, detectors):
         "migration_flow": mflow.get("flow") if mflow else None,
         "migration_packets": mflow.get("packets") if mflow else None,
         "multifd_channels": run["meta"].get("multifd_channels", mig.get("multifd_channels", 0)),
+        # scripts/testbed migrate --qemu-bandwidth-mib: QEMU's max-bandwidth when it is
+        # not the run's rate (older runs did not record it: then it was the rate).
+        "qemu_max_bandwidth_mib_s": number(mig.get("qemu_max_bandwidth_mib_s", run["rate_mib_s"])),
+        "src_notsent_lowat": testbed_setting(run["meta"], "src_notsent_lowat"),
         "migration_channels": len(channels),
         "verdicts": {d: migration_verdict(channels, d) or dict(empty) for d in detectors},
         "background_flows": len(background),
@@ -758,6 +769,18 @@ def matrix_md(records):
         text += (f" QEMU multifd: {', '.join(str(m) for m in multifd)} channels requested; data "
                  f"channels the judge saw per run (>= min_packets): {', '.join(map(str, seen)) or '–'}; "
                  "the rate limit holds for the channels together.")
+    for m in MODES:
+        lifted = sorted({r["qemu_max_bandwidth_mib_s"] for r in records if r["mode"] == m
+                         and r["qemu_max_bandwidth_mib_s"] not in (None, r["rate_mib_s"])})
+        if lifted:
+            text += (f" {m.capitalize()} migrations ran at QEMU max-bandwidth "
+                     f"{', '.join(f'{q:g}' for q in lifted)} MiB/s, not the rate: their rate sets only "
+                     "the guest's dirty rate and the time bounds, "
+                     + ("the shaper (Algorithm 3) alone limits them." if m == "stealth" else
+                        "the WAN alone limits them."))
+    lowat = sorted({r["src_notsent_lowat"] for r in records if r["src_notsent_lowat"]})
+    if lowat:
+        text += f" Source host's tcp_notsent_lowat: {', '.join(map(str, lowat))} bytes (kernel default 0)."
     failed = [f"`{r['id']}` ({r['status']})" for r in records if r["status"] != "completed"]
     if failed:
         text += " Not completed: " + ", ".join(failed) + "."
