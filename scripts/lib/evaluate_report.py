@@ -775,9 +775,7 @@ def matrix_md(records):
         if lifted:
             text += (f" {m.capitalize()} migrations ran at QEMU max-bandwidth "
                      f"{', '.join(f'{q:g}' for q in lifted)} MiB/s, not the rate: their rate sets only "
-                     "the guest's dirty rate and the time bounds, "
-                     + ("the shaper (Algorithm 3) alone limits them." if m == "stealth" else
-                        "the WAN alone limits them."))
+                     "the guest's dirty rate and the time bounds.")
     lowat = sorted({r["src_notsent_lowat"] for r in records if r["src_notsent_lowat"]})
     if lowat:
         text += f" Source host's tcp_notsent_lowat: {', '.join(map(str, lowat))} bytes (kernel default 0)."
