@@ -6,9 +6,15 @@ Usage:
   qmp.py SOCKET exec CMD [JSON-ARGS]           run one command, print its "return"
   qmp.py SOCKET migrate --uri URI --bandwidth BYTES_PER_S
                         [--timeout S] [--interval S] [--downtime-limit MS]
+                        [--switchover-hook CMD]
         set max-bandwidth, start the migration, poll query-migrate until
         completed/failed (bounded), print a JSON object with the final
         query-migrate answer and wall-clock timestamps.
+        --switchover-hook: QEMU pauses once the guest has stopped and before
+        the last state is sent (capability pause-before-switchover); CMD runs
+        there (/bin/sh -c, at most 5 s; its exit status and time are in the
+        output's "switchover_hook"), then the migration continues, whatever
+        CMD did. E.g. a gateway told to drain the rest at full rate.
 
 Exit status: 0 on success, 1 on a QMP error / failed migration, 2 on usage or
 connection errors. Errors are printed to stderr as one clear line.
@@ -18,8 +24,12 @@ import argparse
 import json
 import os
 import socket
+import subprocess
 import sys
 import time
+
+
+HOOK_TIMEOUT_S = 5.0
 
 
 class QMPError(Exception):
@@ -30,6 +40,7 @@ class QMP:
     def __init__(self, path, timeout=10.0):
         self.path = path
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.timeout = timeout
         self.sock.settimeout(timeout)
         self.sock.connect(path)
         self.buf = b""
@@ -84,9 +95,27 @@ class QMP:
             if left <= 0:
                 raise QMPError("timeout waiting for event %s" % name)
             self.sock.settimeout(left)
-            resp = self._read_msg()
+            try:
+                resp = self._read_msg()
+            finally:
+                self.sock.settimeout(self.timeout)
             if "event" in resp:
                 self.events.append(resp)
+
+    def next_event(self, timeout):
+        """The next event (buffered first), or None after TIMEOUT seconds."""
+        if self.events:
+            return self.events.pop(0)
+        self.sock.settimeout(max(timeout, 0.001))
+        try:
+            while True:
+                resp = self._read_msg()
+                if "event" in resp:
+                    return resp
+        except socket.timeout:
+            return None
+        finally:
+            self.sock.settimeout(self.timeout)
 
 
 def connect_retry(path, timeout):
@@ -102,6 +131,28 @@ def connect_retry(path, timeout):
     raise QMPError("cannot connect to QMP socket %s within %.0f s (%s)" % (path, timeout, last))
 
 
+def run_switchover_hook(cmd):
+    """Runs CMD at QEMU's pre-switchover pause; never raises."""
+    t0 = time.monotonic()
+    rec = {"cmd": cmd, "wall": time.time()}
+    try:
+        r = subprocess.run(["/bin/sh", "-c", cmd], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=HOOK_TIMEOUT_S)
+        rec["rc"] = r.returncode
+        rec["output"] = r.stdout.decode("utf-8", "replace")[-500:]
+    except subprocess.TimeoutExpired:
+        rec["rc"] = None
+        rec["output"] = "timed out after %.0f s" % HOOK_TIMEOUT_S
+    except OSError as ex:
+        rec["rc"] = None
+        rec["output"] = str(ex)
+    rec["seconds"] = round(time.monotonic() - t0, 4)
+    if rec["rc"] != 0:
+        print("qmp.py: switchover hook failed (%s): %s" % (rec["rc"], rec["output"].strip()[-200:]),
+              file=sys.stderr)
+    return rec
+
+
 def cmd_migrate(q, a):
     params = {"max-bandwidth": int(a.bandwidth)}
     if a.downtime_limit is not None:
@@ -110,6 +161,13 @@ def cmd_migrate(q, a):
     got = q.execute("query-migrate-parameters")
     if int(got.get("max-bandwidth", -1)) != int(a.bandwidth):
         raise QMPError("max-bandwidth not applied: %r" % got.get("max-bandwidth"))
+    hook = None
+    if a.switchover_hook:
+        # The MIGRATION events say "pre-switchover" at once; polling would add
+        # up to --interval to the guest's downtime.
+        q.execute("migrate-set-capabilities", {"capabilities": [
+            {"capability": "events", "state": True},
+            {"capability": "pause-before-switchover", "state": True}]})
     t_start = time.time()
     q.execute("migrate", {"uri": a.uri})
     deadline = time.monotonic() + a.timeout
@@ -120,6 +178,10 @@ def cmd_migrate(q, a):
         st = info.get("status")
         if st == "active" and t_active is None:
             t_active = time.time()
+        if st == "pre-switchover" and a.switchover_hook and hook is None:
+            hook = run_switchover_hook(a.switchover_hook)
+            q.execute("migrate-continue", {"state": "pre-switchover"})
+            continue
         if st in ("completed", "failed", "cancelled"):
             break
         if time.monotonic() > deadline:
@@ -129,7 +191,17 @@ def cmd_migrate(q, a):
                 pass
             info["status"] = "timeout"
             break
-        time.sleep(a.interval)
+        if a.switchover_hook:
+            # Until the next event or --interval, whichever comes first.
+            left = a.interval
+            t_wait = time.monotonic()
+            while left > 0:
+                ev = q.next_event(left)
+                if ev is None or ev.get("event") == "MIGRATION":
+                    break
+                left = a.interval - (time.monotonic() - t_wait)
+        else:
+            time.sleep(a.interval)
     t_end = time.time()
     out = {
         "status": info.get("status"),
@@ -140,6 +212,8 @@ def cmd_migrate(q, a):
         "downtime_limit": got.get("downtime-limit"),
         "query_migrate": info,
     }
+    if a.switchover_hook:
+        out["switchover_hook"] = hook  # null: QEMU never paused (failed before)
     print(json.dumps(out, sort_keys=True))
     return 0 if info.get("status") == "completed" else 1
 
@@ -160,6 +234,8 @@ def main(argv):
     m.add_argument("--downtime-limit", type=int, default=None, help="ms")
     m.add_argument("--timeout", type=float, default=120.0)
     m.add_argument("--interval", type=float, default=0.2)
+    m.add_argument("--switchover-hook", default=None, metavar="CMD",
+                   help="shell command run while QEMU pauses before the switch-over")
     a = p.parse_args(argv)
 
     try:

@@ -218,6 +218,7 @@ class ReportTest(unittest.TestCase):
         self.assertEqual(r["chaff_flows"], 0)
         self.assertEqual(r["qemu_max_bandwidth_mib_s"], 4)  # migrate.json without it: the rate
         self.assertIsNone(r["src_notsent_lowat"])  # run.json's testbed has no settings line
+        self.assertIsNone(r["switchover_drain"])  # migrate.json without it: no drain
         self.assertEqual(r["live_tap"], {"flow": r["migration_flow"], "pattern": False, "maxent": 0.42,
                                          "migration": True})
         s = runs["stealth-r4-light-1"]
@@ -363,6 +364,24 @@ class ReportTest(unittest.TestCase):
         self.assertIn("Stealth migrations ran at QEMU max-bandwidth 100 MiB/s, not the rate", report)
         self.assertNotIn("Native migrations ran at QEMU max-bandwidth", report)
         self.assertIn("tcp_notsent_lowat: 131072 bytes", report)
+
+    def test_switchover_drain_recorded(self):
+        """Stealth runs with --switchover-drain: the hook's exit status and time per run,
+        a failed hook counted apart, nothing said for the runs without it."""
+        def drain(out):
+            hooks = {"stealth-r4-light-1": {"rc": 0, "seconds": 0.031},
+                     "stealth-r8-light-1": {"rc": 1, "seconds": 0.02}}
+            for rid, hook in hooks.items():
+                mig = json.loads((out / "runs" / rid / "migrate.json").read_text())
+                mig["switchover_drain"] = {"hook": hook}
+                (out / "runs" / rid / "migrate.json").write_text(json.dumps(mig))
+        _, runs, _, report = self.report(edit=drain)
+        self.assertEqual(runs["stealth-r4-light-1"]["switchover_drain"], {"hook_rc": 0, "hook_ms": 31.0})
+        self.assertEqual(runs["stealth-r8-light-1"]["switchover_drain"]["hook_rc"], 1)
+        self.assertIsNone(runs["native-r4-light-1"]["switchover_drain"])
+        self.assertIn("Stealth migrations with the switch-over drain", report)
+        self.assertIn("1/2 hooks applied, 31-31 ms each", report)
+        self.assertNotIn("Native migrations with the switch-over drain", report)
 
     def test_ping_downtime(self):
         """Runs that pinged the guest: the paper's downtime (lost x 10 ms) beside QEMU's."""

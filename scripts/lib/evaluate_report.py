@@ -243,6 +243,9 @@ def run_record(run, judge_run, detectors):
         # not the run's rate (older runs did not record it: then it was the rate).
         "qemu_max_bandwidth_mib_s": number(mig.get("qemu_max_bandwidth_mib_s", run["rate_mib_s"])),
         "src_notsent_lowat": testbed_setting(run["meta"], "src_notsent_lowat"),
+        # scripts/testbed migrate --switchover-drain: gateway A ran the migration at maxR
+        # from QEMU's pre-switchover pause; the hook's ctl exit status and time.
+        "switchover_drain": switchover_drain(mig),
         "migration_channels": len(channels),
         "verdicts": {d: migration_verdict(channels, d) or dict(empty) for d in detectors},
         "background_flows": len(background),
@@ -252,6 +255,16 @@ def run_record(run, judge_run, detectors):
         "live_tap": live_tap(run["tap"], [f.get("flow") for f in channels],
                              mig.get("dport", MIGRATION_DPORT)),
     }
+
+
+def switchover_drain(mig):
+    """migrate.json's switchover_drain as {hook_rc, hook_ms}, or None when the run had none.
+    A hook of null (QEMU never paused: the migration failed first) gives rc and ms None."""
+    d = mig.get("switchover_drain")
+    if not isinstance(d, dict):
+        return None
+    hook = d.get("hook") if isinstance(d.get("hook"), dict) else {}
+    return {"hook_rc": hook.get("rc"), "hook_ms": scaled(hook.get("seconds"), 1e3)}
 
 
 # --- statistics over runs ----------------------------------------------------
@@ -779,6 +792,16 @@ def matrix_md(records):
     lowat = sorted({r["src_notsent_lowat"] for r in records if r["src_notsent_lowat"]})
     if lowat:
         text += f" Source host's tcp_notsent_lowat: {', '.join(map(str, lowat))} bytes (kernel default 0)."
+    for m in MODES:
+        drained = [r for r in records if r["mode"] == m and r.get("switchover_drain")]
+        if drained:
+            ok = [r for r in drained if r["switchover_drain"]["hook_rc"] == 0]
+            ms = [r["switchover_drain"]["hook_ms"] for r in ok if r["switchover_drain"]["hook_ms"] is not None]
+            text += (f" {m.capitalize()} migrations with the switch-over drain (`scripts/testbed migrate "
+                     f"--switchover-drain`: gateway A at maxR from QEMU's pre-switchover pause until the "
+                     f"destination ran): {len(ok)}/{len(drained)} hooks applied"
+                     + (f", {min(ms):.0f}-{max(ms):.0f} ms each (the guest is paused meanwhile)" if ms else "")
+                     + ".")
     failed = [f"`{r['id']}` ({r['status']})" for r in records if r["status"] != "completed"]
     if failed:
         text += " Not completed: " + ", ".join(failed) + "."

@@ -65,10 +65,42 @@ tb_migrate_cleanup() {
     [[ -n $TB_QEMU_SRC ]] && kill_wait "$TB_QEMU_SRC" TERM 5
     [[ -n $TB_QEMU_DST ]] && kill_wait "$TB_QEMU_DST" TERM 5
     ((TB_VMNET)) && tb_vmnet_down
+    tb_drain_restore
     if [[ -n $TB_MIG_WORK && -d $TB_MIG_WORK ]]; then
         rm -f "$TB_MIG_WORK/ram.bin"  # large; the logs and JSON stay until `down`
     fi
     exit "$rc"
+}
+
+# --switchover-drain: gateway A's settings that the pre-switchover hook
+# changes, and the ctl commands that change and restore them. Once the guest
+# is paused every byte still queued is downtime, and Algorithm 3's walk may
+# sit near minR then (0.1 MB/s: a 128 KiB socket buffer takes 1.3 s).
+TB_DRAIN_SET="" TB_DRAIN_RESTORE=()
+tb_drain_prepare() {
+    local shroud=$1 ctl got enabled start max
+    ctl=("$shroud" ctl --runtime_dir="$STATE/run/gwa" --instance=gwa)
+    [[ -x $shroud ]] || { log "migrate --switchover-drain: no $shroud (shroud ctl)"; return 1; }
+    got=$("${ctl[@]}" get 2>&1) || { log "migrate --switchover-drain: shroud ctl get on gateway A failed: $got"; return 1; }
+    enabled=$(sed -n 's/^rate_variation\.enabled=//p' <<<"$got")
+    start=$(sed -n 's/^rate_variation\.start_rate_mbyte_s=//p' <<<"$got")
+    max=$(sed -n 's/^rate_variation\.max_rate_mbyte_s=//p' <<<"$got")
+    [[ -n $start && -n $max ]] || { log "migrate --switchover-drain: gateway A's ctl get lacks rate_variation.*: $got"; return 1; }
+    if [[ $enabled != true ]]; then
+        log "migrate --switchover-drain: gateway A does not vary the migration's rate (rate_variation.enabled=$enabled; bring the testbed up with --stealth)"
+        return 1
+    fi
+    printf -v TB_DRAIN_SET '%q ' "${ctl[@]}" set rate_variation.enabled=false "rate_variation.start_rate_mbyte_s=$max"
+    TB_DRAIN_RESTORE=("${ctl[@]}" set rate_variation.enabled=true "rate_variation.start_rate_mbyte_s=$start")
+    log "migrate: switchover drain armed: gateway A runs the migration at maxR $max MB/s from QEMU's pre-switchover pause until the destination runs (then Algorithm 3 again, start rate $start MB/s)"
+}
+
+# Restores gateway A's walk (idempotent; also from the EXIT trap).
+tb_drain_restore() {
+    ((${#TB_DRAIN_RESTORE[@]})) || return 0
+    local out
+    out=$("${TB_DRAIN_RESTORE[@]}" 2>&1) || log "migrate --switchover-drain: restoring gateway A's walk failed: $out"
+    TB_DRAIN_RESTORE=()
 }
 
 # The guest's own network for --ping: tap vm0 + bridge vmbr in src and in
@@ -164,9 +196,11 @@ tb_ping_summary() {
 
 cmd_migrate() {
     local rate=8 ram=64 port=49152 dirty=10 seed=1 max_time=0 out="" downtime_limit=300 multifd=0 ping=0 qemu_bw=0
+    local drain=0
     while (($#)); do
         case $1 in
             --ping) ping=1; shift ;;
+            --switchover-drain) drain=1; shift ;;
             --out) out=$2; shift 2 ;;
             --rate-mib) rate=$2; shift 2 ;;
             --ram-mb) ram=$2; shift 2 ;;
@@ -197,6 +231,13 @@ cmd_migrate() {
         mkdir -p "$out" || die "migrate: cannot create --out $out"
     fi
     tb_need_up
+    local shroud
+    shroud=$(st build)/shroud
+    local hook=()
+    if ((drain)); then
+        tb_drain_prepare "$shroud" || exit 1
+        hook=(--switchover-hook "$TB_DRAIN_SET")
+    fi
     local bw=$((rate * 1024 * 1024))
     # QEMU's max-bandwidth; --rate-mib keeps sizing the guest's dirty rate
     # and the time bounds, so a migration left to the shaper dirties as one
@@ -227,8 +268,7 @@ cmd_migrate() {
     guest_build "$work/guest.elf"
     local dirty_bps=$((bw * dirty / 100)) hot=0
     ((dirty > 0)) && hot=8
-    local guest_args="seed=$seed dirty=$dirty_bps hot=$hot hz=250" shroud
-    shroud=$(st build)/shroud
+    local guest_args="seed=$seed dirty=$dirty_bps hot=$hot hz=250"
     local netargs=()
     if ((ping)); then
         [[ -x $shroud ]] || die "migrate --ping: no $shroud (shroud rttmon)"
@@ -290,10 +330,21 @@ cmd_migrate() {
     t0=$(date +%s.%N)
     timeout -k 5 $((mig_timeout + 15)) python3 "$ROOT/scripts/qmp.py" "$work/src.qmp" migrate \
         --uri "tcp:$TB_DST_IP:$port" --bandwidth "$qemu_bps" --downtime-limit "$downtime_limit" --timeout "$mig_timeout" \
-        >"$work/migrate.json" 2>"$work/migrate.err" &
+        "${hook[@]}" >"$work/migrate.json" 2>"$work/migrate.err" &
     TB_MIG_PID=$!
     wait "$TB_MIG_PID" || rc=$?
     TB_MIG_PID=""
+    if ((drain)); then
+        # Back to Algorithm 3 as soon as the destination runs the guest: the
+        # last state has crossed, and chaff would otherwise fill the whole
+        # maxR envelope meanwhile.
+        local i
+        for ((i = 0; i < 50; i++)); do
+            [[ $("${qmp[@]}" "$work/dst.qmp" exec query-status 2>/dev/null | jq -r '.status // ""' 2>/dev/null) == running ]] && break
+            sleep 0.1
+        done
+        tb_drain_restore
+    fi
     local wall
     wall=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
     sleep 1
@@ -310,6 +361,16 @@ cmd_migrate() {
     "${qmp[@]}" "$work/src.qmp" exec query-migrate >"$work/migrate-final.json" 2>/dev/null || true
     local dst_status
     dst_status=$("${qmp[@]}" "$work/dst.qmp" exec query-status 2>/dev/null | jq -r '.status // "unknown"' 2>/dev/null || echo unknown)
+    local drain_json=null
+    if ((drain)); then
+        drain_json=$(jq -c '.switchover_hook // null' "$work/migrate.json" 2>/dev/null || echo null)
+        [[ -n $drain_json ]] || drain_json=null
+        if [[ $drain_json == null ]]; then
+            echo "switchover drain: QEMU never paused before the switch-over; gateway A's walk was left alone"
+        else
+            jq -r '"switchover drain: at QEMU'"'"'s pre-switchover pause gateway A ran the migration at its maxR (`shroud ctl set`, exit \(.rc), \(.seconds * 1000 | round) ms), Algorithm 3 restored once the destination ran"' <<<"$drain_json"
+        fi
+    fi
     local q
     q=$(jq -c 'if (.status == "completed") then . else empty end' "$work/migrate-final.json" 2>/dev/null || true)
     [[ -n $q ]] || q=$(jq -c '.query_migrate // {}' "$work/migrate.json" 2>/dev/null || echo '{}')
@@ -364,11 +425,12 @@ cmd_migrate() {
         jq -n --arg status "$status" --argjson wall "$wall" --arg dst "$dst_status" --argjson ping "$ping_json" \
             --argjson rate "$rate" --argjson ram "$ram" --argjson port "$port" --argjson dirty "$dirty" \
             --argjson seed "$seed" --arg src "$TB_SRC_IP" --arg dstip "$TB_DST_IP" --argjson multifd "$multifd" \
-            --argjson qbw "$qemu_bw" \
+            --argjson qbw "$qemu_bw" --argjson drain "$drain_json" --argjson drainon "$drain" \
             '{status: $status, wall_s: $wall, dst_status_after: $dst, rate_mib_s: $rate,
               qemu_max_bandwidth_mib_s: $qbw, ram_mb: $ram,
               dirty_pct: $dirty, seed: $seed, src: $src, dst: $dstip, dport: $port,
-              multifd_channels: $multifd, ping: $ping}' >"$out/migrate.json"
+              multifd_channels: $multifd, ping: $ping,
+              switchover_drain: (if $drainon == 1 then {hook: $drain} else null end)}' >"$out/migrate.json"
     fi
     log "migrate: logs and JSON in $work"
     [[ $status == completed ]]

@@ -1,0 +1,163 @@
+#!/usr/bin/env python3
+"""scripts/qmp.py's migrate against a scripted QMP server (no QEMU, no root).
+
+What it checks: --switchover-hook sets QEMU's events and pause-before-switchover
+capabilities, runs the hook while QEMU waits in pre-switchover and only then
+sends migrate-continue, records the hook's exit status, continues whatever the
+hook did, and reports null when QEMU never paused; without the hook nothing of
+that is asked of QEMU.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+QMP_PY = os.path.join(ROOT, "scripts", "qmp.py")
+
+
+class FakeQemu(threading.Thread):
+    """Answers one QMP client. The migration goes active -> (pre-switchover,
+    waiting for migrate-continue, when the capability is on) -> device ->
+    completed, or active -> failed when fail_before_switchover."""
+
+    def __init__(self, path, fail_before_switchover=False):
+        super().__init__(daemon=True)
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(path)
+        self.server.listen(1)
+        self.server.settimeout(20)
+        self.fail = fail_before_switchover
+        self.log = []  # (monotonic time, command, arguments)
+        self.caps = {}
+        self.status = "setup"
+        self.queries = 0
+        self.paused_at = None
+
+    def send(self, conn, obj):
+        conn.sendall(json.dumps(obj).encode() + b"\n")
+
+    def run(self):
+        conn, _ = self.server.accept()
+        conn.settimeout(20)
+        self.send(conn, {"QMP": {"version": {}, "capabilities": []}})
+        buf = b""
+        with conn:
+            while True:
+                while b"\n" not in buf:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    buf += chunk
+                line, buf = buf.split(b"\n", 1)
+                msg = json.loads(line)
+                cmd, args = msg["execute"], msg.get("arguments", {})
+                self.log.append((time.monotonic(), cmd, args))
+                ret = {}
+                if cmd == "query-migrate-parameters":
+                    ret = {"max-bandwidth": self.bandwidth, "downtime-limit": 100}
+                elif cmd == "migrate-set-parameters":
+                    self.bandwidth = args["max-bandwidth"]
+                elif cmd == "migrate-set-capabilities":
+                    for c in args["capabilities"]:
+                        self.caps[c["capability"]] = c["state"]
+                elif cmd == "migrate":
+                    self.status = "active"
+                elif cmd == "migrate-continue":
+                    assert self.status == "pre-switchover", self.status
+                    self.status = "device"
+                elif cmd == "query-migrate":
+                    self.queries += 1
+                    if self.status == "active" and self.queries >= 3:
+                        if self.fail:
+                            self.status = "failed"
+                        elif self.caps.get("pause-before-switchover"):
+                            self.status = "pre-switchover"
+                            self.paused_at = time.monotonic()
+                            if self.caps.get("events"):
+                                self.send(conn, {"event": "MIGRATION", "data": {"status": "pre-switchover"}})
+                        else:
+                            self.status = "device"
+                    elif self.status == "device":
+                        self.status = "completed"
+                    ret = {"status": self.status}
+                    if self.status == "completed":
+                        ret.update({"total-time": 1234, "downtime": 42})
+                self.send(conn, {"return": ret})
+
+    def commands(self):
+        return [c for _, c, _ in self.log]
+
+    def time_of(self, cmd):
+        return next(t for t, c, _ in self.log if c == cmd)
+
+
+class QmpMigrateTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.sock = os.path.join(self.tmp.name, "src.qmp")
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def migrate(self, hook=None, fail=False):
+        qemu = FakeQemu(self.sock, fail_before_switchover=fail)
+        qemu.start()
+        cmd = [sys.executable, QMP_PY, self.sock, "migrate", "--uri", "tcp:192.0.2.1:49152",
+               "--bandwidth", "4194304", "--timeout", "20", "--interval", "0.05"]
+        if hook is not None:
+            cmd += ["--switchover-hook", hook]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        qemu.join(5)
+        out = json.loads(r.stdout) if r.stdout.strip() else None
+        return r, out, qemu
+
+    def test_hook_runs_in_the_pause_before_continue(self):
+        mark = os.path.join(self.tmp.name, "hook-ran")
+        r, out, qemu = self.migrate(hook="sleep 0.3; touch %s" % mark)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(out["status"], "completed")
+        self.assertEqual(qemu.caps, {"events": True, "pause-before-switchover": True})
+        self.assertTrue(os.path.exists(mark), "the hook did not run")
+        self.assertEqual(out["switchover_hook"]["rc"], 0)
+        self.assertGreaterEqual(out["switchover_hook"]["seconds"], 0.3)
+        # migrate-continue only once the hook is done (it sleeps 0.3 s in the pause).
+        self.assertIn("migrate-continue", qemu.commands())
+        self.assertGreaterEqual(qemu.time_of("migrate-continue") - qemu.paused_at, 0.3)
+        self.assertEqual(qemu.commands().count("migrate-continue"), 1)
+        self.assertEqual(qemu.log[-1][1], "query-migrate")  # polled on to completed
+
+    def test_failing_hook_still_continues(self):
+        r, out, qemu = self.migrate(hook="echo gateway unreachable >&2; exit 3")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(out["status"], "completed")
+        self.assertEqual(out["switchover_hook"]["rc"], 3)
+        self.assertIn("gateway unreachable", out["switchover_hook"]["output"])
+        self.assertIn("switchover hook failed (3)", r.stderr)
+        self.assertIn("migrate-continue", qemu.commands())
+
+    def test_no_pause_when_the_migration_fails_first(self):
+        mark = os.path.join(self.tmp.name, "hook-ran")
+        r, out, qemu = self.migrate(hook="touch %s" % mark, fail=True)
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(out["status"], "failed")
+        self.assertIsNone(out["switchover_hook"])
+        self.assertFalse(os.path.exists(mark))
+        self.assertNotIn("migrate-continue", qemu.commands())
+
+    def test_without_hook_no_capabilities(self):
+        r, out, qemu = self.migrate()
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(out["status"], "completed")
+        self.assertNotIn("migrate-set-capabilities", qemu.commands())
+        self.assertNotIn("switchover_hook", out)
+
+
+if __name__ == "__main__":
+    unittest.main()
