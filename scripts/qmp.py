@@ -11,10 +11,13 @@ Usage:
         completed/failed (bounded), print a JSON object with the final
         query-migrate answer and wall-clock timestamps.
         --switchover-hook: QEMU pauses once the guest has stopped and before
-        the last state is sent (capability pause-before-switchover); CMD runs
-        there (/bin/sh -c, at most 5 s; its exit status and time are in the
-        output's "switchover_hook"), then the migration continues, whatever
-        CMD did. E.g. a gateway told to drain the rest at full rate.
+        the last state is sent (capability pause-before-switchover); CMD
+        starts there (/bin/sh -c, killed after 5 s) and the migration goes on
+        once it is done or after --switchover-hook-wait S (default 0.05),
+        whichever is first, whatever CMD did: the guest is down meanwhile.
+        The output's "switchover_hook" has its exit status, its time and
+        whether it was done before QEMU went on. E.g. a gateway told to
+        drain the rest at full rate.
 
 Exit status: 0 on success, 1 on a QMP error / failed migration, 2 on usage or
 connection errors. Errors are printed to stderr as one clear line.
@@ -23,6 +26,7 @@ connection errors. Errors are printed to stderr as one clear line.
 import argparse
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -131,26 +135,59 @@ def connect_retry(path, timeout):
     raise QMPError("cannot connect to QMP socket %s within %.0f s (%s)" % (path, timeout, last))
 
 
-def run_switchover_hook(cmd):
-    """Runs CMD at QEMU's pre-switchover pause; never raises."""
-    t0 = time.monotonic()
-    rec = {"cmd": cmd, "wall": time.time()}
-    try:
-        r = subprocess.run(["/bin/sh", "-c", cmd], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, timeout=HOOK_TIMEOUT_S)
-        rec["rc"] = r.returncode
-        rec["output"] = r.stdout.decode("utf-8", "replace")[-500:]
-    except subprocess.TimeoutExpired:
-        rec["rc"] = None
-        rec["output"] = "timed out after %.0f s" % HOOK_TIMEOUT_S
-    except OSError as ex:
-        rec["rc"] = None
-        rec["output"] = str(ex)
-    rec["seconds"] = round(time.monotonic() - t0, 4)
-    if rec["rc"] != 0:
-        print("qmp.py: switchover hook failed (%s): %s" % (rec["rc"], rec["output"].strip()[-200:]),
-              file=sys.stderr)
-    return rec
+class SwitchoverHook:
+    """CMD (/bin/sh -c) started at QEMU's pre-switchover pause. QEMU waits for it
+    at most `wait` seconds (every one of them is downtime: the guest is paused),
+    then goes on while the hook finishes; it is killed after HOOK_TIMEOUT_S."""
+
+    def __init__(self, cmd, wait):
+        self.rec = {"cmd": cmd, "wall": time.time(), "rc": None, "output": ""}
+        self.t0 = time.monotonic()
+        try:
+            self.proc = subprocess.Popen(["/bin/sh", "-c", cmd], stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                         start_new_session=True)  # killed as a group
+        except OSError as ex:
+            self.proc = None
+            self.rec["output"] = str(ex)
+            self.rec["seconds"] = 0.0
+            print("qmp.py: switchover hook failed to start: %s" % ex, file=sys.stderr)
+        self.finished = self.proc is None
+        self.wait(wait)
+        self.rec["qemu_waited_s"] = round(time.monotonic() - self.t0, 4)
+        self.rec["done_before_continue"] = self.finished
+
+    def wait(self, timeout):
+        """Waits up to TIMEOUT s for the hook; True once it has ended."""
+        if self.finished:
+            return True
+        timed_out = False
+        try:
+            out, _ = self.proc.communicate(timeout=max(timeout, 0))
+        except subprocess.TimeoutExpired:
+            if time.monotonic() - self.t0 < HOOK_TIMEOUT_S:
+                return False
+            try:  # the shell's children too: they hold its output pipe open
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except OSError:
+                self.proc.kill()
+            out, _ = self.proc.communicate()
+            timed_out = True
+        self.rec["rc"] = None if timed_out else self.proc.returncode
+        self.rec["output"] = ("timed out after %.0f s; " % HOOK_TIMEOUT_S if timed_out else "") + \
+            out.decode("utf-8", "replace")[-500:]
+        self.rec["seconds"] = round(time.monotonic() - self.t0, 4)
+        self.finished = True
+        if self.rec["rc"] != 0:
+            print("qmp.py: switchover hook failed (%s): %s" % (self.rec["rc"], self.rec["output"].strip()[-200:]),
+                  file=sys.stderr)
+        return True
+
+    def result(self):
+        """The record, once the hook has ended (waits for it, bounded)."""
+        while not self.wait(HOOK_TIMEOUT_S - (time.monotonic() - self.t0) + 0.01):
+            pass
+        return self.rec
 
 
 def cmd_migrate(q, a):
@@ -179,9 +216,11 @@ def cmd_migrate(q, a):
         if st == "active" and t_active is None:
             t_active = time.time()
         if st == "pre-switchover" and a.switchover_hook and hook is None:
-            hook = run_switchover_hook(a.switchover_hook)
+            hook = SwitchoverHook(a.switchover_hook, a.switchover_hook_wait)
             q.execute("migrate-continue", {"state": "pre-switchover"})
             continue
+        if hook is not None:
+            hook.wait(0)
         if st in ("completed", "failed", "cancelled"):
             break
         if time.monotonic() > deadline:
@@ -213,7 +252,8 @@ def cmd_migrate(q, a):
         "query_migrate": info,
     }
     if a.switchover_hook:
-        out["switchover_hook"] = hook  # null: QEMU never paused (failed before)
+        # null: QEMU never paused (failed before)
+        out["switchover_hook"] = hook.result() if hook is not None else None
     print(json.dumps(out, sort_keys=True))
     return 0 if info.get("status") == "completed" else 1
 
@@ -235,7 +275,9 @@ def main(argv):
     m.add_argument("--timeout", type=float, default=120.0)
     m.add_argument("--interval", type=float, default=0.2)
     m.add_argument("--switchover-hook", default=None, metavar="CMD",
-                   help="shell command run while QEMU pauses before the switch-over")
+                   help="shell command started when QEMU pauses before the switch-over")
+    m.add_argument("--switchover-hook-wait", type=float, default=0.05, metavar="S",
+                   help="the longest QEMU waits in the pause for the hook (default 0.05 s)")
     a = p.parse_args(argv)
 
     try:

@@ -136,10 +136,12 @@ elif grep -q -- "--stealth-qemu-bandwidth must be 0 (the run's rate) or 1..10000
 else
     bad "scripts/evaluate --stealth-qemu-bandwidth 20000: unexpected error: $(tail -n 3 "$work/bad.log")"
 fi
-# The same run leaves QEMU's limit to the shaper (--stealth-qemu-bandwidth).
+# The same run leaves QEMU's limit to the shaper (--stealth-qemu-bandwidth)
+# and drains the switch-over at maxR (--switchover-drain).
 mf=$work/multifd
 if "$root/scripts/evaluate" --modes stealth --multifd 2 --rates 8 --loads none --ram-mb 24 \
-    --src-notsent-lowat 131072 --stealth-qemu-bandwidth 12 --out "$mf" --build "$build" >"$work/multifd.log" 2>&1; then
+    --src-notsent-lowat 131072 --stealth-qemu-bandwidth 12 --switchover-drain \
+    --out "$mf" --build "$build" >"$work/multifd.log" 2>&1; then
     ok "scripts/evaluate --multifd 2 (stealth, 24 MiB) finished"
     r='.runs[0]'
     expect "multifd: the migration completed, two channels asked for" \
@@ -155,6 +157,10 @@ if "$root/scripts/evaluate" --modes stealth --multifd 2 --rates 8 --loads none -
         '.max_bandwidth == 12582912' "$(ls "$mf"/runs/*/qmp-migrate.json | head -n 1)"
     expect "migrate.json records both: rate 8, QEMU 12 MiB/s" \
         '.rate_mib_s == 8 and .qemu_max_bandwidth_mib_s == 12' "$(ls "$mf"/runs/*/migrate.json | head -n 1)"
+    expect "switch-over drain: QEMU paused before the switch-over, gateway A took maxR (ctl exit 0), the walk came back" \
+        '.runs[0].switchover_drain.hook_rc == 0 and .runs[0].switchover_drain.restored == true' "$mf/summary.json"
+    expect "switch-over drain: QEMU ran with pause-before-switchover and went on to complete" \
+        '.switchover_hook.rc == 0 and .query_migrate.status == "completed"' "$(ls "$mf"/runs/*/qmp-migrate.json | head -n 1)"
     grep -q "QEMU multifd: 2 channels requested" "$mf/report.md" &&
         ok "multifd: report.md says so" || bad "multifd: report.md does not mention the channels"
 else

@@ -369,18 +369,22 @@ class ReportTest(unittest.TestCase):
         """Stealth runs with --switchover-drain: the hook's exit status and time per run,
         a failed hook counted apart, nothing said for the runs without it."""
         def drain(out):
-            hooks = {"stealth-r4-light-1": {"rc": 0, "seconds": 0.031},
-                     "stealth-r8-light-1": {"rc": 1, "seconds": 0.02}}
-            for rid, hook in hooks.items():
+            hooks = {"stealth-r4-light-1": ({"rc": 0, "seconds": 0.031, "qemu_waited_s": 0.031}, True),
+                     "stealth-r8-light-1": ({"rc": 1, "seconds": 0.02}, False)}
+            for rid, (hook, restored) in hooks.items():
                 mig = json.loads((out / "runs" / rid / "migrate.json").read_text())
-                mig["switchover_drain"] = {"hook": hook}
+                mig["switchover_drain"] = {"hook": hook, "restored": restored}
                 (out / "runs" / rid / "migrate.json").write_text(json.dumps(mig))
         _, runs, _, report = self.report(edit=drain)
-        self.assertEqual(runs["stealth-r4-light-1"]["switchover_drain"], {"hook_rc": 0, "hook_ms": 31.0})
+        self.assertEqual(runs["stealth-r4-light-1"]["switchover_drain"],
+                         {"hook_rc": 0, "hook_ms": 31.0, "qemu_wait_ms": 31.0, "restored": True})
         self.assertEqual(runs["stealth-r8-light-1"]["switchover_drain"]["hook_rc"], 1)
         self.assertIsNone(runs["native-r4-light-1"]["switchover_drain"])
         self.assertIn("Stealth migrations with the switch-over drain", report)
-        self.assertIn("1/2 hooks applied, 31-31 ms each", report)
+        self.assertIn("1/2 hooks applied, 31-31 ms after the pause (median 31); QEMU held the paused "
+                      "guest for at most 31 ms of that", report)
+        self.assertIn("Algorithm 3 was not restored after `stealth-r8-light-1`", report)
+        self.assertNotIn("not restored after `stealth-r4-light-1`", report)
         self.assertNotIn("Native migrations with the switch-over drain", report)
 
     def test_ping_downtime(self):

@@ -44,6 +44,12 @@ class FakeQemu(threading.Thread):
         conn.sendall(json.dumps(obj).encode() + b"\n")
 
     def run(self):
+        try:
+            self.serve()
+        finally:
+            self.server.close()
+
+    def serve(self):
         conn, _ = self.server.accept()
         conn.settimeout(20)
         self.send(conn, {"QMP": {"version": {}, "capabilities": []}})
@@ -106,13 +112,15 @@ class QmpMigrateTest(unittest.TestCase):
     def tearDown(self):
         self.tmp.cleanup()
 
-    def migrate(self, hook=None, fail=False):
+    def migrate(self, hook=None, fail=False, hook_wait=None):
         qemu = FakeQemu(self.sock, fail_before_switchover=fail)
         qemu.start()
         cmd = [sys.executable, QMP_PY, self.sock, "migrate", "--uri", "tcp:192.0.2.1:49152",
                "--bandwidth", "4194304", "--timeout", "20", "--interval", "0.05"]
         if hook is not None:
             cmd += ["--switchover-hook", hook]
+        if hook_wait is not None:
+            cmd += ["--switchover-hook-wait", str(hook_wait)]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
         qemu.join(5)
         out = json.loads(r.stdout) if r.stdout.strip() else None
@@ -120,7 +128,7 @@ class QmpMigrateTest(unittest.TestCase):
 
     def test_hook_runs_in_the_pause_before_continue(self):
         mark = os.path.join(self.tmp.name, "hook-ran")
-        r, out, qemu = self.migrate(hook="sleep 0.3; touch %s" % mark)
+        r, out, qemu = self.migrate(hook="sleep 0.3; touch %s" % mark, hook_wait=2)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(out["status"], "completed")
         self.assertEqual(qemu.caps, {"events": True, "pause-before-switchover": True})
@@ -132,15 +140,38 @@ class QmpMigrateTest(unittest.TestCase):
         self.assertGreaterEqual(qemu.time_of("migrate-continue") - qemu.paused_at, 0.3)
         self.assertEqual(qemu.commands().count("migrate-continue"), 1)
         self.assertEqual(qemu.log[-1][1], "query-migrate")  # polled on to completed
+        self.assertTrue(out["switchover_hook"]["done_before_continue"])
+
+    def test_slow_hook_does_not_hold_the_paused_guest(self):
+        """QEMU goes on after --switchover-hook-wait; the hook's end is still recorded."""
+        mark = os.path.join(self.tmp.name, "hook-ran")
+        r, out, qemu = self.migrate(hook="sleep 0.6; touch %s" % mark, hook_wait=0.05)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(out["status"], "completed")
+        self.assertLess(qemu.time_of("migrate-continue") - qemu.paused_at, 0.4)
+        hook = out["switchover_hook"]
+        self.assertFalse(hook["done_before_continue"])
+        self.assertLess(hook["qemu_waited_s"], 0.4)
+        self.assertEqual(hook["rc"], 0)  # waited for before the output
+        self.assertGreaterEqual(hook["seconds"], 0.6)
+        self.assertTrue(os.path.exists(mark))
 
     def test_failing_hook_still_continues(self):
-        r, out, qemu = self.migrate(hook="echo gateway unreachable >&2; exit 3")
+        r, out, qemu = self.migrate(hook="echo gateway unreachable >&2; exit 3", hook_wait=2)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(out["status"], "completed")
         self.assertEqual(out["switchover_hook"]["rc"], 3)
         self.assertIn("gateway unreachable", out["switchover_hook"]["output"])
         self.assertIn("switchover hook failed (3)", r.stderr)
         self.assertIn("migrate-continue", qemu.commands())
+
+    def test_hung_hook_is_killed(self):
+        r, out, qemu = self.migrate(hook="sleep 30", hook_wait=0.05)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(out["status"], "completed")
+        self.assertIsNone(out["switchover_hook"]["rc"])
+        self.assertIn("timed out after 5 s", out["switchover_hook"]["output"])
+        self.assertLess(out["switchover_hook"]["seconds"], 10)
 
     def test_no_pause_when_the_migration_fails_first(self):
         mark = os.path.join(self.tmp.name, "hook-ran")

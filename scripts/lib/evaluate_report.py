@@ -258,13 +258,17 @@ def run_record(run, judge_run, detectors):
 
 
 def switchover_drain(mig):
-    """migrate.json's switchover_drain as {hook_rc, hook_ms}, or None when the run had none.
-    A hook of null (QEMU never paused: the migration failed first) gives rc and ms None."""
+    """migrate.json's switchover_drain as {hook_rc, hook_ms, qemu_wait_ms, restored}, or None
+    when the run had none. hook_ms: from QEMU's pause to the gateway's answer; qemu_wait_ms:
+    how much of it QEMU waited (the rest overlapped the last state's transfer). A hook of
+    null (QEMU never paused: the migration failed first) gives None for those; restored:
+    whether Algorithm 3 was put back on gateway A afterwards."""
     d = mig.get("switchover_drain")
     if not isinstance(d, dict):
         return None
     hook = d.get("hook") if isinstance(d.get("hook"), dict) else {}
-    return {"hook_rc": hook.get("rc"), "hook_ms": scaled(hook.get("seconds"), 1e3)}
+    return {"hook_rc": hook.get("rc"), "hook_ms": scaled(hook.get("seconds"), 1e3),
+            "qemu_wait_ms": scaled(hook.get("qemu_waited_s"), 1e3), "restored": d.get("restored")}
 
 
 # --- statistics over runs ----------------------------------------------------
@@ -797,11 +801,19 @@ def matrix_md(records):
         if drained:
             ok = [r for r in drained if r["switchover_drain"]["hook_rc"] == 0]
             ms = [r["switchover_drain"]["hook_ms"] for r in ok if r["switchover_drain"]["hook_ms"] is not None]
+            waits = [r["switchover_drain"]["qemu_wait_ms"] for r in ok
+                     if r["switchover_drain"]["qemu_wait_ms"] is not None]
             text += (f" {m.capitalize()} migrations with the switch-over drain (`scripts/testbed migrate "
                      f"--switchover-drain`: gateway A at maxR from QEMU's pre-switchover pause until the "
                      f"destination ran): {len(ok)}/{len(drained)} hooks applied"
-                     + (f", {min(ms):.0f}-{max(ms):.0f} ms each (the guest is paused meanwhile)" if ms else "")
+                     + (f", {min(ms):.0f}-{max(ms):.0f} ms after the pause (median {statistics.median(ms):.0f})"
+                        if ms else "")
+                     + (f"; QEMU held the paused guest for at most {max(waits):.0f} ms of that" if waits else "")
                      + ".")
+            unrestored = [f"`{r['id']}`" for r in drained if r["switchover_drain"]["restored"] is False]
+            if unrestored:
+                text += (" Algorithm 3 was not restored after " + ", ".join(unrestored)
+                         + ": later runs on those gateways may have run at maxR.")
     failed = [f"`{r['id']}` ({r['status']})" for r in records if r["status"] != "completed"]
     if failed:
         text += " Not completed: " + ", ".join(failed) + "."
