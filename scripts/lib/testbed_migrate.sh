@@ -377,7 +377,10 @@ cmd_migrate() {
         if [[ $drain_json == null ]]; then
             echo "switchover drain: QEMU never paused before the switch-over; gateway A's walk was left alone"
         else
-            jq -r --arg restored "$TB_DRAIN_RESTORED" '"switchover drain: from QEMU'"'"'s pre-switchover pause gateway A ran the migration at its maxR (`shroud ctl set`, exit \(.rc), \(.seconds * 1000 | round) ms after the pause; QEMU waited \(.qemu_waited_s * 1000 | round) ms); Algorithm 3 restored once the destination ran: \($restored)"' <<<"$drain_json"
+            jq -r --arg restored "$TB_DRAIN_RESTORED" '"switchover drain: "
+                + (if .rc == 0 then "from QEMU'"'"'s pre-switchover pause gateway A ran the migration at its maxR (`shroud ctl set`, \(.seconds * 1000 | round) ms after the pause"
+                   else "gateway A could not be told at QEMU'"'"'s pre-switchover pause (`shroud ctl set` exit \(.rc // "none: timed out"): \(.output | gsub("\n"; " "))" end)
+                + "; QEMU waited \(.qemu_waited_s * 1000 | round) ms); Algorithm 3 restored once the destination ran: \($restored)"' <<<"$drain_json"
         fi
     fi
     local q
