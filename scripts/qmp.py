@@ -6,7 +6,8 @@ Usage:
   qmp.py SOCKET exec CMD [JSON-ARGS]           run one command, print its "return"
   qmp.py SOCKET migrate --uri URI --bandwidth BYTES_PER_S
                         [--timeout S] [--interval S] [--downtime-limit MS]
-                        [--switchover-hook CMD]
+                        [--switchover-hook CMD | --switchover-ctl SOCKET
+                         --switchover-set KEY=VALUE...] [--switchover-hook-wait S]
         set max-bandwidth, start the migration, poll query-migrate until
         completed/failed (bounded), print a JSON object with the final
         query-migrate answer and wall-clock timestamps.
@@ -18,6 +19,10 @@ Usage:
         The output's "switchover_hook" has its exit status, its time and
         whether it was done before QEMU went on. E.g. a gateway told to
         drain the rest at full rate.
+        --switchover-ctl SOCKET --switchover-set KEY=VALUE...: the same, but
+        instead of a command qmp.py itself sends shroud ctl's "set" with those
+        values to a dataplane's control socket (RUNTIME_DIR/INSTANCE/ctl.sock):
+        no process to start in the pause. rc 0 when the dataplane answers ok.
 
 Exit status: 0 on success, 1 on a QMP error / failed migration, 2 on usage or
 connection errors. Errors are printed to stderr as one clear line.
@@ -190,6 +195,90 @@ class SwitchoverHook:
         return self.rec
 
 
+class SwitchoverCtl:
+    """shroud ctl's "set" sent over a dataplane's control socket at QEMU's
+    pre-switchover pause (include/shroud/ctl_protocol.h: one JSON line each
+    way). The same contract as SwitchoverHook: QEMU waits at most `wait`."""
+
+    def __init__(self, path, values, wait):
+        self.rec = {"ctl": path, "values": values, "wall": time.time(), "rc": None, "output": ""}
+        self.t0 = time.monotonic()
+        self.buf = b""
+        self.finished = False
+        try:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(HOOK_TIMEOUT_S)
+            self.sock.connect(path)
+            self.sock.sendall(json.dumps({"cmd": "set", "values": values}).encode() + b"\n")
+        except OSError as ex:
+            self.end(None, "cannot reach %s: %s" % (path, ex))
+        self.wait(wait)
+        self.rec["qemu_waited_s"] = round(time.monotonic() - self.t0, 4)
+        self.rec["done_before_continue"] = self.finished
+
+    def end(self, rc, output):
+        self.rec["rc"] = rc
+        self.rec["output"] = output[-500:]
+        self.rec["seconds"] = round(time.monotonic() - self.t0, 4)
+        self.finished = True
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        if rc != 0:
+            print("qmp.py: switchover ctl set failed (%s): %s" % (rc, output.strip()[-200:]), file=sys.stderr)
+
+    def wait(self, timeout):
+        """Waits up to TIMEOUT s for the dataplane's answer; True once there is one."""
+        deadline = time.monotonic() + max(timeout, 0)
+        while not self.finished:
+            left = deadline - time.monotonic()
+            if time.monotonic() - self.t0 >= HOOK_TIMEOUT_S:
+                self.end(None, "no answer within %.0f s" % HOOK_TIMEOUT_S)
+                break
+            if left <= 0:
+                return False
+            try:
+                self.sock.settimeout(min(left, HOOK_TIMEOUT_S))
+                chunk = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError as ex:
+                self.end(None, str(ex))
+                break
+            if not chunk:
+                self.end(None, "the dataplane closed the connection without an answer")
+                break
+            self.buf += chunk
+            if b"\n" in self.buf:
+                line = self.buf.split(b"\n", 1)[0].decode("utf-8", "replace")
+                try:
+                    ok = json.loads(line).get("ok") is True
+                except (ValueError, AttributeError):
+                    ok = False
+                self.end(0 if ok else 1, line)
+        return True
+
+    def result(self):
+        while not self.wait(HOOK_TIMEOUT_S - (time.monotonic() - self.t0) + 0.01):
+            pass
+        return self.rec
+
+
+def parse_set(items):
+    """KEY=VALUE strings to a dict; VALUE is JSON when it parses, else a string (as shroud ctl)."""
+    values = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError("--switchover-set wants KEY=VALUE, got %r" % item)
+        try:
+            values[key] = json.loads(raw)
+        except ValueError:
+            values[key] = raw
+    return values
+
+
 def cmd_migrate(q, a):
     params = {"max-bandwidth": int(a.bandwidth)}
     if a.downtime_limit is not None:
@@ -199,7 +288,8 @@ def cmd_migrate(q, a):
     if int(got.get("max-bandwidth", -1)) != int(a.bandwidth):
         raise QMPError("max-bandwidth not applied: %r" % got.get("max-bandwidth"))
     hook = None
-    if a.switchover_hook:
+    pause = bool(a.switchover_hook or a.switchover_ctl)
+    if pause:
         # The MIGRATION events say "pre-switchover" at once; polling would add
         # up to --interval to the guest's downtime.
         q.execute("migrate-set-capabilities", {"capabilities": [
@@ -215,8 +305,11 @@ def cmd_migrate(q, a):
         st = info.get("status")
         if st == "active" and t_active is None:
             t_active = time.time()
-        if st == "pre-switchover" and a.switchover_hook and hook is None:
-            hook = SwitchoverHook(a.switchover_hook, a.switchover_hook_wait)
+        if st == "pre-switchover" and pause and hook is None:
+            if a.switchover_ctl:
+                hook = SwitchoverCtl(a.switchover_ctl, parse_set(a.switchover_set), a.switchover_hook_wait)
+            else:
+                hook = SwitchoverHook(a.switchover_hook, a.switchover_hook_wait)
             q.execute("migrate-continue", {"state": "pre-switchover"})
             continue
         if hook is not None:
@@ -230,7 +323,7 @@ def cmd_migrate(q, a):
                 pass
             info["status"] = "timeout"
             break
-        if a.switchover_hook:
+        if pause:
             # Until the next event or --interval, whichever comes first.
             left = a.interval
             t_wait = time.monotonic()
@@ -251,7 +344,7 @@ def cmd_migrate(q, a):
         "downtime_limit": got.get("downtime-limit"),
         "query_migrate": info,
     }
-    if a.switchover_hook:
+    if pause:
         # null: QEMU never paused (failed before)
         out["switchover_hook"] = hook.result() if hook is not None else None
     print(json.dumps(out, sort_keys=True))
@@ -276,9 +369,22 @@ def main(argv):
     m.add_argument("--interval", type=float, default=0.2)
     m.add_argument("--switchover-hook", default=None, metavar="CMD",
                    help="shell command started when QEMU pauses before the switch-over")
+    m.add_argument("--switchover-ctl", default=None, metavar="SOCKET",
+                   help="a shroud dataplane's ctl.sock, told --switchover-set in the pause")
+    m.add_argument("--switchover-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a setting for --switchover-ctl (repeat for more)")
     m.add_argument("--switchover-hook-wait", type=float, default=0.05, metavar="S",
                    help="the longest QEMU waits in the pause for the hook (default 0.05 s)")
     a = p.parse_args(argv)
+    if a.op == "migrate":
+        if a.switchover_ctl and a.switchover_hook:
+            p.error("--switchover-hook and --switchover-ctl exclude each other")
+        if bool(a.switchover_ctl) != bool(a.switchover_set):
+            p.error("--switchover-ctl and --switchover-set go together")
+        try:
+            parse_set(a.switchover_set)
+        except ValueError as ex:
+            p.error(str(ex))
 
     try:
         q = connect_retry(a.socket, getattr(a, "timeout", 20.0) if a.op == "wait" else 20.0)

@@ -104,6 +104,36 @@ class FakeQemu(threading.Thread):
         return next(t for t, c, _ in self.log if c == cmd)
 
 
+class FakeCtl(threading.Thread):
+    """A dataplane's ctl.sock: reads one request line, answers after `delay` s."""
+
+    def __init__(self, path, delay=0.0, ok=True):
+        super().__init__(daemon=True)
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(path)
+        self.server.listen(1)
+        self.server.settimeout(20)
+        self.delay, self.ok = delay, ok
+        self.request = None
+        self.received_at = None
+
+    def run(self):
+        try:
+            conn, _ = self.server.accept()
+            with conn:
+                buf = b""
+                while b"\n" not in buf:
+                    buf += conn.recv(65536)
+                self.received_at = time.monotonic()
+                self.request = json.loads(buf.split(b"\n", 1)[0])
+                time.sleep(self.delay)
+                answer = ({"ok": True, "version": 1, "applied": self.request["values"]} if self.ok
+                          else {"ok": False, "version": 1, "error": "rate_variation.start_rate_mbyte_s: too high"})
+                conn.sendall(json.dumps(answer).encode() + b"\n")
+        finally:
+            self.server.close()
+
+
 class QmpMigrateTest(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.TemporaryDirectory()
@@ -112,13 +142,18 @@ class QmpMigrateTest(unittest.TestCase):
     def tearDown(self):
         self.tmp.cleanup()
 
-    def migrate(self, hook=None, fail=False, hook_wait=None):
+    def migrate(self, hook=None, fail=False, hook_wait=None, ctl=None):
+        if os.path.exists(self.sock):  # a second migration in one test
+            os.unlink(self.sock)
         qemu = FakeQemu(self.sock, fail_before_switchover=fail)
         qemu.start()
         cmd = [sys.executable, QMP_PY, self.sock, "migrate", "--uri", "tcp:192.0.2.1:49152",
                "--bandwidth", "4194304", "--timeout", "20", "--interval", "0.05"]
         if hook is not None:
             cmd += ["--switchover-hook", hook]
+        if ctl is not None:
+            cmd += ["--switchover-ctl", ctl, "--switchover-set", "rate_variation.enabled=false",
+                    "--switchover-set", "rate_variation.start_rate_mbyte_s=11.875"]
         if hook_wait is not None:
             cmd += ["--switchover-hook-wait", str(hook_wait)]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
@@ -172,6 +207,52 @@ class QmpMigrateTest(unittest.TestCase):
         self.assertIsNone(out["switchover_hook"]["rc"])
         self.assertIn("timed out after 5 s", out["switchover_hook"]["output"])
         self.assertLess(out["switchover_hook"]["seconds"], 10)
+
+    def test_ctl_set_in_the_pause(self):
+        """--switchover-ctl: shroud ctl's set, typed values, sent while QEMU waits."""
+        path = os.path.join(self.tmp.name, "ctl.sock")
+        ctl = FakeCtl(path, delay=0.1)
+        ctl.start()
+        r, out, qemu = self.migrate(ctl=path, hook_wait=2)
+        ctl.join(5)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(out["status"], "completed")
+        self.assertEqual(qemu.caps, {"events": True, "pause-before-switchover": True})
+        self.assertEqual(ctl.request, {"cmd": "set", "values": {"rate_variation.enabled": False,
+                                                                "rate_variation.start_rate_mbyte_s": 11.875}})
+        self.assertGreaterEqual(ctl.received_at, qemu.paused_at)  # not before the guest stopped
+        self.assertGreaterEqual(qemu.time_of("migrate-continue") - ctl.received_at, 0.1)  # after the answer
+        hook = out["switchover_hook"]
+        self.assertEqual(hook["rc"], 0)
+        self.assertTrue(hook["done_before_continue"])
+        self.assertIn('"applied"', hook["output"])
+
+    def test_slow_ctl_does_not_hold_the_paused_guest(self):
+        path = os.path.join(self.tmp.name, "ctl.sock")
+        ctl = FakeCtl(path, delay=0.6)
+        ctl.start()
+        r, out, qemu = self.migrate(ctl=path, hook_wait=0.05)
+        ctl.join(5)
+        self.assertEqual(out["status"], "completed")
+        self.assertLess(qemu.time_of("migrate-continue") - qemu.paused_at, 0.4)
+        self.assertFalse(out["switchover_hook"]["done_before_continue"])
+        self.assertEqual(out["switchover_hook"]["rc"], 0)  # its answer still read
+        self.assertGreaterEqual(out["switchover_hook"]["seconds"], 0.6)
+
+    def test_ctl_refusal_and_absence_are_reported(self):
+        path = os.path.join(self.tmp.name, "ctl.sock")
+        ctl = FakeCtl(path, ok=False)
+        ctl.start()
+        r, out, qemu = self.migrate(ctl=path, hook_wait=2)
+        ctl.join(5)
+        self.assertEqual(out["status"], "completed")
+        self.assertEqual(out["switchover_hook"]["rc"], 1)
+        self.assertIn("too high", out["switchover_hook"]["output"])
+        self.assertIn("switchover ctl set failed (1)", r.stderr)
+        r, out, qemu = self.migrate(ctl=os.path.join(self.tmp.name, "nobody.sock"), hook_wait=2)
+        self.assertEqual(out["status"], "completed")
+        self.assertIsNone(out["switchover_hook"]["rc"])
+        self.assertIn("cannot reach", out["switchover_hook"]["output"])
 
     def test_no_pause_when_the_migration_fails_first(self):
         mark = os.path.join(self.tmp.name, "hook-ran")

@@ -76,7 +76,7 @@ tb_migrate_cleanup() {
 # changes, and the ctl commands that change and restore them. Once the guest
 # is paused every byte still queued is downtime, and Algorithm 3's walk may
 # sit near minR then (0.1 MB/s: a 128 KiB socket buffer takes 1.3 s).
-TB_DRAIN_SET="" TB_DRAIN_RESTORE=() TB_DRAIN_RESTORED=null
+TB_DRAIN_SET=() TB_DRAIN_RESTORE=() TB_DRAIN_RESTORED=null
 tb_drain_prepare() {
     local shroud=$1 ctl got enabled start max
     ctl=("$shroud" ctl --runtime_dir="$STATE/run/gwa" --instance=gwa)
@@ -90,11 +90,14 @@ tb_drain_prepare() {
         log "migrate --switchover-drain: gateway A does not vary the migration's rate (rate_variation.enabled=$enabled; bring the testbed up with --stealth)"
         return 1
     fi
-    # Niced up: on a busy 2-core testbed starting `shroud ctl` took 0.2-2 s
-    # (load average ~19 under heavy load), and QEMU goes on without it after
-    # qmp.py's --switchover-hook-wait, so the last state leaves at the walk's
-    # rate until the gateway hears.
-    printf -v TB_DRAIN_SET '%q ' nice -n -10 "${ctl[@]}" set rate_variation.enabled=false "rate_variation.start_rate_mbyte_s=$max"
+    # qmp.py sends the set itself (--switchover-ctl): on a busy 2-core testbed
+    # starting `shroud ctl` in the pause took 0.04-2 s (load average ~19 under
+    # heavy load; session 15), and QEMU goes on after --switchover-hook-wait,
+    # so the last state leaves at the walk's rate until the gateway hears.
+    local sock=$STATE/run/gwa/gwa/ctl.sock
+    [[ -S $sock ]] || { log "migrate --switchover-drain: no control socket $sock"; return 1; }
+    TB_DRAIN_SET=(--switchover-ctl "$sock" --switchover-set rate_variation.enabled=false
+        --switchover-set "rate_variation.start_rate_mbyte_s=$max")
     TB_DRAIN_RESTORE=("${ctl[@]}" set rate_variation.enabled=true "rate_variation.start_rate_mbyte_s=$start")
     log "migrate: switchover drain armed: gateway A runs the migration at maxR $max MB/s from QEMU's pre-switchover pause until the destination runs (then Algorithm 3 again, start rate $start MB/s)"
 }
@@ -245,7 +248,7 @@ cmd_migrate() {
     local hook=()
     if ((drain)); then
         tb_drain_prepare "$shroud" || exit 1
-        hook=(--switchover-hook "$TB_DRAIN_SET")
+        hook=("${TB_DRAIN_SET[@]}")
     fi
     local bw=$((rate * 1024 * 1024))
     # QEMU's max-bandwidth; --rate-mib keeps sizing the guest's dirty rate
@@ -378,8 +381,8 @@ cmd_migrate() {
             echo "switchover drain: QEMU never paused before the switch-over; gateway A's walk was left alone"
         else
             jq -r --arg restored "$TB_DRAIN_RESTORED" '"switchover drain: "
-                + (if .rc == 0 then "from QEMU'"'"'s pre-switchover pause gateway A ran the migration at its maxR (`shroud ctl set`, \(.seconds * 1000 | round) ms after the pause"
-                   else "gateway A could not be told at QEMU'"'"'s pre-switchover pause (`shroud ctl set` exit \(.rc // "none: timed out"): \(.output | gsub("\n"; " "))" end)
+                + (if .rc == 0 then "from QEMU'"'"'s pre-switchover pause gateway A ran the migration at its maxR (ctl set, \(.seconds * 1000 | round) ms after the pause"
+                   else "gateway A could not be told at QEMU'"'"'s pre-switchover pause (ctl set \(if .rc == 1 then "refused" else "unanswered" end): \(.output | gsub("\n"; " "))" end)
                 + "; QEMU waited \(.qemu_waited_s * 1000 | round) ms); Algorithm 3 restored once the destination ran: \($restored)"' <<<"$drain_json"
         fi
     fi
