@@ -140,7 +140,23 @@ def connect_retry(path, timeout):
     raise QMPError("cannot connect to QMP socket %s within %.0f s (%s)" % (path, timeout, last))
 
 
-class SwitchoverHook:
+class PauseAction:
+    """What runs in QEMU's pre-switchover pause: subclasses start it, then
+    wait(timeout) reads its end. QEMU waits at most `wait` s; result() waits
+    for the end (bounded by HOOK_TIMEOUT_S) and returns the record."""
+
+    def waited(self, wait):
+        self.wait(wait)
+        self.rec["qemu_waited_s"] = round(time.monotonic() - self.t0, 4)
+        self.rec["done_before_continue"] = self.finished
+
+    def result(self):
+        while not self.wait(HOOK_TIMEOUT_S - (time.monotonic() - self.t0) + 0.01):
+            pass
+        return self.rec
+
+
+class SwitchoverHook(PauseAction):
     """CMD (/bin/sh -c) started at QEMU's pre-switchover pause. QEMU waits for it
     at most `wait` seconds (every one of them is downtime: the guest is paused),
     then goes on while the hook finishes; it is killed after HOOK_TIMEOUT_S."""
@@ -158,9 +174,7 @@ class SwitchoverHook:
             self.rec["seconds"] = 0.0
             print("qmp.py: switchover hook failed to start: %s" % ex, file=sys.stderr)
         self.finished = self.proc is None
-        self.wait(wait)
-        self.rec["qemu_waited_s"] = round(time.monotonic() - self.t0, 4)
-        self.rec["done_before_continue"] = self.finished
+        self.waited(wait)
 
     def wait(self, timeout):
         """Waits up to TIMEOUT s for the hook; True once it has ended."""
@@ -188,14 +202,7 @@ class SwitchoverHook:
                   file=sys.stderr)
         return True
 
-    def result(self):
-        """The record, once the hook has ended (waits for it, bounded)."""
-        while not self.wait(HOOK_TIMEOUT_S - (time.monotonic() - self.t0) + 0.01):
-            pass
-        return self.rec
-
-
-class SwitchoverCtl:
+class SwitchoverCtl(PauseAction):
     """shroud ctl's "set" sent over a dataplane's control socket at QEMU's
     pre-switchover pause (include/shroud/ctl_protocol.h: one JSON line each
     way). The same contract as SwitchoverHook: QEMU waits at most `wait`."""
@@ -212,9 +219,7 @@ class SwitchoverCtl:
             self.sock.sendall(json.dumps({"cmd": "set", "values": values}).encode() + b"\n")
         except OSError as ex:
             self.end(None, "cannot reach %s: %s" % (path, ex))
-        self.wait(wait)
-        self.rec["qemu_waited_s"] = round(time.monotonic() - self.t0, 4)
-        self.rec["done_before_continue"] = self.finished
+        self.waited(wait)
 
     def end(self, rc, output):
         self.rec["rc"] = rc
@@ -258,12 +263,6 @@ class SwitchoverCtl:
                     ok = False
                 self.end(0 if ok else 1, line)
         return True
-
-    def result(self):
-        while not self.wait(HOOK_TIMEOUT_S - (time.monotonic() - self.t0) + 0.01):
-            pass
-        return self.rec
-
 
 def parse_set(items):
     """KEY=VALUE strings to a dict; VALUE is JSON when it parses, else a string (as shroud ctl)."""

@@ -208,13 +208,18 @@ class QmpMigrateTest(unittest.TestCase):
         self.assertIn("timed out after 5 s", out["switchover_hook"]["output"])
         self.assertLess(out["switchover_hook"]["seconds"], 10)
 
+    def migrate_with_ctl(self, hook_wait, **fake):
+        """A migration whose pause tells a FakeCtl(**fake) over its socket."""
+        path = os.path.join(self.tmp.name, "ctl.sock")
+        ctl = FakeCtl(path, **fake)
+        ctl.start()
+        r, out, qemu = self.migrate(ctl=path, hook_wait=hook_wait)
+        ctl.join(5)
+        return r, out, qemu, ctl
+
     def test_ctl_set_in_the_pause(self):
         """--switchover-ctl: shroud ctl's set, typed values, sent while QEMU waits."""
-        path = os.path.join(self.tmp.name, "ctl.sock")
-        ctl = FakeCtl(path, delay=0.1)
-        ctl.start()
-        r, out, qemu = self.migrate(ctl=path, hook_wait=2)
-        ctl.join(5)
+        r, out, qemu, ctl = self.migrate_with_ctl(2, delay=0.1)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(out["status"], "completed")
         self.assertEqual(qemu.caps, {"events": True, "pause-before-switchover": True})
@@ -228,11 +233,7 @@ class QmpMigrateTest(unittest.TestCase):
         self.assertIn('"applied"', hook["output"])
 
     def test_slow_ctl_does_not_hold_the_paused_guest(self):
-        path = os.path.join(self.tmp.name, "ctl.sock")
-        ctl = FakeCtl(path, delay=0.6)
-        ctl.start()
-        r, out, qemu = self.migrate(ctl=path, hook_wait=0.05)
-        ctl.join(5)
+        r, out, qemu, _ = self.migrate_with_ctl(0.05, delay=0.6)
         self.assertEqual(out["status"], "completed")
         self.assertLess(qemu.time_of("migrate-continue") - qemu.paused_at, 0.4)
         self.assertFalse(out["switchover_hook"]["done_before_continue"])
@@ -240,11 +241,7 @@ class QmpMigrateTest(unittest.TestCase):
         self.assertGreaterEqual(out["switchover_hook"]["seconds"], 0.6)
 
     def test_ctl_refusal_and_absence_are_reported(self):
-        path = os.path.join(self.tmp.name, "ctl.sock")
-        ctl = FakeCtl(path, ok=False)
-        ctl.start()
-        r, out, qemu = self.migrate(ctl=path, hook_wait=2)
-        ctl.join(5)
+        r, out, qemu, _ = self.migrate_with_ctl(2, ok=False)
         self.assertEqual(out["status"], "completed")
         self.assertEqual(out["switchover_hook"]["rc"], 1)
         self.assertIn("too high", out["switchover_hook"]["output"])
