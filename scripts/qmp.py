@@ -334,6 +334,12 @@ def cmd_migrate(q, a):
         else:
             time.sleep(a.interval)
     t_end = time.time()
+    # QEMU says completed before it fills in total-time and downtime (0 until then).
+    for _ in range(25):
+        if info.get("status") != "completed" or info.get("total-time"):
+            break
+        time.sleep(0.02)
+        info = q.execute("query-migrate")
     out = {
         "status": info.get("status"),
         "wall_start": t_start,

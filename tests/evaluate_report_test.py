@@ -430,6 +430,53 @@ class ReportTest(unittest.TestCase):
         self.assertNotIn("by 10 ms pings", report)
         self.assertEqual(checks_of(report)["d"], ["PASS"])
 
+    def test_ping_outage_against_switchover(self):
+        """rttmon's longest outage on qmp.py's wall clock: seconds from QEMU's completion
+        (qemu.json's total-time, not qmp.py's last query, which can still say 0)."""
+        def add_timeline(out):
+            d = out / "runs" / "stealth-r4-light-1"
+            # qemu.json: total-time 11000 ms, downtime 300 ms
+            (d / "qmp-migrate.json").write_text(json.dumps(
+                {"status": "completed", "wall_start": 1000.0, "wall_end": 1011.2,
+                 "query_migrate": {"status": "completed", "total-time": 0, "downtime": 0},
+                 "switchover_hook": {"rc": 0, "wall": 1010.95}}))
+            events = [
+                # A short outage long before the switch-over, then the switch-over's: a peak
+                # first (start), the replies stop at outage_start, later peaks (end).
+                {"event": 1, "state": "red", "reason": "outage", "start": 3.0, "end": 3.2,
+                 "outage_start": 3.0, "downtime_ms": 100.0, "max_silence_ms": 110.0},
+                {"event": 2, "state": "red", "reason": "peak+outage", "start": 29.0, "end": 40.0,
+                 "outage_start": 31.95, "downtime_ms": 600.0, "max_silence_ms": 650.0},
+                {"event": 3, "state": "yellow", "reason": "peak", "start": 35.0, "end": 35.5,
+                 "outage_start": None, "downtime_ms": 0.0, "max_silence_ms": 40.0}]
+            lines = [json.dumps(e) for e in events] + ["{broken", json.dumps(
+                {"summary": True, "started_unix": 979.0, "downtime_ms": 700.0, "state": "green"})]
+            (d / "rttmon.json").write_text("\n".join(lines) + "\n")
+            # A run with pings but no outage event, one without rttmon's summary.
+            d = out / "runs" / "native-r4-light-1"
+            (d / "qmp-migrate.json").write_text(json.dumps({"status": "completed", "wall_start": 1.0}))
+            (d / "rttmon.json").write_text(json.dumps({"summary": True, "started_unix": 0.5}) + "\n")
+            d = out / "runs" / "native-r8-light-1"
+            (d / "qmp-migrate.json").write_text(json.dumps({"status": "completed", "wall_start": 1.0}))
+            (d / "rttmon.json").write_text(json.dumps(events[1]) + "\n")
+        _, runs, _, report = self.report(edit=add_timeline)
+        po = runs["stealth-r4-light-1"]["ping_outage"]
+        # completion at 1000 + 11 = 1011; the outage from 979 + 31.95 = 1010.95 for 0.65 s
+        self.assertEqual(po, {"ms": 600.0, "start_s": -0.05, "end_s": 0.6, "stop_s": -0.3,
+                              "pause_s": -0.05})
+        self.assertIsNone(runs["native-r4-light-1"]["ping_outage"])
+        self.assertIsNone(runs["native-r8-light-1"]["ping_outage"])
+        self.assertIsNone(runs["stealth-r8-light-1"]["ping_outage"])  # no files at all
+        self.assertIn("stealth 1 run(s): the pings stopped a median +250 ms from QEMU's stop of the "
+                      "guest (range +250 to +250 ms) and answered again a median 0.60 s after QEMU's "
+                      "completion (range 0.60 to 0.60 s)", report)
+        self.assertNotIn("native 1 run(s)", report)
+        # Without any timeline the sentence is left out.
+        shutil.rmtree(self.tmp)
+        self.tmp = tempfile.mkdtemp(prefix="evaluate-report-test-")
+        _, _, _, report = self.report()
+        self.assertNotIn("Ping outages against", report)
+
     def test_run_missing_in_judge(self):
         def forget_run(out):
             judge = json.loads((out / "judge.json").read_text())

@@ -27,8 +27,10 @@ class FakeQemu(threading.Thread):
     waiting for migrate-continue, when the capability is on) -> device ->
     completed, or active -> failed when fail_before_switchover."""
 
-    def __init__(self, path, fail_before_switchover=False):
+    def __init__(self, path, fail_before_switchover=False, unfilled_queries=0):
         super().__init__(daemon=True)
+        # QEMU's race: the first queries that say completed still carry total-time 0.
+        self.unfilled = unfilled_queries
         self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.server.bind(path)
         self.server.listen(1)
@@ -94,7 +96,9 @@ class FakeQemu(threading.Thread):
                         self.status = "completed"
                     ret = {"status": self.status}
                     if self.status == "completed":
-                        ret.update({"total-time": 1234, "downtime": 42})
+                        filled = self.unfilled <= 0
+                        self.unfilled -= 1
+                        ret.update({"total-time": 1234 if filled else 0, "downtime": 42 if filled else 0})
                 self.send(conn, {"return": ret})
 
     def commands(self):
@@ -142,10 +146,10 @@ class QmpMigrateTest(unittest.TestCase):
     def tearDown(self):
         self.tmp.cleanup()
 
-    def migrate(self, hook=None, fail=False, hook_wait=None, ctl=None):
+    def migrate(self, hook=None, fail=False, hook_wait=None, ctl=None, unfilled=0):
         if os.path.exists(self.sock):  # a second migration in one test
             os.unlink(self.sock)
-        qemu = FakeQemu(self.sock, fail_before_switchover=fail)
+        qemu = FakeQemu(self.sock, fail_before_switchover=fail, unfilled_queries=unfilled)
         qemu.start()
         cmd = [sys.executable, QMP_PY, self.sock, "migrate", "--uri", "tcp:192.0.2.1:49152",
                "--bandwidth", "4194304", "--timeout", "20", "--interval", "0.05"]
@@ -176,6 +180,15 @@ class QmpMigrateTest(unittest.TestCase):
         self.assertEqual(qemu.commands().count("migrate-continue"), 1)
         self.assertEqual(qemu.log[-1][1], "query-migrate")  # polled on to completed
         self.assertTrue(out["switchover_hook"]["done_before_continue"])
+
+    def test_completed_waits_for_qemus_times(self):
+        """QEMU reports completed a moment before its total-time and downtime: the output
+        carries the filled-in ones."""
+        r, out, qemu = self.migrate(unfilled=3)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(out["query_migrate"]["total-time"], 1234)
+        self.assertEqual(out["query_migrate"]["downtime"], 42)
+        self.assertEqual(qemu.unfilled, -1)  # the three unfilled answers, then one filled
 
     def test_slow_hook_does_not_hold_the_paused_guest(self):
         """QEMU goes on after --switchover-hook-wait; the hook's end is still recorded."""

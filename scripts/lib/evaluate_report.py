@@ -82,6 +82,26 @@ def read_json(path, strict=False):
         return None
 
 
+def read_json_lines(path):
+    """The objects of a JSON-lines file (shroud rttmon --json), [] when it is missing;
+    broken lines are skipped (an rttmon killed mid-line)."""
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        raise ReportError(f"cannot read {path}: {e}")
+    objs = []
+    for line in lines:
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(obj, dict):
+            objs.append(obj)
+    return objs
+
+
 def run_order(run):
     return (MODES.index(run["mode"]) if run["mode"] in MODES else 9, run["rate_mib_s"] or 0,
             LOAD_ORDER.get(run["load"], 9), run["rep"] or 0, run["id"])
@@ -99,7 +119,8 @@ def load_run(d):
     return {"dir": d, "meta": meta, "id": meta.get("id", d.name), "mode": meta.get("mode"),
             "rate_mib_s": meta.get("rate_mib_s"), "load": meta.get("load"), "rep": meta.get("rep"),
             "qemu": read_json(d / "qemu.json"), "migrate": read_json(d / "migrate.json"),
-            "tap": read_json(d / "tap-flows.json")}
+            "tap": read_json(d / "tap-flows.json"), "qmp": read_json(d / "qmp-migrate.json"),
+            "rttmon": read_json_lines(d / "rttmon.json")}
 
 
 def load_runs(out):
@@ -233,6 +254,7 @@ def run_record(run, judge_run, detectors):
         "downtime_ms": number(qemu.get("downtime")),
         "ping_downtime_ms": number((ping or {}).get("downtime_ms")),
         "ping": ping,
+        "ping_outage": ping_outage(run["rttmon"], run["qmp"], run["qemu"]),
         "transferred_mib": scaled(ram.get("transferred"), 1 / MIB),
         "achieved_mib_s": scaled(ram.get("mbps"), 1e6 / 8 / MIB),
         "judged": judge_run is not None,
@@ -269,6 +291,42 @@ def switchover_drain(mig):
     hook = d.get("hook") if isinstance(d.get("hook"), dict) else {}
     return {"hook_rc": hook.get("rc"), "hook_ms": scaled(hook.get("seconds"), 1e3),
             "qemu_wait_ms": scaled(hook.get("qemu_waited_s"), 1e3), "restored": d.get("restored")}
+
+
+def ping_outage(rttmon, qmp, qemu):
+    """The run's longest ping outage placed against QEMU's switch-over, on the wall clock
+    both keep (rttmon's started_unix + an event's start; qmp.py's wall_start + QEMU's
+    total-time): {ms, start_s, end_s, stop_s, pause_s}, seconds from QEMU's completion
+    (negative: before it); end_s: the first reply after the outage. stop_s: where QEMU stopped the guest by its own downtime
+    (completion - downtime); pause_s: when qmp.py saw the pre-switchover pause (drain runs
+    only, else None). None without an outage or the clocks. QEMU's times come from
+    qemu.json (queried after the run): qmp.py's own last query-migrate can say completed
+    before QEMU has filled them in (0)."""
+    if not isinstance(qmp, dict) or not isinstance(qemu, dict):
+        return None
+    summary = next((o for o in rttmon if o.get("summary") is True), None)
+    t0, start = number((summary or {}).get("started_unix")), number(qmp.get("wall_start"))
+    total = number(qemu.get("total-time"))
+    if t0 is None or start is None or not total:
+        return None
+    # A red event may open with an RTT peak (outage_start is where the replies stopped) and
+    # close on later peaks (its end): the outage is its longest silence, from outage_start.
+    outages = [e for e in rttmon if e.get("state") == "red" and e.get("summary") is not True
+               and number(e.get("outage_start", e.get("start"))) is not None
+               and number(e.get("max_silence_ms")) is not None]
+    if not outages:
+        return None
+    worst = max(outages, key=lambda e: (number(e.get("downtime_ms")) or 0, e["max_silence_ms"]))
+    done = start + total / 1e3
+    begin = worst.get("outage_start")
+    begin = worst["start"] if number(begin) is None else begin
+    down = number(qemu.get("downtime"))
+    hook = qmp.get("switchover_hook") if isinstance(qmp.get("switchover_hook"), dict) else {}
+    pause = number(hook.get("wall"))
+    return {"ms": number(worst.get("downtime_ms")), "start_s": round(t0 + begin - done, 3),
+            "end_s": round(t0 + begin + worst["max_silence_ms"] / 1e3 - done, 3),
+            "stop_s": None if down is None else round(-down / 1e3, 3),
+            "pause_s": None if pause is None else round(pause - done, 3)}
 
 
 # --- statistics over runs ----------------------------------------------------
@@ -832,6 +890,7 @@ def results_md(records, stats, detectors):
                      f"{sum(bool(t.get('migration')) for t in tap)}/{len(tap)}"])
     text = md_table(["mode", "runs", "completed", "judged", "mean total time (s)", "mean downtime (s)",
                      "mean ping downtime (s)", "live tap flagged migration"], rows)
+    text += ping_outage_md(records)
     rows = []
     for (m, d), s in stats.items():
         rows.append([m, d, frac(s["detected"], s["runs_judged"]), s["mean_fpr"],
@@ -848,6 +907,30 @@ def results_md(records, stats, detectors):
         return text + "\n\nDetection not measured: no detectors (judge.json missing or empty)."
     return text + md_table(["mode", "detector", "TPR", "mean FPR", "pooled FPR", "chaff flagged", "AUC"],
                            rows)
+
+
+def ping_outage_md(records):
+    """Where the pings' outage lies against QEMU's switch-over, per mode: what a gateway
+    can change (the queue the paused guest waits on) against what it cannot (the guest's
+    resume at the destination)."""
+    parts = []
+    for m in MODES:
+        po = [r["ping_outage"] for r in completed(records, m) if r.get("ping_outage")]
+        if not po:
+            continue
+        lead = [p["start_s"] - p["stop_s"] for p in po if p["stop_s"] is not None]
+        ends = [p["end_s"] for p in po]
+        parts.append(f"{m} {len(po)} run(s): the pings stopped a median "
+                     f"{statistics.median(lead) * 1e3:+.0f} ms from QEMU's stop of the guest "
+                     f"(range {min(lead) * 1e3:+.0f} to {max(lead) * 1e3:+.0f} ms) "
+                     if lead else f"{m} {len(po)} run(s): ")
+        parts[-1] += (f"and answered again a median {statistics.median(ends):.2f} s after QEMU's "
+                      f"completion (range {min(ends):.2f} to {max(ends):.2f} s)")
+    if not parts:
+        return ""
+    return ("\n\nPing outages against QEMU's switch-over (each run's longest outage event of shroud "
+            "rttmon, on the wall clock it shares with qmp.py; runs whose outage stayed below "
+            "rttmon's red threshold have none): " + "; ".join(parts) + ".")
 
 
 FEATURE_GROUPS = [("native", "migration"), ("native", "background"), ("native", "bulk"),
