@@ -161,6 +161,9 @@ if "$root/scripts/evaluate" --modes stealth --multifd 2 --rates 8 --loads none -
         '.runs[0].switchover_drain.hook_rc == 0 and .runs[0].switchover_drain.restored == true' "$mf/summary.json"
     expect "switch-over drain: QEMU ran with pause-before-switchover and went on to complete" \
         '.switchover_hook.rc == 0 and .query_migrate.status == "completed"' "$(ls "$mf"/runs/*/qmp-migrate.json | head -n 1)"
+    expect "matrix.json's command reruns the matrix with every setting it ran with" \
+        '.command | test("--modes stealth .*--multifd 2 --src-notsent-lowat 131072 --stealth-qemu-bandwidth 12 --switchover-drain ")' \
+        "$mf/matrix.json"
     grep -q "QEMU multifd: 2 channels requested" "$mf/report.md" &&
         ok "multifd: report.md says so" || bad "multifd: report.md does not mention the channels"
 else
