@@ -83,6 +83,10 @@ expect "stealth: the migration flow is found on the WAN" "$stealth | .migration_
 expect "stealth: not flagged by the pattern attack" "$stealth | .verdicts.pattern.flagged == false" "$s"
 expect "stealth: not flagged by the shipped maxent attack" "$stealth | .verdicts.maxent_shipped.flagged == false" "$s"
 expect "stealth: not flagged by the live tap" "$stealth | .live_tap.migration == false" "$s"
+expect "evaluate's defaults: both sources ran with tcp_notsent_lowat 131072" \
+    '[.runs[] | .src_notsent_lowat == 131072] | all' "$s"
+expect "evaluate's defaults: the stealth switch-over drained at maxR (ctl exit 0) and the walk came back; native not" \
+    "([$stealth | .switchover_drain.hook_rc == 0 and .switchover_drain.restored == true] | all) and ([$native | .switchover_drain == null] | all)" "$s"
 expect "chaff crossed the WAN in the stealth run only" \
     "([$stealth | .chaff_flows] | .[0] > 0) and ([$native | .chaff_flows] | .[0] == 0)" "$s"
 expect "judge: every detector named, one verdict per flow" \

@@ -431,7 +431,7 @@ class ReportTest(unittest.TestCase):
         self.assertEqual(checks_of(report)["d"], ["PASS"])
 
     def test_ping_outage_against_switchover(self):
-        """rttmon's longest outage on qmp.py's wall clock: seconds from QEMU's completion
+        """rttmon's outage nearest QEMU's stop, on qmp.py's wall clock: seconds from QEMU's completion
         (qemu.json's total-time, not qmp.py's last query, which can still say 0)."""
         def add_timeline(out):
             d = out / "runs" / "stealth-r4-light-1"
@@ -441,10 +441,10 @@ class ReportTest(unittest.TestCase):
                  "query_migrate": {"status": "completed", "total-time": 0, "downtime": 0},
                  "switchover_hook": {"rc": 0, "wall": 1010.95}}))
             events = [
-                # A short outage long before the switch-over, then the switch-over's: a peak
-                # first (start), the replies stop at outage_start, later peaks (end).
-                {"event": 1, "state": "red", "reason": "outage", "start": 3.0, "end": 3.2,
-                 "outage_start": 3.0, "downtime_ms": 100.0, "max_silence_ms": 110.0},
+                # A longer outage in pre-copy, then the switch-over's: a peak first (start),
+                # the replies stop at outage_start, later peaks (end).
+                {"event": 1, "state": "red", "reason": "outage", "start": 3.0, "end": 4.0,
+                 "outage_start": 3.0, "downtime_ms": 900.0, "max_silence_ms": 950.0},
                 {"event": 2, "state": "red", "reason": "peak+outage", "start": 29.0, "end": 40.0,
                  "outage_start": 31.95, "downtime_ms": 600.0, "max_silence_ms": 650.0},
                 {"event": 3, "state": "yellow", "reason": "peak", "start": 35.0, "end": 35.5,
@@ -452,10 +452,12 @@ class ReportTest(unittest.TestCase):
             lines = [json.dumps(e) for e in events] + ["{broken", json.dumps(
                 {"summary": True, "started_unix": 979.0, "downtime_ms": 700.0, "state": "green"})]
             (d / "rttmon.json").write_text("\n".join(lines) + "\n")
-            # A run with pings but no outage event, one without rttmon's summary.
+            # A run whose only outage is not the switch-over's, one without rttmon's summary.
             d = out / "runs" / "native-r4-light-1"
             (d / "qmp-migrate.json").write_text(json.dumps({"status": "completed", "wall_start": 1.0}))
-            (d / "rttmon.json").write_text(json.dumps({"summary": True, "started_unix": 0.5}) + "\n")
+            # Only a pre-copy outage, 7 s before QEMU's stop (completion at 1 + 10 s).
+            (d / "rttmon.json").write_text(json.dumps(events[0]) + "\n" + json.dumps(
+                {"summary": True, "started_unix": 0.5}) + "\n")
             d = out / "runs" / "native-r8-light-1"
             (d / "qmp-migrate.json").write_text(json.dumps({"status": "completed", "wall_start": 1.0}))
             (d / "rttmon.json").write_text(json.dumps(events[1]) + "\n")

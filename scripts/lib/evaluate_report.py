@@ -294,14 +294,14 @@ def switchover_drain(mig):
 
 
 def ping_outage(rttmon, qmp, qemu):
-    """The run's longest ping outage placed against QEMU's switch-over, on the wall clock
-    both keep (rttmon's started_unix + an event's start; qmp.py's wall_start + QEMU's
-    total-time): {ms, start_s, end_s, stop_s, pause_s}, seconds from QEMU's completion
-    (negative: before it); end_s: the first reply after the outage. stop_s: where QEMU stopped the guest by its own downtime
-    (completion - downtime); pause_s: when qmp.py saw the pre-switchover pause (drain runs
-    only, else None). None without an outage or the clocks. QEMU's times come from
-    qemu.json (queried after the run): qmp.py's own last query-migrate can say completed
-    before QEMU has filled them in (0)."""
+    """The run's switch-over outage: shroud rttmon's red event nearest QEMU's stop of the
+    guest, placed on the wall clock both keep (rttmon's started_unix + an event's start;
+    qmp.py's wall_start + QEMU's total-time) as {ms, start_s, end_s, stop_s, pause_s},
+    seconds from QEMU's completion (negative: before it). end_s: the first reply after the
+    outage; stop_s: QEMU's stop (completion - its downtime); pause_s: when qmp.py saw the
+    pre-switchover pause (drain runs only, else None). None without such an outage (within
+    1 s of the stop) or the clocks. QEMU's times come from qemu.json (queried after the run): qmp.py's own last
+    query-migrate can say completed before QEMU has filled them in (0)."""
     if not isinstance(qmp, dict) or not isinstance(qemu, dict):
         return None
     summary = next((o for o in rttmon if o.get("summary") is True), None)
@@ -316,15 +316,29 @@ def ping_outage(rttmon, qmp, qemu):
                and number(e.get("max_silence_ms")) is not None]
     if not outages:
         return None
-    worst = max(outages, key=lambda e: (number(e.get("downtime_ms")) or 0, e["max_silence_ms"]))
     done = start + total / 1e3
-    begin = worst.get("outage_start")
-    begin = worst["start"] if number(begin) is None else begin
     down = number(qemu.get("downtime"))
+    stop = done - (down or 0) / 1e3
+
+    def span(e):
+        b = e.get("outage_start")
+        b = e["start"] if number(b) is None else b
+        return t0 + b, t0 + b + e["max_silence_ms"] / 1e3
+
+    def distance(e):  # from QEMU's stop of the guest to the outage, 0 inside it
+        b, f = span(e)
+        return max(b - stop, stop - f, 0.0)
+
+    # The switch-over's outage: the one nearest QEMU's stop (a pre-copy stall can be longer);
+    # none within a second of it: the switch-over's stayed below rttmon's red threshold.
+    worst = min(outages, key=lambda e: (distance(e), -(number(e.get("downtime_ms")) or 0)))
+    if distance(worst) > 1.0:
+        return None
+    begin, end = span(worst)
     hook = qmp.get("switchover_hook") if isinstance(qmp.get("switchover_hook"), dict) else {}
     pause = number(hook.get("wall"))
-    return {"ms": number(worst.get("downtime_ms")), "start_s": round(t0 + begin - done, 3),
-            "end_s": round(t0 + begin + worst["max_silence_ms"] / 1e3 - done, 3),
+    return {"ms": number(worst.get("downtime_ms")), "start_s": round(begin - done, 3),
+            "end_s": round(end - done, 3),
             "stop_s": None if down is None else round(-down / 1e3, 3),
             "pause_s": None if pause is None else round(pause - done, 3)}
 
@@ -928,9 +942,9 @@ def ping_outage_md(records):
                       f"completion (range {min(ends):.2f} to {max(ends):.2f} s)")
     if not parts:
         return ""
-    return ("\n\nPing outages against QEMU's switch-over (each run's longest outage event of shroud "
-            "rttmon, on the wall clock it shares with qmp.py; runs whose outage stayed below "
-            "rttmon's red threshold have none): " + "; ".join(parts) + ".")
+    return ("\n\nPing outages against QEMU's switch-over (each run's outage event of shroud rttmon "
+            "nearest QEMU's stop of the guest, on the wall clock it shares with qmp.py; runs whose "
+            "outage stayed below rttmon's red threshold have none): " + "; ".join(parts) + ".")
 
 
 FEATURE_GROUPS = [("native", "migration"), ("native", "background"), ("native", "bulk"),
