@@ -70,12 +70,22 @@ def bg(det):
         n = (r.get("background_judged") or {}).get(det, 0)
         return f"{k}/{n}"
     return f
+def drain(r):
+    d = r.get("switchover_drain")
+    if not d:
+        return "-"
+    if d.get("hook_rc") != 0:
+        return "not applied"
+    return "applied" + ("" if d.get("hook_ms") is None else f" +{d['hook_ms']:.0f} ms")
 rows = [
     ("QEMU status", lambda r: r.get("status", "?")),
     ("QEMU total time", num("total_time_s", "{:.1f} s")),
     ("QEMU downtime", num("downtime_ms", "{:.0f} ms")),
     ("downtime by 10 ms pings (as the paper)", num("ping_downtime_ms", "{:.0f} ms")),
     ("achieved rate", num("achieved_mib_s", "{:.2f} MiB/s")),
+    ("source tcp_notsent_lowat", lambda r: "-" if r.get("src_notsent_lowat") is None else
+        ("kernel's (0)" if r["src_notsent_lowat"] == 0 else f"{r['src_notsent_lowat']} bytes")),
+    ("switch-over drain at maxR", drain),
     ("pattern (Algorithm 1)", verdict("pattern")),
     ("maxent (Algorithm 2, shipped model)", verdict("maxent_shipped")),
     ("live tap (shroud-control)", lambda r: "-" if not r.get("live_tap") else
