@@ -202,6 +202,7 @@ class SwitchoverHook(PauseAction):
                   file=sys.stderr)
         return True
 
+
 class SwitchoverCtl(PauseAction):
     """shroud ctl's "set" sent over a dataplane's control socket at QEMU's
     pre-switchover pause (include/shroud/ctl_protocol.h: one JSON line each
@@ -263,6 +264,7 @@ class SwitchoverCtl(PauseAction):
                     ok = False
                 self.end(0 if ok else 1, line)
         return True
+
 
 def parse_set(items):
     """KEY=VALUE strings to a dict; VALUE is JSON when it parses, else a string (as shroud ctl)."""

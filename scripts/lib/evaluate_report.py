@@ -300,8 +300,8 @@ def ping_outage(rttmon, qmp, qemu):
     seconds from QEMU's completion (negative: before it). end_s: the first reply after the
     outage; stop_s: QEMU's stop (completion - its downtime); pause_s: when qmp.py saw the
     pre-switchover pause (drain runs only, else None). None without such an outage (within
-    1 s of the stop) or the clocks. QEMU's times come from qemu.json (queried after the run): qmp.py's own last
-    query-migrate can say completed before QEMU has filled them in (0)."""
+    1 s of the stop) or the clocks. QEMU's times come from qemu.json (queried after the
+    run): qmp.py's own last query-migrate can say completed before QEMU filled them in."""
     if not isinstance(qmp, dict) or not isinstance(qemu, dict):
         return None
     summary = next((o for o in rttmon if o.get("summary") is True), None)
@@ -309,32 +309,36 @@ def ping_outage(rttmon, qmp, qemu):
     total = number(qemu.get("total-time"))
     if t0 is None or start is None or not total:
         return None
-    # A red event may open with an RTT peak (outage_start is where the replies stopped) and
-    # close on later peaks (its end): the outage is its longest silence, from outage_start.
-    outages = [e for e in rttmon if e.get("state") == "red" and e.get("summary") is not True
-               and number(e.get("outage_start", e.get("start"))) is not None
-               and number(e.get("max_silence_ms")) is not None]
-    if not outages:
-        return None
     done = start + total / 1e3
     down = number(qemu.get("downtime"))
     stop = done - (down or 0) / 1e3
 
     def span(e):
-        b = e.get("outage_start")
-        b = e["start"] if number(b) is None else b
-        return t0 + b, t0 + b + e["max_silence_ms"] / 1e3
+        """(begin, end) on the wall clock, or None. A red event may open with an RTT peak
+        (outage_start is where the replies stopped) and close on later peaks (its end): the
+        outage is its longest silence, from outage_start."""
+        b = number(e.get("outage_start"))
+        b = number(e.get("start")) if b is None else b
+        silence = number(e.get("max_silence_ms"))
+        if b is None or silence is None:
+            return None
+        return t0 + b, t0 + b + silence / 1e3
 
-    def distance(e):  # from QEMU's stop of the guest to the outage, 0 inside it
-        b, f = span(e)
-        return max(b - stop, stop - f, 0.0)
+    outages = [(e, span(e)) for e in rttmon
+               if e.get("state") == "red" and e.get("summary") is not True]
+    outages = [(e, sp) for e, sp in outages if sp]
+    if not outages:
+        return None
+
+    def distance(sp):  # from QEMU's stop of the guest to the outage, 0 inside it
+        return max(sp[0] - stop, stop - sp[1], 0.0)
 
     # The switch-over's outage: the one nearest QEMU's stop (a pre-copy stall can be longer);
     # none within a second of it: the switch-over's stayed below rttmon's red threshold.
-    worst = min(outages, key=lambda e: (distance(e), -(number(e.get("downtime_ms")) or 0)))
-    if distance(worst) > 1.0:
+    worst, (begin, end) = min(
+        outages, key=lambda o: (distance(o[1]), -(number(o[0].get("downtime_ms")) or 0)))
+    if distance((begin, end)) > 1.0:
         return None
-    begin, end = span(worst)
     hook = qmp.get("switchover_hook") if isinstance(qmp.get("switchover_hook"), dict) else {}
     pause = number(hook.get("wall"))
     return {"ms": number(worst.get("downtime_ms")), "start_s": round(begin - done, 3),
@@ -934,12 +938,14 @@ def ping_outage_md(records):
             continue
         lead = [p["start_s"] - p["stop_s"] for p in po if p["stop_s"] is not None]
         ends = [p["end_s"] for p in po]
-        parts.append(f"{m} {len(po)} run(s): the pings stopped a median "
-                     f"{statistics.median(lead) * 1e3:+.0f} ms from QEMU's stop of the guest "
-                     f"(range {min(lead) * 1e3:+.0f} to {max(lead) * 1e3:+.0f} ms) "
-                     if lead else f"{m} {len(po)} run(s): ")
-        parts[-1] += (f"and answered again a median {statistics.median(ends):.2f} s after QEMU's "
-                      f"completion (range {min(ends):.2f} to {max(ends):.2f} s)")
+        text = f"{m} {len(po)} run(s): "
+        if lead:
+            text += (f"the pings stopped a median {statistics.median(lead) * 1e3:+.0f} ms from "
+                     f"QEMU's stop of the guest (range {min(lead) * 1e3:+.0f} to "
+                     f"{max(lead) * 1e3:+.0f} ms) and ")
+        text += (f"answered again a median {statistics.median(ends):.2f} s after QEMU's "
+                 f"completion (range {min(ends):.2f} to {max(ends):.2f} s)")
+        parts.append(text)
     if not parts:
         return ""
     return ("\n\nPing outages against QEMU's switch-over (each run's outage event of shroud rttmon "
