@@ -111,6 +111,16 @@ else
     bad "stealth gateway configs in $out/gateways-stealth lack link_rate/max_rate = 9.500: $(grep -h '^link_rate\|^max_rate' "$out"/gateways-stealth/*.toml 2>&1 | tr '\n' ' ')"
 fi
 
+# The side-by-side table scripts/demo.sh prints after this run.
+table=$("$py" "$root/scripts/lib/demo_table.py" "$s" 2>&1) || true
+if grep -Eq '^QEMU status +completed +completed$' <<<"$table" &&
+   grep -Eq '^maxent \(Algorithm 2, shipped model\) +FLAGGED \([0-9.]+\) +hidden \([0-9.]+\)$' <<<"$table" &&
+   grep -Eq '^switch-over drain at maxR +- +applied \+[0-9]+ ms$' <<<"$table"; then
+    ok "demo.sh's side-by-side table: both completed, maxent flags native only, drain applied to stealth only"
+else
+    bad "demo.sh's side-by-side table is not what the summary says:"; echo "$table" | sed 's/^/#   /'
+fi
+
 if grep -q '^## What must hold' "$out/report.md" && grep -q '^## Table V' "$out/report.md"; then
     ok "report.md has the tables and the checks"
 else
