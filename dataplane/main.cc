@@ -636,8 +636,13 @@ int Run(int argc, char** argv) {
     LOG(ERROR) << "--idle_sleep_us must be at most 10000 (10 ms), got " << FLAGS_idle_sleep_us;
     return 2;
   }
-  if (FLAGS_replay_speed < 0 || FLAGS_duration_s < 0 || FLAGS_stats_interval_s < 0) {
-    LOG(ERROR) << "--replay_speed, --duration_s and --stats_interval_s must be >= 0";
+  // The upper bounds keep nanosecond arithmetic inside uint64 (and reject NaN,
+  // which compares false with everything).
+  if (!(FLAGS_replay_speed == 0 || (FLAGS_replay_speed >= 1e-3 && FLAGS_replay_speed <= 1e6)) ||
+      !(FLAGS_duration_s >= 0 && FLAGS_duration_s <= 1e9) ||
+      !(FLAGS_stats_interval_s >= 0 && FLAGS_stats_interval_s <= 1e9)) {
+    LOG(ERROR) << "--replay_speed must be 0 (off) or 0.001..1e6, --duration_s and "
+                  "--stats_interval_s 0..1e9 s";
     return 2;
   }
   if (FLAGS_mirror_ring_records < 2 || (FLAGS_mirror_ring_records & (FLAGS_mirror_ring_records - 1)) != 0 ||

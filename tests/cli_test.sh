@@ -105,7 +105,9 @@ pair=$root/conf/gateway-pair-a.toml
 expect "ratewalk help" 0 "--offered_mib_s" -- "$shroud" ratewalk --help
 expect "ratewalk needs a config" 2 "need exactly one GATEWAY_CONFIG" -- "$shroud" ratewalk
 expect "ratewalk: missing config names the file" 1 "/nonexistent/gw.toml" -- "$shroud" ratewalk /nonexistent/gw.toml
-expect "ratewalk: bad --offered_mib_s" 2 "'fast' is not a positive number" -- "$shroud" ratewalk --offered_mib_s 2,fast "$pair"
+expect "ratewalk: bad --offered_mib_s" 2 "'fast' is not a number of MiB/s" -- "$shroud" ratewalk --offered_mib_s 2,fast "$pair"
+expect "ratewalk: an --offered_mib_s beyond any link" 2 "'1e308' is not a number of MiB/s in \(0, 1000000\]" -- "$shroud" ratewalk --offered_mib_s 1e308 "$pair"
+expect "ratewalk: an empty --offered_mib_s" 2 "give at least one rate" -- "$shroud" ratewalk --offered_mib_s= "$pair"
 expect "ratewalk: bad --walk_seconds" 2 "--walk_seconds must be in" -- "$shroud" ratewalk --walk_seconds 0 "$pair"
 sed 's/^enabled = true *#.*Algorithm 3.*/enabled = false/' "$pair" >"$tmp/fixed.toml"
 expect "ratewalk: a config without the walk" 1 "rate_variation.enabled is false" -- "$shroud" ratewalk "$tmp/fixed.toml"
@@ -158,6 +160,36 @@ assert {r["paused"] for r in rows} == {"0"}, "no pauses configured"
 PY
 then ok "ratewalk: session spread draws a minR and win per session and reports the CoV spread"; else bad "ratewalk session spread" "$out"; fi
 expect "ratewalk: text shows the session spread" 0 "session spread +10 sessions of 30 s" -- "$shroud" ratewalk --walk_seconds 300 "$tmp/spread.toml"
+
+# Input that is not what the user meant: an error naming it, never defaults,
+# an empty result with exit 0, or a crash.
+mkdir -p "$tmp/confdir"
+expect "ratewalk: a directory as the config" 1 "confdir: is a directory" -- "$shroud" ratewalk "$tmp/confdir"
+: >"$tmp/empty.toml"
+expect "ratewalk: an empty config" 1 "empty.toml: the config is empty" -- "$shroud" ratewalk "$tmp/empty.toml"
+expect "ratewalk: /dev/zero as the config" 1 "/dev/zero: not a regular file" -- "$shroud" ratewalk /dev/zero
+{ printf 'x = '; head -c 20000 /dev/zero | tr '\0' '['; head -c 20000 /dev/zero | tr '\0' ']'; echo; } >"$tmp/deep.toml"
+expect "ratewalk: 20000 nested arrays are an error, not a crash" 1 "deep.toml:1: invalid TOML: arrays or inline tables nested deeper than 32" -- "$shroud" ratewalk "$tmp/deep.toml"
+printf '[rate_variation]\nseed = 99999999999999999999\n' >"$tmp/bigseed.toml"
+expect "ratewalk: an integer beyond int64" 1 "rate_variation.seed: out of range" -- "$shroud" ratewalk "$tmp/bigseed.toml"
+expect "analyze: --model /dev/zero" 2 "/dev/zero: not a regular file" -- "$shroud" analyze --model /dev/zero "$data/small.pcap"
+expect "analyze: --max_flows 0" 2 "--max_flows must be at least 1" -- "$shroud" analyze --max_flows=0 "$data/small.pcap"
+expect "analyze: flows beyond --max_flows are reported" 0 "warning: .*small.pcap: [0-9]+ packets of flows beyond the first 1 were not tracked" -- "$shroud" analyze --max_flows=1 --min_packets=1 "$data/small.pcap"
+echo '{"runs": [{"id": "a", "mode": "native", "capture": "a.pcap"}, {"id": "a", "mode": "stealth", "capture": "b.pcap"}]}' >"$tmp/dup.json"
+expect "judge: a run id twice, before any capture is read" 2 "dup.json: runs\[1\]: id \"a\" appears twice" -- "$shroud" judge "$tmp/dup.json"
+echo '{"runs": [{"id": "a", "mode": "fast", "capture": "a.pcap"}]}' >"$tmp/mode.json"
+expect "judge: a bad mode names the run list" 2 "mode.json: runs\[0\] \(a\): mode must be" -- "$shroud" judge "$tmp/mode.json"
+expect "judge: /dev/zero as the run list" 2 "/dev/zero: not a regular file" -- "$shroud" judge /dev/zero
+echo '{"runs": [{"id": "a", "mode": "native", "capture": "a.pcap"}]}' >"$tmp/runs.json"
+expect "judge: --l2 below 0" 2 "--l2 must be a number >= 0, got -1" -- "$shroud" judge --l2=-1 "$tmp/runs.json"
+expect "judge: --timing_l2 inf" 2 "--timing_l2 must be a number > 0, got inf" -- "$shroud" judge --timing_l2=inf "$tmp/runs.json"
+expect "judge: --feature_windows outside --windows" 2 "--feature_windows: 999 is not one of --windows" -- "$shroud" judge --feature_windows=100,500,999 "$tmp/runs.json"
+expect "judge: --ks_window outside --windows" 2 "--ks_window 7 is not one of --windows" -- "$shroud" judge --ks_window=7 "$tmp/runs.json"
+expect "eval: --alpha 5" 2 "--alpha must be between 0 and 1" -- "$shroud" eval --alpha=5 --migration "$data/small.pcap"
+expect "eval: --alpha nan" 2 "--alpha must be between 0 and 1" -- "$shroud" eval --alpha=nan --migration "$data/small.pcap"
+expect "eval: --folds 0" 2 "--folds must be at least 2, got 0" -- "$shroud" eval --folds=0 --migration "$data/small.pcap"
+expect "eval: --ks_window outside --windows" 2 "--ks_window 7 is not one of --windows" -- "$shroud" eval --ks_window=7 --migration "$data/small.pcap"
+expect "train: --l2 nan, before any capture is read" 2 "--l2 must be a number >= 0, got nan" -- "$shroud" train --l2=nan -o "$tmp/m.json" --migration /nonexistent.pcap
 
 echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" = 0 ]

@@ -540,6 +540,76 @@ TEST(GatewayConfigLoadTest, ErrorsCarryTheFileName) {
       HasSubstr(path + ":3: rate_variation.interval_ms: must be between 1 and 60000, got 0"));
 }
 
+// A file the user did not mean: a directory, an emptied file, /dev/zero,
+// a huge file. Each must be an error naming the path, never defaults.
+TEST(GatewayConfigLoadTest, NotARegularFileEmptyOrHugeIsAnError) {
+  const std::string dir = testing::MakeTempDir();
+  absl::StatusOr<GatewayConfig> c = LoadGatewayConfig(dir);
+  ASSERT_FALSE(c.ok());
+  EXPECT_THAT(std::string(c.status().message()), HasSubstr(dir + ": is a directory"));
+
+  c = LoadGatewayConfig("/dev/zero");
+  ASSERT_FALSE(c.ok());
+  EXPECT_THAT(std::string(c.status().message()), HasSubstr("/dev/zero: not a regular file"));
+
+  for (const char* text : {"", "  \n\t\n"}) {
+    const std::string path = dir + "/empty.toml";
+    std::ofstream(path) << text;
+    c = LoadGatewayConfig(path);
+    ASSERT_FALSE(c.ok()) << "'" << text << "'";
+    EXPECT_THAT(std::string(c.status().message()), HasSubstr(path + ": the config is empty"));
+  }
+  // A comment says "all defaults" on purpose.
+  const std::string comment = dir + "/comment.toml";
+  std::ofstream(comment) << "# all defaults\n";
+  EXPECT_TRUE(LoadGatewayConfig(comment).ok());
+
+  const std::string huge = dir + "/huge.toml";
+  {
+    std::ofstream out(huge);
+    const std::string line = "# " + std::string(1000, 'x') + "\n";
+    for (int i = 0; i < 1100; ++i) out << line;  // > 1 MiB of comments
+  }
+  c = LoadGatewayConfig(huge);
+  ASSERT_FALSE(c.ok());
+  EXPECT_THAT(std::string(c.status().message()), HasSubstr(huge + ": too large"));
+}
+
+// toml11 recurses per nesting level; thousands of levels used to overflow the
+// stack (SIGSEGV, also on a running gateway's reload).
+TEST(GatewayConfigParseTest, DeepNestingIsAnErrorNotACrash) {
+  const std::string deep = "x = " + std::string(100000, '[') + std::string(100000, ']') + "\n";
+  absl::StatusOr<GatewayConfig> c = ParseGatewayConfig(deep, "deep.toml");
+  ASSERT_FALSE(c.ok());
+  EXPECT_THAT(std::string(c.status().message()),
+              HasSubstr("deep.toml:1: invalid TOML: arrays or inline tables nested deeper than 32"));
+  // Brackets inside strings and comments are not nesting.
+  const std::string quoted = "# " + std::string(100, '[') + "\n[dataplane]\nmode = \"" +
+                             std::string(100, '{') + "\\\"" + std::string(100, '[') + "\"\n";
+  c = ParseGatewayConfig(quoted, "quoted.toml");
+  ASSERT_FALSE(c.ok());  // not a mode, but read: the error is about the value
+  EXPECT_THAT(std::string(c.status().message()), HasSubstr("dataplane.mode"));
+  EXPECT_THAT(std::string(c.status().message()), Not(HasSubstr("nested deeper")));
+  // Ordinary nesting still parses.
+  c = ParseGatewayConfig("[rate_variation]\nup_range = [1.0, 1.4] # ]]]\n", "ranges.toml");
+  EXPECT_TRUE(c.ok()) << c.status();
+}
+
+// toml11 saturates integer literals beyond int64; the reader must not take
+// the saturated value as what the user wrote.
+TEST(GatewayConfigParseTest, IntegersBeyondInt64AreOutOfRange) {
+  absl::StatusOr<GatewayConfig> c =
+      ParseGatewayConfig("[rate_variation]\nseed = 99999999999999999999\n", "big.toml");
+  ASSERT_FALSE(c.ok());
+  EXPECT_THAT(std::string(c.status().message()), HasSubstr("rate_variation.seed: out of range"));
+  c = ParseGatewayConfig("[rate_variation]\nseed = -99999999999999999999\n", "neg.toml");
+  ASSERT_FALSE(c.ok());
+  EXPECT_THAT(std::string(c.status().message()), HasSubstr("rate_variation.seed: must not be negative"));
+  c = ParseGatewayConfig("[rate_variation]\nseed = 9223372036854775806\n", "max.toml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->rate_variation.seed, 9223372036854775806u);
+}
+
 }  // namespace
 }  // namespace shroud
 

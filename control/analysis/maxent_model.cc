@@ -50,6 +50,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
 #include "nlohmann/json.hpp"
+#include "dataplane/core/text_file.h"
 
 namespace shroud {
 namespace {
@@ -374,22 +375,9 @@ absl::Status MaxEntModel::Save(const std::string& path) const {
 }
 
 absl::StatusOr<MaxEntModel> MaxEntModel::Load(const std::string& path) {
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (f == nullptr) {
-    const int error = errno;
-    return absl::ErrnoToStatus(error, absl::StrCat(path, ": cannot open"));
-  }
-  std::string text;
-  char buffer[65536];
-  size_t n;
-  while ((n = std::fread(buffer, 1, sizeof buffer, f)) > 0) text.append(buffer, n);
-  const bool failed = std::ferror(f) != 0;
-  const int error = errno;
-  std::fclose(f);
-  if (failed) {
-    return absl::ErrnoToStatus(error, absl::StrCat(path, ": cannot read"));
-  }
-  return FromJson(text, path);
+  absl::StatusOr<std::string> text = ReadTextFile(path);
+  if (!text.ok()) return text.status();
+  return FromJson(*text, path);
 }
 
 absl::StatusOr<MaxEntModel> MaxEntModel::FromJson(const std::string& text,

@@ -2,6 +2,7 @@
 
 #include <pcap/pcap.h>
 
+#include "absl/strings/str_cat.h"
 #include "control/capture/pcap_reader.h"
 #include "dataplane/core/packet_parser.h"
 
@@ -40,6 +41,11 @@ absl::StatusOr<CaptureAnalysis> AnalyzeCapture(const std::string& path,
       observed.flow->selected = (*reader)->LastRecordMatches(*selector);
     }
     if (options.on_packet) options.on_packet(parsed, record.time_ns);
+  }
+  if (result.table->dropped_flow_limit() > 0 && options.warn) {
+    options.warn(absl::StrCat(path, ": ", result.table->dropped_flow_limit(),
+                              " packets of flows beyond the first ", options.max_flows,
+                              " were not tracked (--max_flows)"));
   }
   return result;
 }

@@ -30,6 +30,9 @@ struct CaptureOptions {
   // evaluations that need more than the per-flow features, e.g. exact
   // inter-packet-time histograms). May be empty.
   std::function<void(const ParsedPacket& packet, uint64_t time_ns)> on_packet;
+  // Told, once per capture, what the reader left out without failing (flows
+  // beyond max_flows), so a command can say so. May be empty.
+  std::function<void(const std::string& message)> warn;
 };
 
 // Reads the whole file. Errors name the file: missing, not a capture,

@@ -72,9 +72,13 @@ absl::StatusOr<FeatureConfig> FeatureConfigFromFlags() {
 absl::StatusOr<CaptureOptions> CaptureOptionsFromFlags() {
   absl::StatusOr<FeatureConfig> features = FeatureConfigFromFlags();
   if (!features.ok()) return features.status();
+  if (FLAGS_max_flows == 0) return absl::InvalidArgumentError("--max_flows must be at least 1");
   CaptureOptions options;
   options.features = *features;
   options.max_flows = FLAGS_max_flows;
+  options.warn = [](const std::string& message) {
+    std::cerr << "shroud: warning: " << message << "\n";
+  };
   return options;
 }
 
@@ -106,8 +110,18 @@ absl::StatusOr<std::array<uint32_t, kMaxEntFeatures>> ParseTriple(const std::str
   return out;
 }
 
-absl::StatusOr<std::array<uint32_t, kMaxEntFeatures>> FeatureWindowsFromFlags() {
-  return ParseTriple("feature_windows", FLAGS_feature_windows);
+absl::StatusOr<std::array<uint32_t, kMaxEntFeatures>> FeatureWindowsFromFlags(
+    const FeatureConfig& config) {
+  absl::StatusOr<std::array<uint32_t, kMaxEntFeatures>> triple =
+      ParseTriple("feature_windows", FLAGS_feature_windows);
+  if (!triple.ok()) return triple;
+  for (uint32_t w : *triple) {
+    if (config.WindowSlot(w) < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--feature_windows: ", w, " is not one of --windows (", FLAGS_windows, ")"));
+    }
+  }
+  return triple;
 }
 
 absl::StatusOr<std::vector<LabelledFlow>> CollectFromArgs(const std::vector<std::string>& migration,
@@ -126,7 +140,10 @@ absl::StatusOr<std::vector<LabelledFlow>> CollectFromArgs(const std::vector<std:
   return CollectLabelledFlows(captures, *options_out);
 }
 
-MaxEntTrainingOptions TrainingOptionsFromFlags() {
+absl::StatusOr<MaxEntTrainingOptions> TrainingOptionsFromFlags() {
+  if (!std::isfinite(FLAGS_l2) || FLAGS_l2 < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("--l2 must be a number >= 0, got ", FLAGS_l2));
+  }
   MaxEntTrainingOptions options;
   options.l2 = FLAGS_l2;
   options.balance_classes = FLAGS_balance_classes;

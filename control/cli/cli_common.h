@@ -19,7 +19,8 @@ namespace shroud::cli {
 
 // Feature configuration from --burst_gap_ms, --pwin, --delta, --pct, --windows.
 absl::StatusOr<FeatureConfig> FeatureConfigFromFlags();
-// CaptureOptions with the features above and --max_flows.
+// CaptureOptions with the features above and --max_flows (>= 1), warning on
+// stderr about flows beyond it.
 absl::StatusOr<CaptureOptions> CaptureOptionsFromFlags();
 // --min_packets.
 uint64_t MinPacketsFromFlags();
@@ -29,10 +30,11 @@ absl::StatusOr<MaxEntModel> ModelFromFlags(std::string* origin);
 absl::StatusOr<std::array<uint32_t, kMaxEntFeatures>> ParseTriple(const std::string& flag,
                                                                   const std::string& value);
 
-// --l2, --balance_classes.
-MaxEntTrainingOptions TrainingOptionsFromFlags();
-// --feature_windows.
-absl::StatusOr<std::array<uint32_t, kMaxEntFeatures>> FeatureWindowsFromFlags();
+// --l2 (finite, >= 0), --balance_classes.
+absl::StatusOr<MaxEntTrainingOptions> TrainingOptionsFromFlags();
+// --feature_windows: three ascending windows, each one of config's --windows.
+absl::StatusOr<std::array<uint32_t, kMaxEntFeatures>> FeatureWindowsFromFlags(
+    const FeatureConfig& config);
 // Reads --migration/--background captures with the flag-configured features,
 // labels the flows (--migration_filter) and drops short ones (--min_packets);
 // exact_ipt: also count exact inter-packet times (eval's Table III).

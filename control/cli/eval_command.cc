@@ -15,6 +15,7 @@
 DECLARE_bool(json);
 DECLARE_string(model);
 DECLARE_string(migration_filter);
+DECLARE_string(windows);
 DEFINE_int32(folds, 5, "eval: cross-validation folds for the maxent attack (5 = 80/20 splits)");
 DEFINE_uint64(seed, 1, "eval: seed of the cross-validation shuffle");
 DEFINE_uint32(ks_window, 1000, "eval: the KS test compares the groups' per-flow CoV at this window");
@@ -184,9 +185,32 @@ int RunEval(const CommandArgs& args) {
     std::cerr << "shroud eval: need --migration CAPTURE... (see shroud eval --help)\n";
     return 2;
   }
-  auto windows = FeatureWindowsFromFlags();
-  if (!windows.ok()) {
-    std::cerr << "shroud eval: " << windows.status().message() << "\n";
+  absl::StatusOr<CaptureOptions> flag_options = CaptureOptionsFromFlags();
+  if (!flag_options.ok()) {
+    std::cerr << "shroud eval: " << flag_options.status().message() << "\n";
+    return 2;
+  }
+  auto windows = FeatureWindowsFromFlags(flag_options->features);
+  absl::StatusOr<MaxEntTrainingOptions> training = TrainingOptionsFromFlags();
+  if (!windows.ok() || !training.ok()) {
+    std::cerr << "shroud eval: "
+              << (!windows.ok() ? windows.status().message() : training.status().message()) << "\n";
+    return 2;
+  }
+  // Checked before any capture is read: each of these would otherwise only
+  // leave its row out of the results, with exit 0.
+  if (!(FLAGS_alpha > 0 && FLAGS_alpha < 1)) {
+    std::cerr << "shroud eval: --alpha must be between 0 and 1 (exclusive), got " << FLAGS_alpha
+              << "\n";
+    return 2;
+  }
+  if (FLAGS_folds < 2) {
+    std::cerr << "shroud eval: --folds must be at least 2, got " << FLAGS_folds << "\n";
+    return 2;
+  }
+  if (flag_options->features.WindowSlot(FLAGS_ks_window) < 0) {
+    std::cerr << "shroud eval: --ks_window " << FLAGS_ks_window << " is not one of --windows ("
+              << FLAGS_windows << ")\n";
     return 2;
   }
   std::string model_origin;
@@ -220,7 +244,7 @@ int RunEval(const CommandArgs& args) {
   cv.folds = FLAGS_folds;
   cv.seed = FLAGS_seed;
   cv.windows = *windows;
-  cv.training = TrainingOptionsFromFlags();
+  cv.training = *training;
   absl::StatusOr<DetectionRate> cv_rate = CrossValidateMaxEnt(r.flows, config, cv);
   if (cv_rate.ok()) {
     r.rates.emplace_back(absl::StrFormat("maxent (%d-fold CV)", FLAGS_folds), *cv_rate);

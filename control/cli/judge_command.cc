@@ -14,6 +14,7 @@
 #include "control/analysis/judge.h"
 #include "control/cli/cli_common.h"
 #include "control/cli/commands.h"
+#include "dataplane/core/text_file.h"
 
 DECLARE_bool(json);
 DECLARE_string(migration_filter);
@@ -31,11 +32,9 @@ namespace shroud::cli {
 namespace {
 
 absl::StatusOr<std::vector<JudgeRunSpec>> ReadManifest(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot open the run list ", path));
-  std::stringstream text;
-  text << in.rdbuf();
-  nlohmann::json doc = nlohmann::json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
+  absl::StatusOr<std::string> text = ReadTextFile(path);
+  if (!text.ok()) return text.status();
+  nlohmann::json doc = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
   if (doc.is_discarded() || !doc.is_object() || !doc.contains("runs") || !doc["runs"].is_array()) {
     return absl::InvalidArgumentError(
         absl::StrCat(path, ": expected a JSON object {\"runs\": [{\"id\", \"mode\", \"capture\"}, ...]}"));
@@ -51,6 +50,17 @@ absl::StatusOr<std::vector<JudgeRunSpec>> ReadManifest(const std::string& path) 
             absl::StrCat(path, ": runs[", i, "] needs a non-empty string \"", key, "\""));
       }
       *out = r[key].get<std::string>();
+    }
+    if (s.mode != "native" && s.mode != "stealth") {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": runs[", i, "] (", s.id,
+                                                     "): mode must be \"native\" or \"stealth\", got \"",
+                                                     s.mode, "\""));
+    }
+    for (const JudgeRunSpec& earlier : specs) {
+      if (earlier.id == s.id) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(path, ": runs[", i, "]: id \"", s.id, "\" appears twice"));
+      }
     }
     std::filesystem::path capture(s.capture);
     if (capture.is_relative()) s.capture = (base / capture).string();
@@ -265,23 +275,29 @@ int RunJudge(const CommandArgs& args) {
     std::cerr << "shroud judge: " << s.message() << "\n";
     return 2;
   }
-  if (!(FLAGS_timing_l2 > 0)) {
-    std::cerr << "shroud judge: --timing_l2 must be > 0\n";
+  if (!(FLAGS_timing_l2 > 0) || !std::isfinite(FLAGS_timing_l2)) {
+    std::cerr << "shroud judge: --timing_l2 must be a number > 0, got " << FLAGS_timing_l2 << "\n";
+    return 2;
+  }
+  if (options->features.WindowSlot(FLAGS_ks_window) < 0) {
+    std::cerr << "shroud judge: --ks_window " << FLAGS_ks_window << " is not one of --windows\n";
     return 2;
   }
   JudgeOptions o;
   o.config = options->features;
   std::string origin;
   absl::StatusOr<MaxEntModel> model = ModelFromFlags(&origin);
-  auto windows = FeatureWindowsFromFlags();
-  if (!model.ok() || !windows.ok()) {
-    std::cerr << "shroud judge: "
-              << (!model.ok() ? model.status().message() : windows.status().message()) << "\n";
-    return 2;
+  auto windows = FeatureWindowsFromFlags(options->features);
+  absl::StatusOr<MaxEntTrainingOptions> training = TrainingOptionsFromFlags();
+  for (const absl::Status& s : {model.status(), windows.status(), training.status()}) {
+    if (!s.ok()) {
+      std::cerr << "shroud judge: " << s.message() << "\n";
+      return 2;
+    }
   }
   o.shipped = *model;
   o.maxent_windows = *windows;
-  o.maxent_training = TrainingOptionsFromFlags();
+  o.maxent_training = *training;
   o.timing_training.l2 = FLAGS_timing_l2;
   o.timing_training.balance_classes = o.maxent_training.balance_classes;
   o.ks_window = FLAGS_ks_window;

@@ -44,12 +44,14 @@ absl::StatusOr<std::vector<double>> ParseOffered(const std::string& text) {
   std::vector<double> out;
   for (absl::string_view part : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
     double mib = 0;
-    if (!absl::SimpleAtod(part, &mib) || !(mib > 0) || !std::isfinite(mib)) {
+    // A terabyte per second is beyond any link; it also keeps mib * kMiB finite.
+    if (!absl::SimpleAtod(part, &mib) || !(mib > 0) || !(mib <= 1e6)) {
       return absl::InvalidArgumentError(absl::StrFormat(
-          "--offered_mib_s: '%s' is not a positive number of MiB/s", std::string(part)));
+          "--offered_mib_s: '%s' is not a number of MiB/s in (0, 1000000]", std::string(part)));
     }
     out.push_back(mib * kMiB);
   }
+  if (out.empty()) return absl::InvalidArgumentError("--offered_mib_s: give at least one rate");
   return out;
 }
 

@@ -199,8 +199,13 @@ int RunRttmon(const CommandArgs& args) {
     return usage_error(absl::InvalidArgumentError(
         absl::StrFormat("--family=%s: use any, 4 or 6", FLAGS_family)));
   }
-  if (!(FLAGS_duration >= 0) || !std::isfinite(FLAGS_duration)) {
-    return usage_error(absl::InvalidArgumentError("--duration must be >= 0 seconds (0: until Ctrl-C)"));
+  // 1e9 s (31 years) keeps the nanosecond arithmetic below int64's limit.
+  if (!(FLAGS_duration >= 0 && FLAGS_duration <= 1e9)) {
+    return usage_error(absl::InvalidArgumentError(
+        "--duration must be 0..1e9 seconds (0: until Ctrl-C)"));
+  }
+  if (!(FLAGS_status_every_s >= 0 && FLAGS_status_every_s <= 1e9)) {
+    return usage_error(absl::InvalidArgumentError("--status_every_s must be 0..1e9 seconds (0: never)"));
   }
   if (absl::Status s = options.prober.Validate(); !s.ok()) return usage_error(s);
   // Priority 10: above ordinary threads, below the kernel's own RT threads.

@@ -35,9 +35,16 @@ int RunTrain(const CommandArgs& args) {
     std::cerr << "shroud train: need --migration CAPTURE... and -o MODEL (see shroud train --help)\n";
     return 2;
   }
-  auto windows = FeatureWindowsFromFlags();
-  if (!windows.ok()) {
-    std::cerr << "shroud train: " << windows.status().message() << "\n";
+  absl::StatusOr<CaptureOptions> flag_options = CaptureOptionsFromFlags();
+  if (!flag_options.ok()) {
+    std::cerr << "shroud train: " << flag_options.status().message() << "\n";
+    return 2;
+  }
+  auto windows = FeatureWindowsFromFlags(flag_options->features);
+  absl::StatusOr<MaxEntTrainingOptions> training = TrainingOptionsFromFlags();
+  if (!windows.ok() || !training.ok()) {
+    std::cerr << "shroud train: "
+              << (!windows.ok() ? windows.status().message() : training.status().message()) << "\n";
     return 2;
   }
   CaptureOptions options;
@@ -47,8 +54,7 @@ int RunTrain(const CommandArgs& args) {
     std::cerr << "shroud train: " << flows.status().message() << "\n";
     return 1;
   }
-  MaxEntTrainingOptions training = TrainingOptionsFromFlags();
-  auto model = TrainOnFlows(*flows, *config, *windows, training);
+  auto model = TrainOnFlows(*flows, *config, *windows, *training);
   if (!model.ok()) {
     std::cerr << "shroud train: " << model.status().message() << "\n";
     return 1;

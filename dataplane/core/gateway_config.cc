@@ -22,6 +22,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
+#include "dataplane/core/text_file.h"
 
 namespace shroud {
 
@@ -148,7 +149,17 @@ class TableReader {
     if (v == nullptr) return;
     if (!v->is_integer()) return TypeError(key, *v, "an integer");
     int64_t i = v->as_integer();
-    if (i < 0) return diag_->Error(KeyPath(key), absl::StrCat("must not be negative, got ", i));
+    // toml11 saturates an integer literal beyond int64 at its limits rather
+    // than failing, so the limits themselves mean "out of range".
+    if (i == std::numeric_limits<int64_t>::max()) {
+      return diag_->Error(KeyPath(key), absl::StrCat("out of range (at most ",
+                                                     std::numeric_limits<int64_t>::max() - 1, ")"));
+    }
+    if (i < 0) {
+      return diag_->Error(KeyPath(key), i == std::numeric_limits<int64_t>::min()
+                                            ? std::string("must not be negative")
+                                            : absl::StrCat("must not be negative, got ", i));
+    }
     if constexpr (sizeof(T) < sizeof(int64_t)) {
       if (static_cast<uint64_t>(i) > std::numeric_limits<T>::max()) {
         return diag_->Error(KeyPath(key), absl::StrCat("too large: ", i));
@@ -1181,6 +1192,60 @@ std::string CleanTomlMessage(std::string message) {
 
 }  // namespace
 
+namespace {
+
+// toml11 parses nested arrays and inline tables by recursion, so a few
+// thousand '[' in a row overflow the stack and kill the process (a reload
+// would kill a running gateway). A config needs a handful of levels; count
+// them outside strings and comments before toml11 sees the text.
+constexpr int kMaxConfigNesting = 32;
+// A config is a few KB; a megabyte is a wrong file.
+constexpr size_t kMaxConfigBytes = size_t{1} << 20;
+
+absl::Status CheckNestingDepth(std::string_view text, const std::string& name) {
+  int depth = 0;
+  int line = 1;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (c == '\n') {
+      ++line;
+    } else if (c == '#') {
+      while (i + 1 < text.size() && text[i + 1] != '\n') ++i;
+    } else if (c == '"' || c == '\'') {
+      // Basic ("...", with \ escapes) or literal ('...') strings, single- or
+      // triple-quoted (multi-line); an unterminated one is toml11's to report.
+      const bool triple = text.substr(i, 3) == std::string_view(c == '"' ? "\"\"\"" : "'''");
+      const std::string_view close = triple ? text.substr(i, 3) : text.substr(i, 1);
+      for (i += close.size(); i < text.size(); ++i) {
+        if (c == '"' && text[i] == '\\') {
+          ++i;
+          if (i < text.size() && text[i] == '\n') ++line;
+          continue;
+        }
+        if (text[i] == '\n') {
+          ++line;
+          if (!triple) break;
+        }
+        if (text.substr(i, close.size()) == close) {
+          i += close.size() - 1;
+          break;
+        }
+      }
+    } else if (c == '[' || c == '{') {
+      if (++depth > kMaxConfigNesting) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            name, ":", line, ": invalid TOML: arrays or inline tables nested deeper than ",
+            kMaxConfigNesting, " levels"));
+      }
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::Status ValidateGatewayConfig(const GatewayConfig& config) {
   Diagnostics d("");
   ValidateInto(config, d);
@@ -1189,6 +1254,7 @@ absl::Status ValidateGatewayConfig(const GatewayConfig& config) {
 
 absl::StatusOr<GatewayConfig> ParseGatewayConfig(std::string_view text, std::string_view origin) {
   std::string name(origin);
+  if (absl::Status depth = CheckNestingDepth(text, name); !depth.ok()) return depth;
   toml::value root;
   try {
     std::istringstream in{std::string(text)};
@@ -1217,14 +1283,17 @@ absl::StatusOr<GatewayConfig> ParseGatewayConfig(std::string_view text, std::str
 }
 
 absl::StatusOr<GatewayConfig> LoadGatewayConfig(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return absl::NotFoundError(absl::StrCat(path, ": cannot open: ", std::strerror(errno)));
+  absl::StatusOr<std::string> text = ReadTextFile(path, kMaxConfigBytes);
+  if (!text.ok()) return text.status();
+  // A file emptied by a failed edit or a `>` redirect would otherwise run the
+  // gateway on defaults (no classify rules, no shaping); a config that means
+  // "all defaults" says so with at least a comment.
+  if (absl::StripAsciiWhitespace(*text).empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": the config is empty (for all defaults, leave out --config or "
+                           "write a comment)"));
   }
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) return absl::DataLossError(absl::StrCat(path, ": read error"));
-  return ParseGatewayConfig(text.str(), path);
+  return ParseGatewayConfig(*text, path);
 }
 
 }  // namespace shroud
