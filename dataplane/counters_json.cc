@@ -14,7 +14,8 @@ nlohmann::json DirectionJson(const DirectionCounters& d) {
   return {{"rx_packets", d.rx_packets},           {"rx_bytes", d.rx_bytes},
           {"forwarded_packets", d.forwarded_packets}, {"forwarded_bytes", d.forwarded_bytes},
           {"shaped_packets", d.shaped_packets},   {"tx_packets", d.tx_packets},
-          {"tx_bytes", d.tx_bytes},               {"tx_dropped", d.tx_dropped}};
+          {"tx_bytes", d.tx_bytes},               {"tx_dropped", d.tx_dropped},
+          {"tx_retried", d.tx_retried}};
 }
 
 nlohmann::json ClassJson(const ShaperClassCounters& s) {
@@ -185,9 +186,10 @@ std::vector<std::string> FormatCounters(const GatewayCounters& c,
   for (Direction d : {kInsideToOutside, kOutsideToInside}) {
     const DirectionCounters& x = c.direction[d];
     lines.push_back(absl::StrFormat(
-        "  %s: rx %u pkts, forwarded %u, shaped %u, tx %u pkts %u B, tx refused %u",
+        "  %s: rx %u pkts, forwarded %u, shaped %u, tx %u pkts %u B, tx refused %u (retried %u)",
         d == kInsideToOutside ? "inside->outside" : "outside->inside", x.rx_packets,
-        x.forwarded_packets, x.shaped_packets, x.tx_packets, x.tx_bytes, x.tx_dropped));
+        x.forwarded_packets, x.shaped_packets, x.tx_packets, x.tx_bytes, x.tx_dropped,
+        x.tx_retried));
   }
   uint64_t malformed = 0;
   for (size_t i = 0; i < c.parse_status.size(); ++i) {

@@ -29,7 +29,7 @@ struct PortCounters {
 //               "rx_missed", "rx_errors", "tx_errors", "rx_nombuf"}],
 //    "inside_to_outside"/"outside_to_inside": {"rx_packets", "rx_bytes",
 //        "forwarded_packets", "forwarded_bytes", "shaped_packets", "tx_packets",
-//        "tx_bytes", "tx_dropped"},
+//        "tx_bytes", "tx_dropped", "tx_retried"},
 //    "parse": {"<status>": n, ...}, "malformed_dropped": n,
 //    "flows": {"active", "created", "evicted_idle", "table_full"},
 //    "classified": {"rule", "signature", "no_match"}, "scanner_errors": n,

@@ -335,14 +335,25 @@ void GatewayWorker::Flush(Direction dir) {
   // moment; a second attempt usually finds room.
   if (unlikely(sent < t.count)) sent += rte_eth_tx_burst(port, 0, t.pkts.data() + sent, t.count - sent);
   DirectionCounters& c = counters_.direction[dir];
+  // What the port still refuses waits at the front of the buffer for the
+  // next Flush (a full TX ring drains within microseconds): dropping a chaff
+  // frame would leave a hole in its connection that nobody retransmits, and
+  // a shaped frame has had its tokens. Beyond a burst's worth they are
+  // dropped, so appending a burst before each Flush never overflows the
+  // buffer (2 bursts).
+  const uint16_t keep = std::min<uint16_t>(t.count - sent, options_.burst);
   for (uint16_t i = sent; i < t.count; ++i) {
-    ++c.tx_dropped;
     bytes -= rte_pktmbuf_pkt_len(t.pkts[i]);
-    rte_pktmbuf_free(t.pkts[i]);
+    if (i >= sent + keep) {
+      ++c.tx_dropped;
+      rte_pktmbuf_free(t.pkts[i]);
+    }
   }
+  for (uint16_t i = 0; i < keep; ++i) t.pkts[i] = t.pkts[sent + i];
   c.tx_packets += sent;
   c.tx_bytes += bytes;
-  t.count = 0;
+  c.tx_retried += keep;
+  t.count = keep;
 }
 
 void GatewayWorker::ApplyUpdate(uint64_t now) {
@@ -421,6 +432,7 @@ void GatewayWorker::StepRate(uint64_t now) {
   // the chaff envelope's reference, so chaff fills the whole of it.
   const bool paused = rate_variation_.PausedAt(now, rng_);
   shaper_.SetRate(ShapedClass::kMigration, paused ? 0 : rate);
+  rate_paused_ = paused;
   counters_.rate_paused_steps += paused;
   ++counters_.rate_steps;
   counters_.rate_bytes_per_sec = rate;
@@ -546,6 +558,7 @@ void GatewayWorker::StepChaff(uint64_t now) {
   const uint64_t answered = counters_.chaff_traffic.answered_bytes;
   ChaffLoad load;
   load.migration_rate_bytes_per_sec = counters_.rate_bytes_per_sec;
+  load.migration_paused = rate_paused_;
   if (counters_.chaff_traffic.policy_steps > 0 && now > ch.last_step_ns) {
     const double seconds = static_cast<double>(now - ch.last_step_ns) * 1e-9;
     auto per_sec = [seconds](uint64_t bytes) {
@@ -624,6 +637,16 @@ void GatewayWorker::Run(const std::atomic<bool>& stop) {
     now = NowNs();
     bool busy = false;
     for (Direction dir : {kInsideToOutside, kOutsideToInside}) {
+      // Back-pressure: while the port of this direction refuses frames (see
+      // Flush), its rx ring is not read, so what arrives waits there (and the
+      // NIC counts what it cannot hold) instead of being dropped here.
+      if (tx_[dir].count > 0) {
+        Flush(dir);
+        if (tx_[dir].count > 0) {
+          busy = true;
+          continue;
+        }
+      }
       const uint16_t n = Receive(dir, now, rx.data());
       if (n == 0) continue;
       busy = true;
@@ -634,7 +657,8 @@ void GatewayWorker::Run(const std::atomic<bool>& stop) {
     }
     if (chaff_.has_value() && chaff_->decision.generate) SupplyChaff(now);
     // The shaper refills at `now` and releases what its buckets allow.
-    for (;;) {
+    // Not while the WAN port refuses frames: they stay queued, in order.
+    while (tx_[kInsideToOutside].count == 0) {
       const size_t n = shaper_.Dequeue(now, handles.data(), options_.burst);
       if (n == 0) break;
       busy = true;
@@ -658,7 +682,16 @@ void GatewayWorker::Run(const std::atomic<bool>& stop) {
                  options_.idle_timeout_ns, kSweepSlotsPerLoop, stream_.packets());
       next_sweep_ns_ = now + kSweepPeriodNs;
     }
-    if (!busy) IdleSleep(options_.idle_sleep_ns);
+    // Frames the port refused last time are retried before any sleep.
+    for (Direction dir : {kInsideToOutside, kOutsideToInside}) {
+      if (tx_[dir].count > 0) {
+        Flush(dir);
+        busy = true;
+      }
+    }
+    // Queued packets waiting for tokens are not "idle": a sleep longer than a
+    // bucket takes to fill would lose tokens and clump the output.
+    if (!busy) IdleSleep(std::min(options_.idle_sleep_ns, shaper_.MaxIdleNs()));
 
     if ((loop & kChoreLoopMask) != 0) continue;
     counters_.loops = loop;
@@ -675,7 +708,9 @@ void GatewayWorker::Run(const std::atomic<bool>& stop) {
       break;
     }
     if (options_.exit_when_idle_ns > 0 && now - last_rx_ns_ >= options_.exit_when_idle_ns) {
-      const bool staged = staging_[0].head < staging_[0].count || staging_[1].head < staging_[1].count;
+      const bool staged = staging_[0].head < staging_[0].count ||
+                          staging_[1].head < staging_[1].count || tx_[0].count > 0 ||
+                          tx_[1].count > 0;
       const ShaperClassCounters mig = shaper_.counters(ShapedClass::kMigration);
       const ShaperClassCounters chaff = shaper_.counters(ShapedClass::kChaff);
       // Our own chaff never runs dry while generating; it does not count

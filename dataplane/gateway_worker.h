@@ -147,6 +147,7 @@ struct DirectionCounters {
   uint64_t tx_packets = 0;         // accepted by the tx port
   uint64_t tx_bytes = 0;
   uint64_t tx_dropped = 0;         // refused by the tx port (ring full), freed
+  uint64_t tx_retried = 0;         // refused once, kept for the next flush
 };
 
 struct GatewayCounters {
@@ -319,6 +320,7 @@ class GatewayWorker {
     uint64_t last_answered_bytes = 0;
   };
   std::optional<Chaff> chaff_;
+  bool rate_paused_ = false;  // the migration class held at 0 this interval (StepRate)
   // Separate from rng_, so Algorithm 3's rates for a seed are the same with
   // chaff on or off.
   std::mt19937_64 chaff_rng_;

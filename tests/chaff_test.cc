@@ -1208,6 +1208,11 @@ TEST(ChaffPolicyTest, EnvelopeFollowingAlgorithm3) {
   // leaves of r, so the aggregate is r whether a migration runs or not.
   EXPECT_EQ(p.Update(0, {4'000'000, 0, 0}), (ChaffDecision{true, 0}));
   EXPECT_EQ(p.Update(0, {4'000'000, 4'000'000, 0}), (ChaffDecision{true, 0}));
+  // A session pause holds migration at 0: nothing of r to borrow, so chaff's
+  // own rate is the whole envelope (it used to be envelope - r = 0: a silent
+  // WAN for the pause).
+  EXPECT_EQ(p.Update(0, {4'000'000, 0, 0, /*migration_paused=*/true}),
+            (ChaffDecision{true, 4'000'000}));
   c.envelope_rate_multiple = 1.5;
   p.Reconfigure(c);
   RateVariation rv{RateVariationConfig{}};

@@ -12,6 +12,7 @@
 #include <memory>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <unistd.h>
 #include <vector>
 
@@ -142,6 +143,46 @@ TEST_F(GatewayWorkerTest, ForwardsDefaultTrafficUnchangedAndInOrderBothWays) {
   EXPECT_EQ(c.parse_status[static_cast<size_t>(ParseStatus::kNotIp)], 1u);
   EXPECT_EQ(c.flows.created, 7u + 3u);
   EXPECT_EQ(c.default_class.packets, in.size());
+}
+
+// A port whose tx ring is full refuses frames; the worker keeps them and
+// stops reading that direction until the port takes them again, so nothing is
+// lost or reordered (it used to free them: a hole in a chaff connection that
+// nobody retransmits, a shaped frame whose tokens were spent).
+TEST_F(GatewayWorkerTest, AFullTxRingHoldsFramesBackInsteadOfDroppingThem) {
+  size_t filler = 0;
+  for (;;) {  // fill the outside port's tx ring to the brim
+    rte_mbuf* m = test_frames::FrameToMbuf(g_env.pool, Frame(60, 0xee));
+    ASSERT_NE(m, nullptr);
+    if (rte_ring_enqueue(g_env.tx[1], m) != 0) {
+      rte_pktmbuf_free(m);
+      break;
+    }
+    ++filler;
+  }
+  std::vector<Frame> in;
+  for (int i = 0; i < 300; ++i) in.push_back(Udp("192.0.2.1", "198.51.100.2", 5000, 53, 20 + i));
+  Inject(0, in);
+  std::atomic<bool> worker_done{false};
+  std::vector<Frame> out;
+  std::thread port([&] {
+    // The port stays full for 100 ms (the worker's idle exit is 30 ms), then
+    // takes frames as they come.
+    usleep(100'000);
+    for (int i = 0; i < 20'000 && !(worker_done && rte_ring_count(g_env.tx[1]) == 0); ++i) {
+      for (Frame& f : Drain(1)) out.push_back(std::move(f));
+      usleep(500);
+    }
+  });
+  GatewayCounters c = RunWorker(BaseConfig(), /*duration_ns=*/10'000'000'000ull);
+  worker_done = true;
+  port.join();
+  ASSERT_EQ(out.size(), filler + in.size());
+  EXPECT_THAT(std::vector<Frame>(out.begin() + static_cast<std::ptrdiff_t>(filler), out.end()),
+              ElementsAreArray(in));
+  EXPECT_EQ(c.direction[kInsideToOutside].tx_dropped, 0u);
+  EXPECT_GT(c.direction[kInsideToOutside].tx_retried, 0u);
+  EXPECT_EQ(c.direction[kInsideToOutside].tx_packets, in.size());
 }
 
 TEST_F(GatewayWorkerTest, ShapesTheMigrationFlowAtItsRateAndForwardsItsAcks) {

@@ -780,6 +780,41 @@ TEST(ShaperTest, ChaffFillsWhatMigrationLeavesUnused) {
             << "+" << busy[1] << ", partial " << part[0] << "+" << part[1] << " bytes/s\n";
 }
 
+// A worker that sleeps when a loop released nothing (--idle_sleep_us) must
+// not sleep longer than a bucket takes to fill while packets wait for tokens:
+// tokens beyond a full bucket are lost, so a 10 ms sleep capped migration at
+// a 16 KiB bucket per 10 ms (1.6 MB/s of its 10) and sent it in clumps.
+TEST(ShaperTest, SleepingAtMostMaxIdleBetweenDequeuesLosesNoTokens) {
+  const ShaperConfig sc = BorrowConfig();
+  auto sent_in_a_second = [&sc](uint64_t idle_sleep_ns, bool honour_max_idle) {
+    Sim sim(sc, 0);
+    EXPECT_EQ(sim.shaper().MaxIdleNs(), UINT64_MAX) << "nothing queued: no limit";
+    sim.KeepBacklogged(kMig, 64, 1518, 1518);
+    RunPhase(sim, 100 * kMs, [] {});  // past the initial full buckets
+    const uint64_t before = sim.sent_bytes(kMig);
+    const uint64_t end = sim.now() + kSec;
+    while (sim.now() < end) {
+      sim.KeepBacklogged(kMig, 64, 1518, 1518);
+      if (sim.Poll(256).empty()) {
+        const uint64_t max_idle = sim.shaper().MaxIdleNs();
+        EXPECT_LT(max_idle, UINT64_MAX) << "packets are queued";
+        sim.Advance(honour_max_idle ? std::min(idle_sleep_ns, max_idle) : idle_sleep_ns);
+      } else {
+        sim.AdvanceJitter();
+      }
+    }
+    return static_cast<double>(sim.sent_bytes(kMig) - before);
+  };
+  const double rate = 10'000'000.0;
+  EXPECT_NEAR(sent_in_a_second(10 * kMs, true), rate, 0.02 * rate);
+  EXPECT_LT(sent_in_a_second(10 * kMs, false), 0.3 * rate) << "the loss this guards against";
+  Sim sim(sc, 0);
+  sim.Offer(kMig, 1518);
+  // Migration's 10 MB/s fills its 16 KiB bucket in 1.64 ms (chaff has no
+  // rate; the root's link rate is far above both).
+  EXPECT_EQ(sim.shaper().MaxIdleNs(), 16'384ull * 1'000'000'000 / 10'000'000 / 2);
+}
+
 TEST(ShaperTest, ChaffDoesNotBorrowWhenDisabled) {
   ShaperConfig sc = BorrowConfig();
   sc.chaff_borrows_from_migration = false;

@@ -93,9 +93,10 @@ uint64_t ChaffPolicy::Fill(const ChaffLoad& load) const {
     envelope =
         config_.envelope_rate_multiple * static_cast<double>(load.migration_rate_bytes_per_sec);
   }
-  const double migration = static_cast<double>(config_.chaff_borrows_from_migration
-                                                   ? load.migration_rate_bytes_per_sec
-                                                   : load.migration_sent_bytes_per_sec);
+  const double migration =
+      config_.chaff_borrows_from_migration
+          ? (load.migration_paused ? 0.0 : static_cast<double>(load.migration_rate_bytes_per_sec))
+          : static_cast<double>(load.migration_sent_bytes_per_sec);
   if (!(envelope > migration)) return 0;
   return std::min(kMaxRateBytesPerSec, static_cast<uint64_t>(std::llround(envelope - migration)));
 }

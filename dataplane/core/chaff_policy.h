@@ -103,6 +103,10 @@ struct ChaffLoad {
   // Default-class traffic through the gateway: everything but migration and
   // chaff (the peer's absorbed chaff included or not, consistently).
   uint64_t background_bytes_per_sec = 0;
+  // A session pause (RateVariation::PausedAt) holds the migration class at 0
+  // for the interval: r stays the envelope, and chaff borrows none of r's
+  // tokens, so its own rate must be all of the envelope.
+  bool migration_paused = false;
 };
 
 struct ChaffDecision {

@@ -292,6 +292,28 @@ size_t Shaper::Dequeue(uint64_t now_ns, uint64_t* out, size_t max_packets) {
   return n;
 }
 
+uint64_t Shaper::MaxIdleNs() const {
+  bool queued = false;
+  for (const ClassState& s : classes_) queued = queued || !s.queue.empty();
+  if (!queued) return UINT64_MAX;
+  // A class sends at most its rate bucket's tokens (its ceil bucket, as deep
+  // and faster, is full first and binds only within a burst), a borrower its
+  // lender's: so every class's rate bucket counts, and the root if the rates
+  // together would fill it sooner.
+  double fill_ns = 1.8e19;
+  double rates = 0;
+  for (const ClassState& s : classes_) {
+    const double rate = static_cast<double>(s.rate.rate());
+    if (rate <= 0) continue;
+    rates += rate;
+    fill_ns = std::min(fill_ns, static_cast<double>(s.rate.burst_bytes()) * 1e9 / rate);
+  }
+  if (rates > 0) {
+    fill_ns = std::min(fill_ns, static_cast<double>(root_.burst_bytes()) * 1e9 / rates);
+  }
+  return fill_ns >= 1.8e19 ? UINT64_MAX : static_cast<uint64_t>(fill_ns / 2);
+}
+
 ShaperClassCounters Shaper::counters(ShapedClass c) const {
   const ClassState& s = cls(c);
   ShaperClassCounters k = s.counters;

@@ -428,6 +428,14 @@ class Shaper {
 
   // Counters of class `c`, backlog included.
   ShaperClassCounters counters(ShapedClass c) const;
+
+  // How long a caller with nothing else to do may sleep before calling
+  // Dequeue again without losing tokens: half the time in which a class's
+  // rate bucket (either class's: one may borrow the other's), or the root at
+  // the classes' rates together, fills from empty. Tokens beyond a full
+  // bucket are lost, so a longer sleep would cap the throughput at a bucket
+  // per sleep. UINT64_MAX when nothing is queued or no class has a rate.
+  uint64_t MaxIdleNs() const;
   const DefaultClassCounters& default_counters() const { return default_counters_; }
 
   const TokenBucket& root_bucket() const { return root_; }
