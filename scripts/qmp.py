@@ -3,7 +3,10 @@
 
 Usage:
   qmp.py SOCKET wait [--timeout S]             wait until QEMU answers on SOCKET
-  qmp.py SOCKET exec CMD [JSON-ARGS]           run one command, print its "return"
+  qmp.py SOCKET exec CMD [JSON-ARGS] [--timeout S]
+                                               run one command, print its "return"
+                                               (gives up after S s, default 20, when
+                                               nobody answers on SOCKET)
   qmp.py SOCKET migrate --uri URI --bandwidth BYTES_PER_S
                         [--timeout S] [--interval S] [--downtime-limit MS]
                         [--switchover-hook CMD | --switchover-ctl SOCKET
@@ -46,11 +49,13 @@ class QMPError(Exception):
 
 
 class QMP:
-    def __init__(self, path, timeout=10.0):
+    def __init__(self, path, timeout=10.0, connect_timeout=None):
         self.path = path
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.timeout = timeout
-        self.sock.settimeout(timeout)
+        # connect_timeout bounds the connect, greeting and qmp_capabilities
+        # (connect_retry's deadline); `timeout` each read after that.
+        self.sock.settimeout(timeout if connect_timeout is None else connect_timeout)
         self.sock.connect(path)
         self.buf = b""
         self.events = []
@@ -58,6 +63,7 @@ class QMP:
         if "QMP" not in greeting:
             raise QMPError("no QMP greeting on %s: %r" % (path, greeting))
         self.execute("qmp_capabilities")
+        self.sock.settimeout(timeout)
 
     def close(self):
         try:
@@ -127,13 +133,16 @@ class QMP:
             self.sock.settimeout(self.timeout)
 
 
-def connect_retry(path, timeout):
+def connect_retry(path, timeout, io_timeout=10.0):
+    """A QMP session on PATH within TIMEOUT s. An attempt that connects but
+    hears no greeting (a hung QEMU) ends at the deadline too, not after
+    IO_TIMEOUT, the timeout of each read once connected."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
         if os.path.exists(path):
             try:
-                return QMP(path)
+                return QMP(path, io_timeout, min(io_timeout, max(deadline - time.monotonic(), 0.05)))
             except (OSError, QMPError) as e:  # not listening yet
                 last = e
         time.sleep(0.1)
@@ -394,7 +403,15 @@ def main(argv):
             p.error(str(ex))
 
     try:
-        q = connect_retry(a.socket, getattr(a, "timeout", 20.0) if a.op == "wait" else 20.0)
+        # wait and exec give up after their --timeout (exec also bounds its
+        # reads by it: a caller polling a QEMU that died must not hang);
+        # migrate's --timeout is the migration's, its connect 20 s as before.
+        if a.op == "migrate":
+            q = connect_retry(a.socket, 20.0)
+        elif a.op == "exec":
+            q = connect_retry(a.socket, a.timeout, min(10.0, a.timeout))
+        else:
+            q = connect_retry(a.socket, a.timeout)
     except QMPError as ex:
         print("qmp.py: %s" % ex, file=sys.stderr)
         return 2

@@ -21,7 +21,9 @@ done
 # The capture tools too: the testbed's end-to-end tests run real QEMU
 # migrations (tests/evaluate_demo_test.sh).
 scripts/setup.sh --build-dir build --with-capture-tools
-meson test -C build --print-errorlogs --num-processes 2
+# A failing suite still gets its summary line below; the exit status stays meson's.
+meson_rc=0
+meson test -C build --print-errorlogs --num-processes 2 || meson_rc=$?
 # One summary line for people and CI, counted from meson's own log.
 summary=$(python3 - build/meson-logs/testlog.json <<'PY'
 import json, sys
@@ -33,6 +35,10 @@ for line in open(sys.argv[1]):
 print(f"{counts['OK']} passed, {counts['FAIL']} failed, {counts['SKIP']} skipped")
 PY
 )
+if [ "$meson_rc" != 0 ]; then
+  echo "suites: $summary"
+  exit "$meson_rc"
+fi
 
 if [ "$fuzz" = 1 ]; then
   # libFuzzer needs clang; a separate build dir keeps the gcc build untouched.
@@ -40,12 +46,21 @@ if [ "$fuzz" = 1 ]; then
     CXX=clang++ meson setup build-fuzz -Dfuzz=true --buildtype=debugoptimized
   fi
   meson compile -C build-fuzz -j 2 fuzz_packet_parser fuzz_pcap_reader
+  # The corpus copy goes also on a crash or Ctrl-C (bash runs EXIT traps on
+  # INT and TERM too).
+  work=""
+  trap 'rm -rf "$work"' EXIT
+  # Crash, timeout and leak inputs: libFuzzer writes them to the working
+  # directory (the repository's root) unless told; in the build dir they
+  # outlive the corpus copy, to reproduce with build-fuzz/fuzz_TARGET FILE.
+  mkdir -p build-fuzz/fuzz-artifacts
   for target in packet_parser pcap_reader; do
     work=$(mktemp -d)
     cp -r tests/fuzz/corpus/. "$work/"
     echo "fuzz: $target for ${fuzz_seconds}s"
     # -max_total_time bounds the run; a crash exits non-zero and fails CI.
     build-fuzz/fuzz_$target -max_total_time="$fuzz_seconds" -rss_limit_mb=2048 \
+      -artifact_prefix="build-fuzz/fuzz-artifacts/$target-" \
       -print_final_stats=1 "$work" 2>&1 | tail -n 12
     rm -rf "$work"
   done

@@ -5,7 +5,8 @@ What it checks: --switchover-hook sets QEMU's events and pause-before-switchover
 capabilities, runs the hook while QEMU waits in pre-switchover and only then
 sends migrate-continue, records the hook's exit status, continues whatever the
 hook did, and reports null when QEMU never paused; without the hook nothing of
-that is asked of QEMU.
+that is asked of QEMU. exec gives up after its --timeout when nobody answers
+on the socket (scripts/testbed migrate polls a destination QEMU that may be dead).
 """
 
 import json
@@ -279,6 +280,53 @@ class QmpMigrateTest(unittest.TestCase):
         self.assertEqual(out["status"], "completed")
         self.assertNotIn("migrate-set-capabilities", qemu.commands())
         self.assertNotIn("switchover_hook", out)
+
+
+class QmpExecTimeoutTest(unittest.TestCase):
+    """exec --timeout bounds the connect: before, it retried 20 s whatever --timeout said."""
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def exec_status(self, path):
+        t0 = time.monotonic()
+        r = subprocess.run([sys.executable, QMP_PY, path, "exec", "query-status", "--timeout", "2"],
+                           capture_output=True, text=True, timeout=60)
+        return r, time.monotonic() - t0
+
+    def check_gives_up(self, path):
+        r, elapsed = self.exec_status(path)
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("cannot connect to QMP socket", r.stderr)
+        self.assertGreaterEqual(elapsed, 1.5)  # it did retry
+        self.assertLess(elapsed, 8)
+
+    def test_socket_whose_listener_is_gone(self):
+        """A dead QEMU leaves its socket file; connecting is refused."""
+        path = os.path.join(self.tmp.name, "dst.qmp")
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(path)
+        s.listen(1)
+        s.close()
+        self.assertTrue(os.path.exists(path))
+        self.check_gives_up(path)
+
+    def test_missing_socket(self):
+        self.check_gives_up(os.path.join(self.tmp.name, "nobody.qmp"))
+
+    def test_listener_that_never_greets(self):
+        """A hung QEMU: the connect succeeds (backlog), the greeting never comes."""
+        path = os.path.join(self.tmp.name, "hung.qmp")
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(path)
+        s.listen(8)
+        try:
+            self.check_gives_up(path)
+        finally:
+            s.close()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # `scripts/testbed migrate` and `scripts/testbed background` (sourced by
-# scripts/testbed; needs its STATE, ns_of, node_exec, st, log, die).
+# scripts/testbed; needs its STATE, ns_of, node_exec, st, log, die,
+# need_value).
 #
 # migrate: one real QEMU (TCG) live migration src (192.0.2.10) -> dst
 #   (198.51.100.10:PORT) across gwa, the WAN emulator and gwb, with the tiny
@@ -213,22 +214,24 @@ cmd_migrate() {
         case $1 in
             --ping) ping=1; shift ;;
             --switchover-drain) drain=1; shift ;;
-            --out) out=$2; shift 2 ;;
-            --rate-mib) rate=$2; shift 2 ;;
-            --ram-mb) ram=$2; shift 2 ;;
-            --port) port=$2; shift 2 ;;
-            --dirty) dirty=$2; shift 2 ;;
-            --seed) seed=$2; shift 2 ;;
-            --max-time) max_time=$2; shift 2 ;;
-            --downtime-limit) downtime_limit=$2; shift 2 ;;
-            --multifd) multifd=$2; shift 2 ;;
-            --qemu-bandwidth-mib) qemu_bw=$2; shift 2 ;;
+            --out) need_value "$@"; out=$2; shift 2 ;;
+            --rate-mib) need_value "$@"; rate=$2; shift 2 ;;
+            --ram-mb) need_value "$@"; ram=$2; shift 2 ;;
+            --port) need_value "$@"; port=$2; shift 2 ;;
+            --dirty) need_value "$@"; dirty=$2; shift 2 ;;
+            --seed) need_value "$@"; seed=$2; shift 2 ;;
+            --max-time) need_value "$@"; max_time=$2; shift 2 ;;
+            --downtime-limit) need_value "$@"; downtime_limit=$2; shift 2 ;;
+            --multifd) need_value "$@"; multifd=$2; shift 2 ;;
+            --qemu-bandwidth-mib) need_value "$@"; qemu_bw=$2; shift 2 ;;
             *) die "migrate: unknown option $1 (see scripts/testbed --help)" ;;
         esac
     done
+    # Decimal, no leading zeros: bash arithmetic reads 010 as octal 8 and
+    # 08 as an error.
     local v
     for v in rate ram port dirty seed max_time downtime_limit multifd; do
-        [[ ${!v} =~ ^[0-9]+$ ]] || die "migrate: --${v//_/-} must be a non-negative integer (got '${!v}')"
+        [[ ${!v} =~ ^(0|[1-9][0-9]*)$ ]] || die "migrate: --${v//_/-} must be a non-negative decimal integer without leading zeros (got '${!v}')"
     done
     ((rate >= 1 && rate <= 100)) || die "migrate: --rate-mib must be in 1..100"
     ((ram >= 24 && ram <= 1024)) || die "migrate: --ram-mb must be in 24..1024"
@@ -237,7 +240,7 @@ cmd_migrate() {
     ((downtime_limit >= 1 && downtime_limit <= 60000)) || die "migrate: --downtime-limit must be in 1..60000 ms"
     ((multifd == 0 || (multifd >= 2 && multifd <= 16))) ||
         die "migrate: --multifd must be 0 (one stream) or 2..16 channels"
-    [[ $qemu_bw =~ ^[0-9]+$ ]] && ((qemu_bw <= 10000)) ||
+    [[ $qemu_bw =~ ^(0|[1-9][0-9]*)$ ]] && ((qemu_bw <= 10000)) ||
         die "migrate: --qemu-bandwidth-mib must be 0 (= --rate-mib) or 1..10000 MiB/s (got '$qemu_bw')"
     if [[ -n $out ]]; then
         mkdir -p "$out" || die "migrate: cannot create --out $out"
@@ -349,10 +352,13 @@ cmd_migrate() {
     if ((drain)); then
         # Back to Algorithm 3 as soon as the destination runs the guest: the
         # last state has crossed, and chaff would otherwise fill the whole
-        # maxR envelope meanwhile.
+        # maxR envelope meanwhile. Only a completed migration (qmp.py exit 0)
+        # leaves a destination to wait for, and only while its QEMU lives:
+        # each query is bounded by 2 s, so a dead one costs no 50 x 20 s.
         local i
-        for ((i = 0; i < 50; i++)); do
-            [[ $("${qmp[@]}" "$work/dst.qmp" exec query-status 2>/dev/null | jq -r '.status // ""' 2>/dev/null) == running ]] && break
+        for ((i = 0; rc == 0 && i < 50; i++)); do
+            kill -0 "$TB_QEMU_DST" 2>/dev/null || break
+            [[ $("${qmp[@]}" "$work/dst.qmp" exec query-status --timeout 2 2>/dev/null | jq -r '.status // ""' 2>/dev/null) == running ]] && break
             sleep 0.1
         done
         tb_drain_restore
@@ -457,16 +463,16 @@ cmd_background() {
     local load=light duration=60 seed=1 out=""
     while (($#)); do
         case $1 in
-            --out) out=$2; shift 2 ;;
-            --load) load=$2; shift 2 ;;
-            --duration) duration=$2; shift 2 ;;
-            --seed) seed=$2; shift 2 ;;
+            --out) need_value "$@"; out=$2; shift 2 ;;
+            --load) need_value "$@"; load=$2; shift 2 ;;
+            --duration) need_value "$@"; duration=$2; shift 2 ;;
+            --seed) need_value "$@"; seed=$2; shift 2 ;;
             *) die "background: unknown option $1 (see scripts/testbed --help)" ;;
         esac
     done
     [[ $load =~ ^(light|medium|heavy)$ ]] || die "background: --load must be light, medium or heavy"
-    [[ $duration =~ ^[0-9]+$ && $duration -ge 1 ]] || die "background: --duration must be a positive integer"
-    [[ $seed =~ ^[0-9]+$ ]] || die "background: --seed must be a non-negative integer"
+    [[ $duration =~ ^[1-9][0-9]*$ ]] || die "background: --duration must be a positive decimal integer"
+    [[ $seed =~ ^(0|[1-9][0-9]*)$ ]] || die "background: --seed must be a non-negative decimal integer"
     tb_need_up
     local left
     left=$(tb_seconds_left)
@@ -482,12 +488,14 @@ cmd_background() {
     BG_SCALE_PCT=${BG_SCALE_PCT:-100}
     export BG_LINK_MBIT BG_SCALE_PCT
     BG_WORK=$(mktemp -d "$STATE/background.XXXXXX")
-    TB_BG_OUT=$out
+    TB_BG_OUT=$out TB_BG_SLEEP=""
     # shellcheck disable=SC2317
     tb_bg_cleanup() {
         local rc=$?
         trap - EXIT INT TERM
         set +e
+        # The sleep below outlives a TERMed or interrupted script otherwise.
+        [[ -n $TB_BG_SLEEP ]] && kill "$TB_BG_SLEEP" 2>/dev/null
         bg_stop 2>/dev/null
         # Stopped early (TERM, as scripts/evaluate does once the migration
         # is over) or not: the summary is written.
@@ -499,7 +507,9 @@ cmd_background() {
     trap 'log "terminated"; exit 143' TERM
     bg_start "$BG_WORK" "$load" "$seed" "$duration" "$(ns_of bga)" "$TB_BGA_IP" "$(ns_of bgb)" "$TB_BGB_IP"
     sleep "$duration" &
-    wait $!
+    TB_BG_SLEEP=$!
+    wait "$TB_BG_SLEEP"
+    TB_BG_SLEEP=""
     bg_stop
     local summary
     summary=$(bg_summary "$BG_WORK")
