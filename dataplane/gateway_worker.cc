@@ -374,7 +374,12 @@ void GatewayWorker::ApplyUpdate(uint64_t now) {
     shaper_.SetRate(ShapedClass::kMigration, rate);
     counters_.rate_bytes_per_sec = rate;
   }
-  if (chaff_.has_value()) chaff_->policy.Reconfigure(u->chaff_policy);
+  if (chaff_.has_value()) {
+    chaff_->policy.Reconfigure(u->chaff_policy);
+    // Without Algorithm 3 the policy steps on its own clock, at the interval
+    // the update carries (with it, it steps with the walk).
+    chaff_->interval_ns = u->rate_variation_config.interval_ns;
+  }
   if (u->classifier != nullptr && u->scanner.has_value()) {
     // The old classifier and scanner leave with `u`.
     std::swap(owned_classifier_, u->classifier);

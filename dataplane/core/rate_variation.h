@@ -202,6 +202,9 @@ class RateVariation {
     const double mean = paused_ ? pause_mean : pause_mean * (1.0 - pause_share_) / pause_share_;
     double length = -mean * std::log1p(-Uniform(rng, 0.0, 1.0));
     if (paused_) length = std::min(length, static_cast<double>(config_.pause_max_ns));
+    // A share near 0 makes the runs' mean (and a draw) beyond uint64: an hour
+    // is as good as forever for a migration and keeps the cast defined.
+    length = std::min(length, 3.6e12);
     next_toggle_ns_ = now_ns + std::max<uint64_t>(1, static_cast<uint64_t>(length));
     return paused_;
   }
