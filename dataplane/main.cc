@@ -54,7 +54,9 @@ DEFINE_double(replay_speed, 0,
 DEFINE_uint32(idle_sleep_us, 0,
               "Sleep this many microseconds after a poll loop that found nothing to do, to share "
               "the cores with other programs (a test bed, a laptop). 0 busy-polls: the line-rate "
-              "setting. A packet arriving meanwhile waits up to this long; at most 10000.");
+              "setting. A packet arriving meanwhile waits up to this long; at most 10000. "
+              "While shaped packets wait for tokens the sleep is shorter (half the time a "
+              "class's token bucket takes to fill), so sleeping costs no throughput.");
 DEFINE_double(stats_interval_s, 10, "Log a counter line this often (0: only at exit).");
 DEFINE_string(counters_json, "", "Write the final counters as JSON to this file at exit.");
 DEFINE_uint64(seed, 0, "Seed of Algorithm 3's randomness; overrides rate_variation.seed when non-zero.");
