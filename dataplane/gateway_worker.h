@@ -147,7 +147,8 @@ struct DirectionCounters {
   uint64_t tx_packets = 0;         // accepted by the tx port
   uint64_t tx_bytes = 0;
   uint64_t tx_dropped = 0;         // refused by the tx port (ring full), freed
-  uint64_t tx_retried = 0;         // refused once, kept for the next flush
+  uint64_t tx_retried = 0;         // refusals of a frame kept for the next flush (a frame
+                                   // refused again counts again)
 };
 
 struct GatewayCounters {
