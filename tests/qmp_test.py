@@ -302,7 +302,9 @@ class QmpExecTimeoutTest(unittest.TestCase):
         self.assertEqual(r.returncode, 2, r.stderr)
         self.assertIn("cannot connect to QMP socket", r.stderr)
         self.assertGreaterEqual(elapsed, 1.5)  # it did retry
-        self.assertLess(elapsed, 8)
+        # Not a speed claim: the old code gave up after 20 s whatever --timeout
+        # said; the margin is for a loaded CI machine starting Python.
+        self.assertLess(elapsed, 12)
 
     def test_socket_whose_listener_is_gone(self):
         """A dead QEMU leaves its socket file; connecting is refused."""

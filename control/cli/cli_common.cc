@@ -110,6 +110,9 @@ absl::StatusOr<std::array<uint32_t, kMaxEntFeatures>> ParseTriple(const std::str
   return out;
 }
 
+
+namespace {
+
 absl::StatusOr<std::array<uint32_t, kMaxEntFeatures>> FeatureWindowsFromFlags(
     const FeatureConfig& config) {
   absl::StatusOr<std::array<uint32_t, kMaxEntFeatures>> triple =
@@ -124,22 +127,6 @@ absl::StatusOr<std::array<uint32_t, kMaxEntFeatures>> FeatureWindowsFromFlags(
   return triple;
 }
 
-absl::StatusOr<std::vector<LabelledFlow>> CollectFromArgs(const std::vector<std::string>& migration,
-                                                          const std::vector<std::string>& background,
-                                                          CaptureOptions* options_out,
-                                                          bool exact_ipt) {
-  absl::StatusOr<CaptureOptions> options = CaptureOptionsFromFlags();
-  if (!options.ok()) return options.status();
-  *options_out = *options;
-  LabelledCaptures captures;
-  captures.migration = migration;
-  captures.background = background;
-  captures.migration_filter = FLAGS_migration_filter;
-  captures.min_packets = MinPacketsFromFlags();
-  captures.exact_ipt = exact_ipt;
-  return CollectLabelledFlows(captures, *options_out);
-}
-
 absl::StatusOr<MaxEntTrainingOptions> TrainingOptionsFromFlags() {
   if (!std::isfinite(FLAGS_l2) || FLAGS_l2 < 0) {
     return absl::InvalidArgumentError(absl::StrCat("--l2 must be a number >= 0, got ", FLAGS_l2));
@@ -149,6 +136,37 @@ absl::StatusOr<MaxEntTrainingOptions> TrainingOptionsFromFlags() {
   options.balance_classes = FLAGS_balance_classes;
   return options;
 }
+
+}  // namespace
+
+absl::StatusOr<MaxEntFlags> MaxEntFlagsFromFlags() {
+  MaxEntFlags flags;
+  absl::StatusOr<CaptureOptions> capture = CaptureOptionsFromFlags();
+  if (!capture.ok()) return capture.status();
+  flags.capture = *std::move(capture);
+  absl::StatusOr<std::array<uint32_t, kMaxEntFeatures>> windows =
+      FeatureWindowsFromFlags(flags.capture.features);
+  if (!windows.ok()) return windows.status();
+  flags.windows = *windows;
+  absl::StatusOr<MaxEntTrainingOptions> training = TrainingOptionsFromFlags();
+  if (!training.ok()) return training.status();
+  flags.training = *training;
+  return flags;
+}
+
+absl::StatusOr<std::vector<LabelledFlow>> CollectFromArgs(const std::vector<std::string>& migration,
+                                                          const std::vector<std::string>& background,
+                                                          const CaptureOptions& options,
+                                                          bool exact_ipt) {
+  LabelledCaptures captures;
+  captures.migration = migration;
+  captures.background = background;
+  captures.migration_filter = FLAGS_migration_filter;
+  captures.min_packets = MinPacketsFromFlags();
+  captures.exact_ipt = exact_ipt;
+  return CollectLabelledFlows(captures, options);
+}
+
 
 std::vector<std::string> TakeListFlag(const std::string& name, int* argc, char** argv) {
   std::vector<std::string> values;

@@ -30,17 +30,21 @@ absl::StatusOr<MaxEntModel> ModelFromFlags(std::string* origin);
 absl::StatusOr<std::array<uint32_t, kMaxEntFeatures>> ParseTriple(const std::string& flag,
                                                                   const std::string& value);
 
-// --l2 (finite, >= 0), --balance_classes.
-absl::StatusOr<MaxEntTrainingOptions> TrainingOptionsFromFlags();
-// --feature_windows: three ascending windows, each one of config's --windows.
-absl::StatusOr<std::array<uint32_t, kMaxEntFeatures>> FeatureWindowsFromFlags(
-    const FeatureConfig& config);
-// Reads --migration/--background captures with the flag-configured features,
-// labels the flows (--migration_filter) and drops short ones (--min_packets);
-// exact_ipt: also count exact inter-packet times (eval's Table III).
+// What every command that trains maxent takes from its flags (train, eval,
+// judge), each checked, so a bad flag is a usage error before any capture is
+// read.
+struct MaxEntFlags {
+  CaptureOptions capture;
+  std::array<uint32_t, kMaxEntFeatures> windows{};  // --feature_windows, each in --windows
+  MaxEntTrainingOptions training;                   // --l2 (finite, >= 0), --balance_classes
+};
+absl::StatusOr<MaxEntFlags> MaxEntFlagsFromFlags();
+// Reads --migration/--background captures with `options`, labels the flows
+// (--migration_filter) and drops short ones (--min_packets); exact_ipt: also
+// count exact inter-packet times (eval's Table III).
 absl::StatusOr<std::vector<LabelledFlow>> CollectFromArgs(const std::vector<std::string>& migration,
                                                           const std::vector<std::string>& background,
-                                                          CaptureOptions* options_out,
+                                                          const CaptureOptions& options,
                                                           bool exact_ipt);
 
 // Removes "--NAME a b c" (values up to the next argument starting with '-')

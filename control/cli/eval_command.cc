@@ -185,16 +185,9 @@ int RunEval(const CommandArgs& args) {
     std::cerr << "shroud eval: need --migration CAPTURE... (see shroud eval --help)\n";
     return 2;
   }
-  absl::StatusOr<CaptureOptions> flag_options = CaptureOptionsFromFlags();
-  if (!flag_options.ok()) {
-    std::cerr << "shroud eval: " << flag_options.status().message() << "\n";
-    return 2;
-  }
-  auto windows = FeatureWindowsFromFlags(flag_options->features);
-  absl::StatusOr<MaxEntTrainingOptions> training = TrainingOptionsFromFlags();
-  if (!windows.ok() || !training.ok()) {
-    std::cerr << "shroud eval: "
-              << (!windows.ok() ? windows.status().message() : training.status().message()) << "\n";
+  absl::StatusOr<MaxEntFlags> flags = MaxEntFlagsFromFlags();
+  if (!flags.ok()) {
+    std::cerr << "shroud eval: " << flags.status().message() << "\n";
     return 2;
   }
   // Checked before any capture is read: each of these would otherwise only
@@ -208,7 +201,7 @@ int RunEval(const CommandArgs& args) {
     std::cerr << "shroud eval: --folds must be at least 2, got " << FLAGS_folds << "\n";
     return 2;
   }
-  if (flag_options->features.WindowSlot(FLAGS_ks_window) < 0) {
+  if (flags->capture.features.WindowSlot(FLAGS_ks_window) < 0) {
     std::cerr << "shroud eval: --ks_window " << FLAGS_ks_window << " is not one of --windows ("
               << FLAGS_windows << ")\n";
     return 2;
@@ -219,17 +212,16 @@ int RunEval(const CommandArgs& args) {
     std::cerr << "shroud eval: " << model.status().message() << "\n";
     return 2;
   }
-  CaptureOptions options;
   Results r;
   {
-    auto flows = CollectFromArgs(migration, background, &options, /*exact_ipt=*/true);
+    auto flows = CollectFromArgs(migration, background, flags->capture, /*exact_ipt=*/true);
     if (!flows.ok()) {
       std::cerr << "shroud eval: " << flows.status().message() << "\n";
       return 1;
     }
     r.flows = *std::move(flows);
   }
-  const FeatureConfig& config = options.features;
+  const FeatureConfig& config = flags->capture.features;
   std::vector<const LabelledFlow*> mig, bg;
   for (const LabelledFlow& f : r.flows) (f.is_migration ? mig : bg).push_back(&f);
   if (mig.empty()) {
@@ -243,8 +235,8 @@ int RunEval(const CommandArgs& args) {
   CrossValidationOptions cv;
   cv.folds = FLAGS_folds;
   cv.seed = FLAGS_seed;
-  cv.windows = *windows;
-  cv.training = *training;
+  cv.windows = flags->windows;
+  cv.training = flags->training;
   absl::StatusOr<DetectionRate> cv_rate = CrossValidateMaxEnt(r.flows, config, cv);
   if (cv_rate.ok()) {
     r.rates.emplace_back(absl::StrFormat("maxent (%d-fold CV)", FLAGS_folds), *cv_rate);

@@ -257,11 +257,12 @@ int RunJudge(const CommandArgs& args) {
     std::cerr << "shroud judge: expected exactly one RUNS.json (see shroud judge --help)\n";
     return 2;
   }
-  absl::StatusOr<CaptureOptions> options = CaptureOptionsFromFlags();
-  if (!options.ok()) {
-    std::cerr << "shroud judge: " << options.status().message() << "\n";
+  absl::StatusOr<MaxEntFlags> flags = MaxEntFlagsFromFlags();
+  if (!flags.ok()) {
+    std::cerr << "shroud judge: " << flags.status().message() << "\n";
     return 2;
   }
+  const CaptureOptions& options = flags->capture;
   FlowLabelRules rules;
   rules.migration_filter = FLAGS_migration_filter;
   rules.min_packets = MinPacketsFromFlags();
@@ -279,25 +280,21 @@ int RunJudge(const CommandArgs& args) {
     std::cerr << "shroud judge: --timing_l2 must be a number > 0, got " << FLAGS_timing_l2 << "\n";
     return 2;
   }
-  if (options->features.WindowSlot(FLAGS_ks_window) < 0) {
+  if (options.features.WindowSlot(FLAGS_ks_window) < 0) {
     std::cerr << "shroud judge: --ks_window " << FLAGS_ks_window << " is not one of --windows\n";
     return 2;
   }
   JudgeOptions o;
-  o.config = options->features;
+  o.config = options.features;
   std::string origin;
   absl::StatusOr<MaxEntModel> model = ModelFromFlags(&origin);
-  auto windows = FeatureWindowsFromFlags(options->features);
-  absl::StatusOr<MaxEntTrainingOptions> training = TrainingOptionsFromFlags();
-  for (const absl::Status& s : {model.status(), windows.status(), training.status()}) {
-    if (!s.ok()) {
-      std::cerr << "shroud judge: " << s.message() << "\n";
-      return 2;
-    }
+  if (!model.ok()) {
+    std::cerr << "shroud judge: " << model.status().message() << "\n";
+    return 2;
   }
   o.shipped = *model;
-  o.maxent_windows = *windows;
-  o.maxent_training = *training;
+  o.maxent_windows = flags->windows;
+  o.maxent_training = flags->training;
   o.timing_training.l2 = FLAGS_timing_l2;
   o.timing_training.balance_classes = o.maxent_training.balance_classes;
   o.ks_window = FLAGS_ks_window;
@@ -309,7 +306,7 @@ int RunJudge(const CommandArgs& args) {
   }
   std::vector<RunFlows> runs;
   for (const JudgeRunSpec& s : *specs) {
-    absl::StatusOr<RunFlows> run = LoadRun(s, rules, *options);
+    absl::StatusOr<RunFlows> run = LoadRun(s, rules, options);
     if (!run.ok()) {
       std::cerr << "shroud judge: " << run.status().message() << "\n";
       return 1;

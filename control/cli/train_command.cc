@@ -35,26 +35,18 @@ int RunTrain(const CommandArgs& args) {
     std::cerr << "shroud train: need --migration CAPTURE... and -o MODEL (see shroud train --help)\n";
     return 2;
   }
-  absl::StatusOr<CaptureOptions> flag_options = CaptureOptionsFromFlags();
-  if (!flag_options.ok()) {
-    std::cerr << "shroud train: " << flag_options.status().message() << "\n";
+  absl::StatusOr<MaxEntFlags> flags = MaxEntFlagsFromFlags();
+  if (!flags.ok()) {
+    std::cerr << "shroud train: " << flags.status().message() << "\n";
     return 2;
   }
-  auto windows = FeatureWindowsFromFlags(flag_options->features);
-  absl::StatusOr<MaxEntTrainingOptions> training = TrainingOptionsFromFlags();
-  if (!windows.ok() || !training.ok()) {
-    std::cerr << "shroud train: "
-              << (!windows.ok() ? windows.status().message() : training.status().message()) << "\n";
-    return 2;
-  }
-  CaptureOptions options;
-  auto flows = CollectFromArgs(migration, background, &options, /*exact_ipt=*/false);
-  const FeatureConfig* config = &options.features;
+  auto flows = CollectFromArgs(migration, background, flags->capture, /*exact_ipt=*/false);
+  const FeatureConfig* config = &flags->capture.features;
   if (!flows.ok()) {
     std::cerr << "shroud train: " << flows.status().message() << "\n";
     return 1;
   }
-  auto model = TrainOnFlows(*flows, *config, *windows, *training);
+  auto model = TrainOnFlows(*flows, *config, flags->windows, flags->training);
   if (!model.ok()) {
     std::cerr << "shroud train: " << model.status().message() << "\n";
     return 1;
@@ -69,7 +61,7 @@ int RunTrain(const CommandArgs& args) {
   std::cout << absl::StrFormat(
       "wrote %s: windows %d,%d,%d, trained on %d migration and %d background flows; "
       "on its own training set TPR %.3f FPR %.3f (use `shroud eval` for held-out rates)\n",
-      FLAGS_o, (*windows)[0], (*windows)[1], (*windows)[2], model->trained_migration,
+      FLAGS_o, flags->windows[0], flags->windows[1], flags->windows[2], model->trained_migration,
       model->trained_background, fit.tpr(), fit.fpr());
   return 0;
 }
