@@ -115,7 +115,8 @@ nlohmann::json CountersToJson(const GatewayCounters& c, const std::vector<PortCo
                 {"table_full", c.flows.table_full}};
   j["classified"] = {{"rule", c.classified_rule},
                      {"signature", c.classified_signature},
-                     {"no_match", c.classified_no_match}};
+                     {"no_match", c.classified_no_match},
+                     {"reclassified_after_reload", c.reclassified}};
   j["scanner_errors"] = c.scanner_errors;
   j["shaper"] = {{"migration", ClassJson(c.migration)},
                  {"chaff", ClassJson(c.chaff)},
@@ -201,9 +202,9 @@ std::vector<std::string> FormatCounters(const GatewayCounters& c,
       c.parse_status[static_cast<size_t>(ParseStatus::kNotIp)], malformed, c.malformed_dropped));
   lines.push_back(absl::StrFormat(
       "  flows: active %u, created %u, evicted idle %u, table full %u; classified by rule %u, "
-      "signature %u, no match %u",
+      "signature %u, no match %u; again after a reload %u",
       c.flows_active, c.flows.created, c.flows.evicted_idle, c.flows.table_full, c.classified_rule,
-      c.classified_signature, c.classified_no_match));
+      c.classified_signature, c.classified_no_match, c.reclassified));
   for (const auto& [name, s] : {std::pair{"migration", c.migration}, std::pair{"chaff", c.chaff}}) {
     lines.push_back(absl::StrFormat(
         "  %s class: enqueued %u, sent %u pkts %u B, tail-dropped %u, max queueing %.1f ms",

@@ -127,6 +127,7 @@ GatewayWorker::GatewayWorker(const GatewayWorkerOptions& options, const Classifi
 
 GatewayWorker::~GatewayWorker() {
   delete pending_update_.exchange(nullptr);
+  CollectRetired();
   for (Staging& s : staging_) {
     for (uint16_t i = s.head; i < s.count; ++i) rte_pktmbuf_free(s.pkts[i]);
     s.head = s.count = 0;
@@ -265,24 +266,31 @@ void GatewayWorker::Process(Direction dir, rte_mbuf* m, const ParsedPacket& p,
   if (likely(e != nullptr)) {
     e->last_seen_ns = now;
     e->features.Observe({now, wire}, stream_, options_.features);
+    if (unlikely(e->cls.rules_epoch != rules_epoch_)) e->cls = RefreshFlowClass(e->cls, rules_epoch_);
     const FlowClass before = e->cls;
     cls = before.decided() ? before : classifier_->Decide(before, p.key, payload, scanner_);
     if (!before.decided() && cls.decided()) {
+      cls.counted = 1;
       e->cls = cls;
+      const bool again = before.counted;
+      if (again) ++counters_.reclassified;
       switch (cls.source) {
-        case ClassSource::kRule: ++counters_.classified_rule; break;
+        case ClassSource::kRule: counters_.classified_rule += !again; break;
         case ClassSource::kSignature: {
-          ++counters_.classified_signature;
+          counters_.classified_signature += !again;
           // The return direction (ACKs) belongs to the same flow; rules see
           // both directions themselves, signatures only the one they matched.
           bool reverse_created = false;
           FlowEntry* r = flows_->FindOrAdd(p.key.Reversed(), now, &reverse_created);
+          if (r != nullptr && r->cls.rules_epoch != rules_epoch_) {
+            r->cls = RefreshFlowClass(r->cls, rules_epoch_);
+          }
           if (r != nullptr && r->cls.source != ClassSource::kRule && !cls.reverse) {
             r->cls = ReverseFlowClass(cls);
           }
           break;
         }
-        default: ++counters_.classified_no_match; break;
+        default: counters_.classified_no_match += !again; break;
       }
     } else {
       e->cls = cls;
@@ -356,6 +364,20 @@ void GatewayWorker::Flush(Direction dir) {
   t.count = keep;
 }
 
+void GatewayWorker::PostUpdate(std::unique_ptr<RuntimeUpdate> update) {
+  std::lock_guard<std::mutex> lock(post_mu_);
+  CollectRetired();
+  // Taken out, so the worker cannot apply it while it is merged; it then
+  // sees no update for one chore check at most.
+  std::unique_ptr<RuntimeUpdate> unapplied(
+      pending_update_.exchange(nullptr, std::memory_order_acq_rel));
+  if (unapplied != nullptr && unapplied->classifier != nullptr && update->classifier == nullptr) {
+    update->classifier = std::move(unapplied->classifier);
+    update->scanner = std::move(unapplied->scanner);
+  }
+  pending_update_.store(update.release(), std::memory_order_release);
+}
+
 void GatewayWorker::ApplyUpdate(uint64_t now) {
   std::unique_ptr<RuntimeUpdate> u(pending_update_.exchange(nullptr, std::memory_order_acq_rel));
   if (u == nullptr) return;
@@ -385,18 +407,23 @@ void GatewayWorker::ApplyUpdate(uint64_t now) {
     std::swap(owned_classifier_, u->classifier);
     classifier_ = owned_classifier_.get();
     std::swap(scanner_, *u->scanner);
-    uint32_t reset = 0;
-    for (uint32_t i = 0; i < flows_->capacity(); ++i) {
-      FlowEntry& e = flows_->mutable_slot(i);
-      if (!e.in_use || e.cls.source == ClassSource::kSignature) continue;
-      e.cls = FlowClass{};
-      ++reset;
+    // Flows are decided again lazily, at their next packet (RefreshFlowClass
+    // in Process): a walk over a million-entry table here would stall the
+    // rx rings for milliseconds. Only when the 15-bit epoch wraps are all
+    // flows brought to the new one here, so an old epoch is never mistaken
+    // for the current one.
+    rules_epoch_ = static_cast<uint16_t>((rules_epoch_ + 1) % kRulesEpochs);
+    if (rules_epoch_ == 0) {
+      for (uint32_t i = 0; i < flows_->capacity(); ++i) {
+        FlowEntry& e = flows_->mutable_slot(i);
+        if (e.in_use) e.cls = RefreshFlowClass(e.cls, 0);
+      }
     }
     ++counters_.rules_reloaded;
     LOG(INFO) << absl::StrFormat(
-        "rules reloaded: %zu rule(s), %zu signature(s); %u flow(s) will be classified again "
-        "(flows a signature decided keep their class)",
-        classifier_->rules().size(), classifier_->signatures().size(), reset);
+        "rules reloaded: %zu rule(s), %zu signature(s); flows are classified again at their "
+        "next packet (flows a signature decided keep their class)",
+        classifier_->rules().size(), classifier_->signatures().size());
   }
   ++counters_.runtime_updates;
   LOG(INFO) << absl::StrFormat(
@@ -408,6 +435,10 @@ void GatewayWorker::ApplyUpdate(uint64_t now) {
       chaff_.has_value() ? absl::StrCat("; chaff policy ",
                                         std::string(ChaffPolicyKindName(u->chaff_policy.kind)))
                          : std::string());
+  // What the update replaced (above all an old classifier's Hyperscan
+  // database and scratch) is freed by the main thread (CollectRetired), not
+  // on this core.
+  if (u->classifier != nullptr) delete retired_update_.exchange(u.release(), std::memory_order_acq_rel);
 }
 
 void GatewayWorker::StartSessionIfNew(uint64_t now) {

@@ -157,10 +157,13 @@ struct GatewayCounters {
   uint64_t malformed_dropped = 0;
   WorkerFlowTableCounters flows;
   uint64_t flows_active = 0;
-  // Flows whose class got decided, by how.
+  // Flows whose class got decided, by how (each flow once, by its first
+  // decision) ...
   uint64_t classified_rule = 0;
   uint64_t classified_signature = 0;
   uint64_t classified_no_match = 0;
+  // ... and decisions again after a reload changed the rules.
+  uint64_t reclassified = 0;
   uint64_t scanner_errors = 0;
   ShaperClassCounters migration;
   ShaperClassCounters chaff;
@@ -226,10 +229,14 @@ class GatewayWorker {
   // replay went idle. Frees whatever is still queued.
   void Run(const std::atomic<bool>& stop);
 
-  // Any thread: replaces a not yet applied update. Validated by the caller.
-  void PostUpdate(std::unique_ptr<RuntimeUpdate> update) {
-    delete pending_update_.exchange(update.release(), std::memory_order_acq_rel);
-  }
+  // Any thread: replaces a not yet applied update (validated by the caller),
+  // keeping its new rules when this one brings none: a `ctl set` right after
+  // a `reload` must not lose the reload's classifier.
+  void PostUpdate(std::unique_ptr<RuntimeUpdate> update);
+  // Any thread (the main loop calls it every ~20 ms): frees what the worker
+  // replaced, above all an old classifier's Hyperscan database and scratch,
+  // so that freeing them never stalls the worker's core.
+  void CollectRetired() { delete retired_update_.exchange(nullptr, std::memory_order_acq_rel); }
 
   // Valid after Run returned (the worker thread owns them until then).
   GatewayCounters counters() const;
@@ -332,6 +339,10 @@ class GatewayWorker {
   mutable std::mutex published_mu_;  // the worker only try_locks it
   GatewayCounters published_;
   std::atomic<RuntimeUpdate*> pending_update_{nullptr};
+  std::mutex post_mu_;  // posters only; never taken by the worker
+  std::atomic<RuntimeUpdate*> retired_update_{nullptr};
+  // The rules generation flows are decided under (FlowClass::rules_epoch).
+  uint16_t rules_epoch_ = 0;
 
   GatewayCounters counters_;
 };

@@ -190,6 +190,7 @@ void ServeWhileRunning(DataplaneRuntime& rt, CtlServer* ctl, Done&& done) {
       rt.mirror->Heartbeat(now);
       next_heartbeat = now + 100'000'000;
     }
+    if (rt.gateway != nullptr) rt.gateway->CollectRetired();
     if (g_reload.exchange(false, std::memory_order_relaxed)) {
       absl::StatusOr<nlohmann::json> r = ReloadConfig(rt);
       if (r.ok()) {

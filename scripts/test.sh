@@ -12,7 +12,11 @@ fuzz_seconds=30
 while [ $# -gt 0 ]; do
   case "$1" in
     --no-fuzz) fuzz=0; shift ;;
-    --fuzz-seconds) fuzz_seconds=$2; shift 2 ;;
+    --fuzz-seconds)
+      case "${2:-}" in
+        [1-9]|[1-9][0-9]|[1-9][0-9][0-9]|[1-9][0-9][0-9][0-9]) fuzz_seconds=$2; shift 2 ;;
+        *) echo "test.sh: --fuzz-seconds needs a whole number of seconds in 1..9999 (got '${2:-}')" >&2; exit 2 ;;
+      esac ;;
     -h|--help) sed -n '2,5p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "test.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac

@@ -701,6 +701,38 @@ TEST_F(FlowDecisionTest, SettlesAsDefaultAfterTheScanLimit) {
   EXPECT_FALSE(ReverseFlowClass(c).reverse);
 }
 
+TEST_F(FlowDecisionTest, NewRulesSendRuleAndPendingFlowsBackToNewButKeepSignatureClasses) {
+  FlowClass pending = Step(FlowClass{}, other_port_, junk_);
+  ASSERT_EQ(pending.source, ClassSource::kPending);
+  pending.counted = 0;
+  FlowClass signature = Step(Step(FlowClass{}, other_port_, {}), other_port_, QemuStreamStart());
+  ASSERT_EQ(signature.source, ClassSource::kSignature);
+  signature.counted = 1;
+  FlowClass rule;
+  rule.source = ClassSource::kRule;
+  rule.traffic_class = TrafficClass::kMigration;
+  rule.index = 3;
+  rule.counted = 1;
+
+  const FlowClass p = RefreshFlowClass(pending, 5);
+  EXPECT_EQ(p.source, ClassSource::kNew);
+  EXPECT_EQ(p.payloads_scanned, 0);
+  EXPECT_EQ(p.rules_epoch, 5);
+  EXPECT_EQ(p.counted, 0);
+  const FlowClass r = RefreshFlowClass(rule, 5);
+  EXPECT_EQ(r.source, ClassSource::kNew);
+  EXPECT_EQ(r.traffic_class, TrafficClass::kDefault);
+  EXPECT_EQ(r.rules_epoch, 5);
+  EXPECT_EQ(r.counted, 1);  // counted once as a flow, whatever it becomes
+  const FlowClass s = RefreshFlowClass(signature, 5);
+  EXPECT_EQ(s.source, ClassSource::kSignature);
+  EXPECT_EQ(s.traffic_class, TrafficClass::kMigration);
+  EXPECT_EQ(s.index, signature.index);
+  EXPECT_EQ(s.rules_epoch, 5);
+  // The epoch is 15 bits: kRulesEpochs is epoch 0 again.
+  EXPECT_EQ(RefreshFlowClass(rule, kRulesEpochs + 2).rules_epoch, 2);
+}
+
 TEST_F(FlowDecisionTest, TcpHeaderInALaterSegmentIsNotAStreamStart) {
   FlowClass c = Step(FlowClass{}, other_port_, junk_);
   c = Step(c, other_port_, QemuStreamStart());

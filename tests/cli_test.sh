@@ -40,6 +40,14 @@ expect "non-ascending --windows" 2 "strictly ascending" -- "$shroud" analyze --w
 echo '{"format": "something-else", "version": 1}' >"$tmp/model.json"
 expect "bad model file names file and problem" 2 "model.json.*format" -- "$shroud" analyze --model "$tmp/model.json" "$tmp/text.pcap"
 expect "missing model file" 2 "nomodel.json" -- "$shroud" analyze --model "$tmp/nomodel.json" "$tmp/text.pcap"
+# Options a command does not read are refused by name, not ignored.
+expect "analyze refuses a training option" 2 "option --l2 \(train,eval,judge\) is not read by analyze" -- "$shroud" analyze --l2 0.5 "$tmp/text.pcap"
+expect "ctl refuses detector options" 2 "options --pwin \(analyze,train,eval,judge\), --windows \(analyze,train,eval,judge\) are not read by ctl" -- "$shroud" ctl --windows 100 --pwin 10 ping
+expect "train refuses --model" 2 "--model \(analyze,eval,judge\) is not read by train" -- "$shroud" train --model "$tmp/model.json" --migration "$tmp/text.pcap" -o "$tmp/out.json"
+expect "ratewalk refuses rttmon's options" 2 "--peak_k \(rttmon\) is not read by ratewalk" -- "$shroud" ratewalk --peak_k 3 "$root/conf/gateway-pair-a.toml"
+expect "an option at its default value but set is refused too" 2 "--folds \(eval\) is not read by judge" -- "$shroud" judge --folds 5 "$tmp"
+expect "ctl help lists no detector options" 0 "^0$" -- bash -c '"$1" ctl --help | grep -cE -- "--(pwin|l2|windows) "; true' _ "$shroud"
+expect "eval help lists the shared detector options" 0 "--l2 .*train/eval" -- "$shroud" eval --help
 
 anydesk=$traces/nfstream__anydesk.pcap
 if [ -f "$anydesk" ]; then

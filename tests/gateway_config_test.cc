@@ -145,6 +145,7 @@ TEST(GatewayConfigExampleTest, ExampleStatesTheDefaults) {
   EXPECT_EQ(e.shaper.chaff_queue_ms, d.shaper.chaff_queue_ms);
   EXPECT_EQ(e.shaper.queue_packets, d.shaper.queue_packets);
   EXPECT_EQ(e.shaper.migration_borrows_chaff, d.shaper.migration_borrows_chaff);
+  EXPECT_EQ(e.shaper.migration_waits_for_root, d.shaper.migration_waits_for_root);
   EXPECT_EQ(e.shaper.train_max_frames, d.shaper.train_max_frames);
   EXPECT_EQ(e.shaper.flow_lanes, d.shaper.flow_lanes);
   EXPECT_EQ(e.shaper.flow_lane_quantum_bytes, d.shaper.flow_lane_quantum_bytes);
@@ -665,6 +666,7 @@ chaff_queue_ms = 30
 queue_packets = 2000
 chaff_rate_mbyte_s = 2.5
 migration_borrows_chaff = true
+migration_waits_for_root = false
 train_max_frames = 9
 flow_lanes = 4
 flow_lane_quantum_bytes = 30000
@@ -686,6 +688,8 @@ start_rate_mbyte_s = 3
   EXPECT_EQ(s.chaff.train_max_frames, 9u);
   EXPECT_EQ(s.migration.flow_lanes, 4u);
   EXPECT_EQ(s.migration.lane_quantum_bytes, 30'000u);
+  EXPECT_FALSE(s.migration.waits_for_root);
+  EXPECT_TRUE(s.chaff.waits_for_root);  // chaff always yields to the link
   EXPECT_EQ(s.chaff.flow_lanes, 1u);  // chaff connections are the generator's, paced as one
   EXPECT_EQ(s.chaff.rate_bytes_per_sec, 2'500'000u);
   EXPECT_EQ(s.chaff.ceil_bytes_per_sec, 6'000'000u);  // the migration envelope

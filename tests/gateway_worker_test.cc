@@ -9,8 +9,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <thread>
 #include <unistd.h>
@@ -391,6 +393,137 @@ TEST_F(GatewayWorkerTest, QemuStreamHeaderOnAnyPortSelectsMigrationAndMarksTheRe
     }
   }
   EXPECT_TRUE(saw_reverse);
+}
+
+// A reload's update: new rules (migration to TCP port `port`), Algorithm 3
+// as in `config`.
+std::unique_ptr<RuntimeUpdate> ReloadUpdate(const GatewayConfig& config, uint16_t port) {
+  GatewayConfig next = config;
+  next.classify.rules.clear();
+  ClassRule rule;
+  rule.name = "reloaded";
+  rule.protocol = kProtoTcp;
+  rule.dst_ports = {port, port};
+  next.classify.rules.push_back(rule);
+  auto update = std::make_unique<RuntimeUpdate>(ToRateVariationConfig(next.rate_variation));
+  update->rate_variation = next.rate_variation.enabled;
+  update->migration_ceil_bytes_per_sec = ToShaperConfig(next).migration.ceil_bytes_per_sec;
+  absl::StatusOr<Classifier> classifier = Classifier::Create(next.classify);
+  EXPECT_TRUE(classifier.ok()) << classifier.status();
+  update->classifier = std::make_unique<Classifier>(*std::move(classifier));
+  absl::StatusOr<SignatureScanner> scanner = update->classifier->NewScanner();
+  EXPECT_TRUE(scanner.ok()) << scanner.status();
+  update->scanner.emplace(*std::move(scanner));
+  return update;
+}
+
+// A worker running in its own thread until stopped, for tests that change
+// it while it runs.
+class RunningWorker {
+ public:
+  // `before_run` gets the worker before its thread starts (e.g. to post
+  // updates it must find pending at its first chore check).
+  RunningWorker(const GatewayConfig& config, const Classifier& classifier, const std::string& table,
+                const std::function<void(GatewayWorker&)>& before_run = nullptr) {
+    auto flows = WorkerFlowTable::Create(table, 1024, SOCKET_ID_ANY);
+    EXPECT_TRUE(flows.ok()) << flows.status();
+    GatewayWorkerOptions o = WorkerOptionsFromConfig(config);
+    o.burst = 32;
+    o.seed = 7;
+    o.exit_when_idle_ns = 0;  // runs until stopped
+    o.duration_ns = 60'000'000'000ull;
+    auto worker = GatewayWorker::Create(o, classifier, *std::move(flows));
+    EXPECT_TRUE(worker.ok()) << worker.status();
+    worker_ = *std::move(worker);
+    if (before_run) before_run(*worker_);
+    thread_ = std::thread([this] { worker_->Run(stop_); });
+  }
+  ~RunningWorker() { Stop(); }
+
+  GatewayWorker& worker() { return *worker_; }
+  // Waits (at most 10 s) until the published counters satisfy `done`.
+  template <typename Done>
+  bool WaitFor(Done done) {
+    for (int i = 0; i < 1000 && !done(worker_->LiveCounters()); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return done(worker_->LiveCounters());
+  }
+  GatewayCounters Stop() {
+    if (thread_.joinable()) {
+      stop_ = true;
+      thread_.join();
+    }
+    return worker_->counters();
+  }
+
+ private:
+  std::unique_ptr<GatewayWorker> worker_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+TEST_F(GatewayWorkerTest, ASetPostedBeforeTheWorkerAppliedAReloadKeepsTheReloadsRules) {
+  GatewayConfig config = BaseConfig();
+  absl::StatusOr<Classifier> classifier = Classifier::Create(config.classify);
+  ASSERT_TRUE(classifier.ok()) << classifier.status();
+  classifier_ = *std::move(classifier);
+  // Both posted before the worker runs, so it sees only what is pending
+  // after the second: `shroud ctl set` right after `reload`, whose update
+  // carries no rules.
+  RunningWorker w(config, classifier_, "test_flows_reload_set", [&](GatewayWorker& worker) {
+    worker.PostUpdate(ReloadUpdate(config, 5001));
+    auto set = std::make_unique<RuntimeUpdate>(ToRateVariationConfig(config.rate_variation));
+    set->rate_variation = false;
+    set->migration_ceil_bytes_per_sec = ToShaperConfig(config).migration.ceil_bytes_per_sec;
+    worker.PostUpdate(std::move(set));
+  });
+  const bool applied = w.WaitFor([](const GatewayCounters& c) { return c.runtime_updates >= 1; });
+  std::vector<Frame> in;
+  for (int i = 0; i < 20; ++i) in.push_back(Tcp("192.0.2.1", "198.51.100.2", 33000, 5001, 1000));
+  Inject(0, in);
+  const bool sent = w.WaitFor([&](const GatewayCounters& c) {
+    return c.direction[kInsideToOutside].rx_packets >= in.size() &&
+           c.migration.sent_packets + c.default_class.packets >= in.size();
+  });
+  const GatewayCounters c = w.Stop();
+  ASSERT_TRUE(applied && sent);
+  EXPECT_EQ(c.runtime_updates, 1u);  // the two became one
+  EXPECT_EQ(c.rules_reloaded, 1u);
+  EXPECT_EQ(c.classified_rule, 1u);
+  EXPECT_EQ(c.migration.sent_packets, in.size());  // port 5001 is migration now
+  EXPECT_EQ(Drain(1).size(), in.size());
+}
+
+TEST_F(GatewayWorkerTest, ARuleReloadDecidesRunningFlowsAgainAtTheirNextPacketAndCountsThemOnce) {
+  GatewayConfig config = BaseConfig();
+  config.classify.builtin_signatures = false;  // no rule: decided kNoMatch at once
+  ASSERT_TRUE(ValidateGatewayConfig(config).ok());
+  absl::StatusOr<Classifier> classifier = Classifier::Create(config.classify);
+  ASSERT_TRUE(classifier.ok()) << classifier.status();
+  classifier_ = *std::move(classifier);
+  RunningWorker w(config, classifier_, "test_flows_reload");
+  std::vector<Frame> before, after;
+  for (int i = 0; i < 10; ++i) before.push_back(Tcp("192.0.2.1", "198.51.100.2", 33000, 5001, 1000));
+  for (int i = 0; i < 10; ++i) after.push_back(Tcp("192.0.2.1", "198.51.100.2", 33000, 5001, 1000));
+  Inject(0, before);
+  const bool seen_before = w.WaitFor([](const GatewayCounters& c) {
+    return c.direction[kInsideToOutside].rx_packets >= 10;
+  });
+  w.worker().PostUpdate(ReloadUpdate(config, 5001));
+  const bool reloaded = w.WaitFor([](const GatewayCounters& c) { return c.rules_reloaded >= 1; });
+  Inject(0, after);
+  const bool seen_after = w.WaitFor([](const GatewayCounters& c) {
+    return c.direction[kInsideToOutside].rx_packets >= 20 && c.migration.sent_packets >= 10;
+  });
+  const GatewayCounters c = w.Stop();
+  ASSERT_TRUE(seen_before && reloaded && seen_after);
+  EXPECT_EQ(c.classified_no_match, 1u);  // its first decision, under the old rules
+  EXPECT_EQ(c.classified_rule, 0u);      // not counted as a second flow ...
+  EXPECT_EQ(c.reclassified, 1u);         // ... but as decided again
+  EXPECT_EQ(c.migration.sent_packets, 10u);
+  EXPECT_EQ(c.direction[kInsideToOutside].shaped_packets, 10u);
+  EXPECT_EQ(Drain(1).size(), before.size() + after.size());
 }
 
 TEST_F(GatewayWorkerTest, AFullFlowTableStillShapesByRuleAndCountsIt) {

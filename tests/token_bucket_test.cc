@@ -1067,6 +1067,42 @@ TEST(ShaperTest, DefaultClassNeverWaitsAndShapedClassesLeaveItRoom) {
   }
 }
 
+TEST(ShaperTest, AMigrationThatDoesNotWaitForRootKeepsItsRateBesideDefaultAndChaffYields) {
+  for (bool waits : {true, false}) {
+    SCOPED_TRACE(waits ? "migration waits for root" : "migration does not wait for root");
+    ShaperConfig sc = BorrowConfig();
+    sc.link_rate_bytes_per_sec = 20'000'000;
+    sc.link_burst_bytes = 32'768;
+    sc.migration.rate_bytes_per_sec = 10'000'000;
+    sc.chaff.rate_bytes_per_sec = 10'000'000;  // chaff wants the link too
+    sc.migration.waits_for_root = waits;
+    Sim sim(sc, 0);
+    // 2 s of default traffic at 12 MB/s charged to root: the link has 8 MB/s
+    // left for the shaped classes.
+    uint64_t next_default = 0;
+    auto r = RunPhase(sim, 2 * kSec, [&] {
+      sim.KeepBacklogged(kMig, 64, 1518, 1518);
+      sim.KeepBacklogged(kChaff, 64, 1518, 1518);
+      while (next_default <= sim.now()) {
+        sim.shaper().PassDefault(1200, sim.now());
+        next_default += 100 * kUs;
+      }
+    });
+    EXPECT_GE(sim.shaper().root_bucket().tokens(), -sim.shaper().root_bucket().burst());
+    if (waits) {
+      // Migration first, on what the default class left: 8 MB/s; no chaff.
+      EXPECT_NEAR(static_cast<double>(r[0]), 16'000'000.0, 0.02 * 16'000'000.0);
+      EXPECT_LT(r[1], 100'000u);
+    } else {
+      // Migration at its own 10 MB/s, the link overbooked (12 + 10 > 20)
+      // as it would be without the gateway; chaff, still waiting for root,
+      // gets nothing.
+      EXPECT_NEAR(static_cast<double>(r[0]), 20'000'000.0, 0.01 * 20'000'000.0);
+      EXPECT_LT(r[1], 100'000u);
+    }
+  }
+}
+
 TEST(ShaperTest, DefaultDebtIsBoundedByTheRootBurst) {
   ShaperConfig sc = BorrowConfig();
   sc.link_rate_bytes_per_sec = 10'000'000;

@@ -7,9 +7,12 @@
 #include <cstring>
 #include <iostream>
 
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "default_model.h"
 
@@ -191,22 +194,107 @@ std::vector<std::string> TakeListFlag(const std::string& name, int* argc, char**
   return values;
 }
 
+namespace {
+
+// The commands a flag of control/cli applies to, where that is not just the
+// command whose file defines it ("<command>_command.cc").
+absl::string_view SharedFlagCommands(absl::string_view flag) {
+  static const auto* const kCommands = new absl::flat_hash_map<absl::string_view, absl::string_view>{
+      {"json", "analyze,ctl,eval,judge,ratewalk,rttmon"},
+      {"ks_window", "eval,judge"},
+      {"model", "analyze,eval,judge"},
+      {"migration_filter", "train,eval,judge"},
+      {"feature_windows", "train,eval,judge"},
+      {"l2", "train,eval,judge"},
+      {"balance_classes", "train,eval,judge"},
+      {"burst_gap_ms", "analyze,train,eval,judge"},
+      {"pwin", "analyze,train,eval,judge"},
+      {"delta", "analyze,train,eval,judge"},
+      {"pct", "analyze,train,eval,judge"},
+      {"windows", "analyze,train,eval,judge"},
+      {"min_packets", "analyze,train,eval,judge"},
+      {"max_flows", "analyze,train,eval,judge"},
+  };
+  auto it = kCommands->find(flag);
+  return it == kCommands->end() ? absl::string_view() : it->second;
+}
+
+// "eval" for ".../control/cli/eval_command.cc"; empty for other files.
+absl::string_view CommandOfFile(absl::string_view file) {
+  constexpr absl::string_view kSuffix = "_command.cc";
+  if (!absl::EndsWith(file, kSuffix)) return {};
+  file.remove_suffix(kSuffix.size());
+  const size_t slash = file.rfind('/');
+  return slash == absl::string_view::npos ? file : file.substr(slash + 1);
+}
+
+bool IsToolFlag(const gflags::CommandLineFlagInfo& f) {
+  return f.filename.find("control/cli/") != std::string::npos;
+}
+
+// Whether `command` reads flag `f`, and the commands that do.
+absl::string_view FlagCommands(const gflags::CommandLineFlagInfo& f) {
+  absl::string_view shared = SharedFlagCommands(f.name);
+  return shared.empty() ? CommandOfFile(f.filename) : shared;
+}
+
+bool FlagApplies(const gflags::CommandLineFlagInfo& f, absl::string_view command) {
+  const absl::string_view commands = FlagCommands(f);
+  if (commands.empty()) return true;  // a flag no table knows: never refused
+  for (absl::string_view c : absl::StrSplit(commands, ',')) {
+    if (c == command) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
 void PrintCommandHelp(const std::string& usage, const std::vector<std::string>& flag_files) {
   std::cout << usage << "\n";
   std::vector<gflags::CommandLineFlagInfo> flags;
   gflags::GetAllFlags(&flags);
-  auto print_from = [&](const std::string& file, const char* title) {
+  const absl::string_view command = flag_files.empty() ? "" : CommandOfFile(flag_files[0]);
+  auto print_if = [&](auto wanted, const char* title) {
     bool any = false;
     for (const auto& f : flags) {
-      if (f.filename.find(file) == std::string::npos) continue;
+      if (!IsToolFlag(f) || !wanted(f)) continue;
       if (!any) std::cout << "\n" << title << ":\n";
       any = true;
       std::cout << absl::StrFormat("  --%-16s %s (default: %s)\n", f.name, f.description,
                                    f.default_value.empty() ? "\"\"" : f.default_value);
     }
   };
-  for (const auto& file : flag_files) print_from(file, "Options");
-  print_from("cli_common.cc", "Feature and detector options (all commands)");
+  auto own = [&](const gflags::CommandLineFlagInfo& f) {
+    for (const auto& file : flag_files) {
+      if (f.filename.find(file) != std::string::npos) return FlagApplies(f, command);
+    }
+    return false;
+  };
+  print_if(own, "Options");
+  // --json's own description is analyze's; a command whose usage explains
+  // its --json does not list it again.
+  const bool usage_has_json = absl::StrContains(usage, "--json");
+  print_if(
+      [&](const gflags::CommandLineFlagInfo& f) {
+        return !own(f) && FlagApplies(f, command) && !FlagCommands(f).empty() &&
+               !(f.name == "json" && usage_has_json);
+      },
+      "Shared options");
+}
+
+absl::Status CheckFlagsApply(absl::string_view command) {
+  std::vector<gflags::CommandLineFlagInfo> flags;
+  gflags::GetAllFlags(&flags);
+  std::vector<std::string> wrong;
+  for (const auto& f : flags) {
+    if (f.is_default || !IsToolFlag(f) || FlagApplies(f, command)) continue;
+    wrong.push_back(absl::StrCat("--", f.name, " (", FlagCommands(f), ")"));
+  }
+  if (wrong.empty()) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat(wrong.size() == 1 ? "option " : "options ", absl::StrJoin(wrong, ", "),
+                   wrong.size() == 1 ? " is" : " are", " not read by ", command,
+                   " (in brackets: the commands that read it; see shroud ", command, " --help)"));
 }
 
 nlohmann::json NumberOrNull(double v) {

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "control/analysis/evaluation.h"
 #include "control/analysis/maxent_model.h"
 #include "control/capture/capture_analysis.h"
@@ -52,9 +53,14 @@ absl::StatusOr<std::vector<LabelledFlow>> CollectFromArgs(const std::vector<std:
 // list flags, and `--migration A.pcap B.pcap` is how people write it.
 std::vector<std::string> TakeListFlag(const std::string& name, int* argc, char** argv);
 
-// Prints the usage of one subcommand with the flags defined in the given
-// source files (and the shared ones).
+// Prints the usage of one subcommand ("<command>_command.cc" names it) with
+// the flags defined in that file and the shared ones that apply to it.
 void PrintCommandHelp(const std::string& usage, const std::vector<std::string>& flag_files);
+
+// An error naming every flag of this tool set on the command line that
+// `command` does not read (e.g. `analyze --l2`, `ctl --windows`): silently
+// ignoring it would let a user believe it changed the result.
+absl::Status CheckFlagsApply(absl::string_view command);
 
 // A number for JSON output, null for NaN (a CoV with too little data).
 nlohmann::json NumberOrNull(double v);

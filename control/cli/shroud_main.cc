@@ -85,6 +85,10 @@ int main(int argc, char** argv) {
   google::InitGoogleLogging(argv[0]);
   FLAGS_logtostderr = true;
   gflags::ParseCommandLineFlags(&argc, &argv, /*remove_flags=*/true);
+  if (absl::Status s = shroud::cli::CheckFlagsApply(command); !s.ok()) {
+    std::cerr << "shroud " << command << ": " << s.message() << "\n";
+    return 2;
+  }
   for (int i = 2; i < argc; ++i) args.positional.emplace_back(argv[i]);
   return run(args);
 }

@@ -317,7 +317,8 @@ std::string_view ClassSourceName(ClassSource s);
 // While kNew/kPending the class is default: the packets that precede the
 // deciding one are forwarded undelayed. The deciding packet itself already
 // gets the new class. Final states are never left (a flow re-created after
-// idle eviction starts again at kNew).
+// idle eviction starts again at kNew), except that new rules (a reload) send
+// every flow a signature did not decide back to kNew: RefreshFlowClass.
 //
 // "Stream start" for anchored signatures is the first payload packet of a TCP
 // flow as the gateway sees it (every datagram for other protocols). A flow
@@ -330,7 +331,12 @@ struct FlowClass {
   uint8_t payloads_scanned = 0;  // kPending: payload packets scanned so far
   bool reverse = false;          // return direction of a classified flow
   uint16_t index = 0;            // rule or signature index (kRule/kSignature)
-  uint16_t reserved = 0;
+  // The rules generation the state belongs to (the gateway worker's, bumped
+  // by every reload, modulo kRulesEpochs) ...
+  uint16_t rules_epoch : 15 = 0;
+  // ... and whether the flow was counted as classified already, so a flow
+  // decided again under new rules is counted once as a flow.
+  uint16_t counted : 1 = 0;
 
   bool decided() const {
     return source == ClassSource::kRule || source == ClassSource::kSignature ||
@@ -338,6 +344,19 @@ struct FlowClass {
   }
 };
 static_assert(sizeof(FlowClass) == 8, "FlowClass lives in every flow table entry");
+inline constexpr uint16_t kRulesEpochs = 1u << 15;
+
+// A flow's state under the rules of `epoch`, given its state under an earlier
+// epoch's: decided again from kNew, unless a signature decided it (its first
+// payload bytes are gone, so the new rules could not see them); `counted`
+// stays. Lazily, at the flow's next packet, so a reload costs the worker no
+// walk over the flow table.
+inline FlowClass RefreshFlowClass(const FlowClass& c, uint16_t epoch) {
+  FlowClass r = c.source == ClassSource::kSignature ? c : FlowClass{};
+  r.counted = c.counted;
+  r.rules_epoch = epoch & (kRulesEpochs - 1);
+  return r;
+}
 
 // The queue a packet of a flow in state `c` goes to: its class for the data
 // direction, default for the return direction (see RuleMatch::reverse).

@@ -480,6 +480,7 @@ void ParseShaper(TableReader& r, ShaperSection* s) {
   r.Unsigned("chaff_queue_ms", &s->chaff_queue_ms);
   r.Unsigned("queue_packets", &s->queue_packets);
   r.Bool("migration_borrows_chaff", &s->migration_borrows_chaff);
+  r.Bool("migration_waits_for_root", &s->migration_waits_for_root);
   r.Number("chaff_rate_mbyte_s", &s->chaff_rate_mbyte_s);
   r.Unsigned("train_max_frames", &s->train_max_frames);
   r.Unsigned("flow_lanes", &s->flow_lanes);
@@ -1143,6 +1144,7 @@ ShaperConfig ToShaperConfig(const GatewayConfig& config) {
   shaper.migration.train_max_frames = s.train_max_frames;
   shaper.migration.flow_lanes = s.flow_lanes;
   shaper.migration.lane_quantum_bytes = s.flow_lane_quantum_bytes;
+  shaper.migration.waits_for_root = s.migration_waits_for_root;
   const uint64_t chaff_rate = bytes_per_sec(s.chaff_rate_mbyte_s);
   shaper.chaff.rate_bytes_per_sec = chaff_rate;
   shaper.chaff.ceil_bytes_per_sec =

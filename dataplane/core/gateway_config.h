@@ -86,6 +86,13 @@ struct ShaperSection {
   // Off by default: borrowing makes the migration rate depend on chaff load,
   // i.e. stray from the rate Algorithm 3 chose.
   bool migration_borrows_chaff = false;
+  // Whether the migration class waits for the link's (root's) tokens. On: the
+  // background (forwarded unshaped, charged to root) comes first and the
+  // migration gets what it leaves, below its Algorithm 3 rate on a busy WAN.
+  // Off: the migration goes at Algorithm 3's rate and competes with the
+  // background for the WAN as it would without the gateway; chaff still
+  // waits for root, so it still yields to both.
+  bool migration_waits_for_root = true;
   // Token rate of the chaff class. The paper treats chaffing as optional (for
   // lightly loaded networks), so 0 = no chaff.
   double chaff_rate_mbyte_s = 0.0;

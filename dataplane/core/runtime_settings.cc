@@ -410,6 +410,7 @@ std::vector<std::string> RestartOnlyChanges(const GatewayConfig& running,
   check("shaper.chaff_queue_ms", sa.chaff_queue_ms == sb.chaff_queue_ms);
   check("shaper.queue_packets", sa.queue_packets == sb.queue_packets);
   check("shaper.migration_borrows_chaff", sa.migration_borrows_chaff == sb.migration_borrows_chaff);
+  check("shaper.migration_waits_for_root", sa.migration_waits_for_root == sb.migration_waits_for_root);
   check("shaper.chaff_rate_mbyte_s", sa.chaff_rate_mbyte_s == sb.chaff_rate_mbyte_s);
   check("shaper.train_max_frames", sa.train_max_frames == sb.train_max_frames);
   check("shaper.flow_lanes", sa.flow_lanes == sb.flow_lanes);

@@ -160,6 +160,7 @@ absl::StatusOr<Shaper> Shaper::Create(const ShaperConfig& config, uint64_t now_n
     s.queue = LaneQueue(cc.flow_lanes, cc.queue_packets, cc.queue_bytes(), cc.lane_quantum_bytes);
     s.may_borrow = may_borrow;
     s.train_max = cc.train_max_frames;
+    s.waits_for_root = cc.waits_for_root;
   };
   shaper.train_rng_ = config.train_seed;
   init(ShapedClass::kMigration, config.migration, config.migration_borrows_from_chaff);
@@ -219,7 +220,7 @@ Shaper::SendResult Shaper::TrySend(ClassState& self, ClassState& other, uint32_t
     if (!other.rate.Has(from_lender)) return SendResult::kWaitOwn;
   }
   // Checked last so that "waiting for root" means the class could go otherwise.
-  if (!root_.Has(need)) return SendResult::kWaitRoot;
+  if (self.waits_for_root && !root_.Has(need)) return SendResult::kWaitRoot;
   self.rate.Take(need - from_lender);
   if (from_lender > 0) {
     other.rate.Take(from_lender);

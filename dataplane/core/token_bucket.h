@@ -269,6 +269,13 @@ struct ShaperClassConfig {
   // turns of up to lane_quantum_bytes, switching only between trains.
   uint32_t flow_lanes = 1;
   uint64_t lane_quantum_bytes = 64 * 1024;
+  // Whether the class waits for root tokens. Off: it goes on its own class
+  // tokens alone and still takes its bytes from root (into debt, as the
+  // default class does), so the classes that wait hold back for it. For a
+  // class carrying real TCP that must compete with unshaped traffic for the
+  // link as it would without the gateway, rather than get only what the
+  // unshaped traffic leaves.
+  bool waits_for_root = true;
 
   uint64_t queue_bytes() const {
     return ceil_bytes_per_sec * queue_depth_ms / 1000;
@@ -346,7 +353,9 @@ struct DefaultClassCounters {
 //
 // A shaped packet of B bytes goes when all of these hold, and then takes B from
 // each bucket involved:
-//   - root has B tokens (root never exceeds the link rate);
+//   - root has B tokens (root never exceeds the link rate), unless the class
+//     does not wait for root (waits_for_root off: it takes B from root into
+//     debt, like the default class);
 //   - its class's ceil bucket has B (no class exceeds its ceil, borrowing
 //     included);
 //   - its class's rate bucket has B, or -- when the class may borrow and the
@@ -452,6 +461,7 @@ class Shaper {
     LaneQueue queue;
     ShaperClassCounters counters;
     bool may_borrow = false;
+    bool waits_for_root = true;  // ShaperClassConfig::waits_for_root
     uint32_t train_max = 1;     // ShaperClassConfig::train_max_frames
     uint32_t train_target = 1;  // frames in the next train
     uint32_t train_left = 0;    // frames still to go in the current train; 0 = none started

@@ -67,6 +67,7 @@ tb_migrate_cleanup() {
     [[ -n $TB_QEMU_DST ]] && kill_wait "$TB_QEMU_DST" TERM 5
     ((TB_VMNET)) && tb_vmnet_down
     tb_drain_restore
+    tb_walk_mean_restore
     if [[ -n $TB_MIG_WORK && -d $TB_MIG_WORK ]]; then
         rm -f "$TB_MIG_WORK/ram.bin"  # large; the logs and JSON stay until `down`
     fi
@@ -114,6 +115,68 @@ tb_drain_restore() {
         log "migrate --switchover-drain: restoring gateway A's walk failed (it stays at maxR; shroud ctl set rate_variation.enabled=true by hand): $out"
     fi
     TB_DRAIN_RESTORE=()
+}
+
+# --walk-mean (--stealth): gateway A's maxR scaled for this migration so
+# that Algorithm 3's walk averages the migration's nominal rate (--rate-mib),
+# capped at the config's maxR (the WAN's rate). The walk's shape (its CoV per
+# step, per 100 ms, per second) does not depend on maxR, only its scale; its
+# mean is ~0.36-0.39 maxR (`shroud ratewalk`), so with QEMU's max-bandwidth
+# lifted (--qemu-bandwidth-mib at the WAN's rate) a stealth migration can
+# average what a native one at --rate-mib does instead of the walk's mean at
+# the WAN's maxR, whatever the nominal rate: below ~4 MiB/s it went faster
+# than native (session 14), above it slower. Above ~4.4 MiB/s on a 100 Mbit/s
+# WAN the cap binds and nothing changes.
+TB_WALK_RESTORE=() TB_WALK_JSON=null
+tb_walk_mean_prepare() {
+    local shroud=$1 rate=$2 ctl got start max conf
+    ctl=("$shroud" ctl --runtime_dir="$STATE/run/gwa" --instance=gwa)
+    [[ -x $shroud ]] || { log "migrate --walk-mean: no $shroud (shroud ctl, shroud ratewalk)"; return 1; }
+    got=$("${ctl[@]}" get 2>&1) || { log "migrate --walk-mean: shroud ctl get on gateway A failed: $got"; return 1; }
+    [[ $(sed -n 's/^rate_variation\.enabled=//p' <<<"$got") == true ]] ||
+        { log "migrate --walk-mean: gateway A does not vary the migration's rate (bring the testbed up with --stealth)"; return 1; }
+    start=$(sed -n 's/^rate_variation\.start_rate_mbyte_s=//p' <<<"$got")
+    max=$(sed -n 's/^rate_variation\.max_rate_mbyte_s=//p' <<<"$got")
+    [[ -n $start && -n $max ]] || { log "migrate --walk-mean: gateway A's ctl get lacks rate_variation.*: $got"; return 1; }
+    conf=$STATE/conf/gateway-pair-a.toml
+    [[ -f $conf ]] || { log "migrate --walk-mean: no $conf"; return 1; }
+    # The walk's mean/maxR for this config at a candidate maxR, twice (it
+    # moves a little with maxR because minR stays put).
+    local target m frac i tmp
+    target=$(awk -v r="$rate" 'BEGIN { printf "%.4f", r * 1.048576 }')
+    m=$(awk -v t="$target" -v x="$max" 'BEGIN { m = t / 0.36; if (m > x) m = x; printf "%.4f", m }')
+    tmp=$(mktemp "$STATE/conf/walk-mean.XXXXXX")
+    for i in 1 2; do
+        sed -E -e '/^start_rate_mbyte_s *=/d' \
+            -e "s/^max_rate_mbyte_s = [0-9.]+/max_rate_mbyte_s = $m\\nstart_rate_mbyte_s = $(awk -v s="$start" -v m="$m" 'BEGIN { printf "%.4f", (s < m ? s : m / 2) }')/" \
+            "$conf" >"$tmp"
+        frac=$("$shroud" ratewalk "$tmp" --json --walk_seconds=300 --offered_mib_s=1 2>/dev/null | jq -r '.mean_over_max // empty')
+        [[ -n $frac ]] || { rm -f "$tmp"; log "migrate --walk-mean: shroud ratewalk failed on $conf with maxR $m"; return 1; }
+        m=$(awk -v t="$target" -v f="$frac" -v x="$max" 'BEGIN { m = t / f; if (m > x) m = x; printf "%.4f", m }')
+    done
+    rm -f "$tmp"
+    local new_start
+    new_start=$(awk -v s="$start" -v m="$m" 'BEGIN { printf "%.4f", (s < m ? s : m / 2) }')
+    TB_WALK_JSON=$(jq -nc --argjson target "$target" --argjson max "$m" --argjson frac "$frac" --argjson cap "$max" \
+        '{target_mbyte_s: $target, max_rate_mbyte_s: $max, mean_over_max: $frac, config_max_rate_mbyte_s: $cap,
+          capped: ($max >= $cap)}')
+    if awk -v m="$m" -v x="$max" 'BEGIN { exit !(m >= x) }'; then
+        log "migrate: walk mean: maxR stays $max MB/s (the walk's mean there, $(awk -v f="$frac" -v x="$max" 'BEGIN { printf "%.2f", f * x }') MB/s, is below the rate's $target MB/s)"
+        return 0
+    fi
+    got=$("${ctl[@]}" set "rate_variation.max_rate_mbyte_s=$m" "rate_variation.start_rate_mbyte_s=$new_start" 2>&1) ||
+        { log "migrate --walk-mean: shroud ctl set on gateway A refused: $got"; return 1; }
+    TB_WALK_RESTORE=("${ctl[@]}" set "rate_variation.max_rate_mbyte_s=$max" "rate_variation.start_rate_mbyte_s=$start")
+    log "migrate: walk mean: gateway A's maxR $m MB/s (mean/maxR $frac: the walk averages the rate's $target MB/s) for this migration, then $max again"
+}
+
+# Restores gateway A's maxR (idempotent; also from the EXIT trap).
+tb_walk_mean_restore() {
+    ((${#TB_WALK_RESTORE[@]})) || return 0
+    local out
+    out=$("${TB_WALK_RESTORE[@]}" 2>&1) ||
+        log "migrate --walk-mean: restoring gateway A's maxR failed (set it by hand: ${TB_WALK_RESTORE[*]:1}): $out"
+    TB_WALK_RESTORE=()
 }
 
 # The guest's own network for --ping: tap vm0 + bridge vmbr in src and in
@@ -209,10 +272,11 @@ tb_ping_summary() {
 
 cmd_migrate() {
     local rate=8 ram=64 port=49152 dirty=10 seed=1 max_time=0 out="" downtime_limit=300 multifd=0 ping=0 qemu_bw=0
-    local drain=0
+    local drain=0 walk_mean=0
     while (($#)); do
         case $1 in
             --ping) ping=1; shift ;;
+            --walk-mean) walk_mean=1; shift ;;
             --switchover-drain) drain=1; shift ;;
             --out) need_value "$@"; out=$2; shift 2 ;;
             --rate-mib) need_value "$@"; rate=$2; shift 2 ;;
@@ -230,8 +294,11 @@ cmd_migrate() {
     # Decimal, no leading zeros: bash arithmetic reads 010 as octal 8 and
     # 08 as an error.
     local v
+    # The option each variable comes from (--rate-mib sets rate).
+    local -A opt_of=([rate]=rate-mib [ram]=ram-mb [port]=port [dirty]=dirty [seed]=seed
+        [max_time]=max-time [downtime_limit]=downtime-limit [multifd]=multifd)
     for v in rate ram port dirty seed max_time downtime_limit multifd; do
-        [[ ${!v} =~ ^(0|[1-9][0-9]*)$ ]] || die "migrate: --${v//_/-} must be a non-negative decimal integer without leading zeros (got '${!v}')"
+        [[ ${!v} =~ ^(0|[1-9][0-9]*)$ ]] || die "migrate: --${opt_of[$v]} must be a non-negative decimal integer without leading zeros (got '${!v}')"
     done
     ((rate >= 1 && rate <= 100)) || die "migrate: --rate-mib must be in 1..100"
     ((ram >= 24 && ram <= 1024)) || die "migrate: --ram-mb must be in 24..1024"
@@ -248,7 +315,15 @@ cmd_migrate() {
     tb_need_up
     local shroud
     shroud=$(st build)/shroud
+    # From here on the cleanup restores what --walk-mean and the drain change.
+    trap tb_migrate_cleanup EXIT
+    trap 'log "interrupted"; exit 130' INT
+    trap 'log "terminated"; exit 143' TERM
     local hook=()
+    # Before the drain: the drain reads maxR and the start rate to restore.
+    if ((walk_mean)); then
+        tb_walk_mean_prepare "$shroud" "$rate" || exit 1
+    fi
     if ((drain)); then
         tb_drain_prepare "$shroud" || exit 1
         hook=("${TB_DRAIN_SET[@]}")
@@ -273,9 +348,6 @@ cmd_migrate() {
 
     TB_MIG_WORK=$(mktemp -d "$STATE/migrate.XXXXXX")
     local work=$TB_MIG_WORK
-    trap tb_migrate_cleanup EXIT
-    trap 'log "interrupted"; exit 130' INT
-    trap 'log "terminated"; exit 143' TERM
     local channels=""
     ((multifd == 0)) || channels=" in $multifd multifd channels"
     log "migrate: guest ram=${ram}MiB dirty=${dirty}% of $rate MiB/s, max-bandwidth $qemu_bw MiB/s, src $TB_SRC_IP -> tcp:$TB_DST_IP:$port$channels (migration timeout ${mig_timeout}s, bound ${max_time}s)"
@@ -363,6 +435,7 @@ cmd_migrate() {
         done
         tb_drain_restore
     fi
+    tb_walk_mean_restore
     local wall
     wall=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
     sleep 1
@@ -378,7 +451,14 @@ cmd_migrate() {
     # QEMU sets "completed" a moment before it fills in total-time/downtime.
     "${qmp[@]}" "$work/src.qmp" exec query-migrate >"$work/migrate-final.json" 2>/dev/null || true
     local dst_status
-    dst_status=$("${qmp[@]}" "$work/dst.qmp" exec query-status 2>/dev/null | jq -r '.status // "unknown"' 2>/dev/null || echo unknown)
+    # Bounded like the drain's queries: a destination QEMU that died (a failed
+    # migration) answers nothing, and qmp.py's default would wait 20 s.
+    dst_status=unknown
+    if kill -0 "$TB_QEMU_DST" 2>/dev/null; then
+        dst_status=$("${qmp[@]}" "$work/dst.qmp" exec query-status --timeout 2 2>/dev/null | jq -r '.status // "unknown"' 2>/dev/null || echo unknown)
+    else
+        dst_status=exited
+    fi
     local drain_json=null
     if ((drain)); then
         drain_json=$(jq -c '.switchover_hook // null' "$work/migrate.json" 2>/dev/null || echo null)
@@ -438,6 +518,14 @@ cmd_migrate() {
         cp "$work/tap-flows.json" "$out/tap-flows.json" 2>/dev/null || true
         cp "$work/migrate.json" "$out/qmp-migrate.json" 2>/dev/null || true
         cp "$work/serial-src.log" "$out/serial-src.log" 2>/dev/null || true
+        # The gateways' counters after the run (cumulative since `up`; the
+        # difference between two runs is one run's): whether the shaper
+        # dropped or held frames back (tx_retried), what chaff sent.
+        local gw
+        for gw in gwa gwb; do
+            "$shroud" ctl --runtime_dir="$STATE/run/$gw" --instance="$gw" --json status \
+                >"$out/$gw-status.json" 2>/dev/null || rm -f "$out/$gw-status.json"
+        done
         if ((ping)); then
             cp "$work/rttmon.json" "$out/rttmon.json" 2>/dev/null || true
             cp "$work/rttmon-after.json" "$out/rttmon-after.json" 2>/dev/null || true
@@ -447,12 +535,13 @@ cmd_migrate() {
             --argjson rate "$rate" --argjson ram "$ram" --argjson port "$port" --argjson dirty "$dirty" \
             --argjson seed "$seed" --arg src "$TB_SRC_IP" --arg dstip "$TB_DST_IP" --argjson multifd "$multifd" \
             --argjson qbw "$qemu_bw" --argjson drain "$drain_json" --argjson drainon "$drain" \
-            --argjson restored "$TB_DRAIN_RESTORED" \
+            --argjson restored "$TB_DRAIN_RESTORED" --argjson walkmean "$TB_WALK_JSON" \
             '{status: $status, wall_s: $wall, dst_status_after: $dst, rate_mib_s: $rate,
               qemu_max_bandwidth_mib_s: $qbw, ram_mb: $ram,
               dirty_pct: $dirty, seed: $seed, src: $src, dst: $dstip, dport: $port,
               multifd_channels: $multifd, ping: $ping,
-              switchover_drain: (if $drainon == 1 then {hook: $drain, restored: $restored} else null end)}' >"$out/migrate.json"
+              switchover_drain: (if $drainon == 1 then {hook: $drain, restored: $restored} else null end),
+              walk_mean: $walkmean}' >"$out/migrate.json"
     fi
     log "migrate: logs and JSON in $work"
     [[ $status == completed ]]
