@@ -120,6 +120,10 @@ expect "ratewalk: bad --walk_seconds" 2 "--walk_seconds must be in" -- "$shroud"
 sed 's/^enabled = true *#.*Algorithm 3.*/enabled = false/' "$pair" >"$tmp/fixed.toml"
 expect "ratewalk: a config without the walk" 1 "rate_variation.enabled is false" -- "$shroud" ratewalk "$tmp/fixed.toml"
 expect "ratewalk prints the walk's mean" 0 "mean rate +[0-9.]+ MB/s \(0\.[0-9]+ x maxR\)" -- "$shroud" ratewalk --walk_seconds 60 "$pair"
+expect "ratewalk finds the maxR for a mean" 0 "a mean of 2 MiB/s \(2.097 MB/s\): maxR [45]\.[0-9]+ MB/s" -- "$shroud" ratewalk --walk_seconds 120 --target_mean_mib_s 2 "$pair"
+expect "ratewalk: a mean beyond the config's maxR" 0 "a mean of 8 MiB/s .* needs more than this maxR" -- "$shroud" ratewalk --walk_seconds 120 --target_mean_mib_s 8 "$pair"
+expect "ratewalk: a mean at minR" 1 "not above minR" -- "$shroud" ratewalk --target_mean_mib_s 0.05 "$pair"
+expect "ratewalk: a negative mean" 2 "--target_mean_mib_s must be in" -- "$shroud" ratewalk --target_mean_mib_s -1 "$pair"
 out=$("$shroud" ratewalk --json --walk_seconds 120 --offered_mib_s 2,12 --trace_csv "$tmp/walk.csv" "$pair" 2>&1)
 if python3 - "$out" "$tmp/walk.csv" <<'PY'
 import csv, json, sys

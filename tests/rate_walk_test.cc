@@ -213,5 +213,40 @@ TEST(RateWalkTest, Errors) {
   EXPECT_FALSE(SimulateRateWalk(PairConfig(), 1, 10, nan).ok());
 }
 
+TEST(RateWalkTest, MaxRateForAMeanIsWhereTheWalkAveragesIt) {
+  const RateVariationConfig c = PairConfig();
+  constexpr uint64_t kSteps = 30'000;  // 300 s of 10 ms steps
+  for (double target : {2.0e6, 4.0e6}) {
+    SCOPED_TRACE(target);
+    absl::StatusOr<WalkMaxRateForMean> m = MaxRateForMeanRate(c, 3, kSteps, target);
+    ASSERT_TRUE(m.ok()) << m.status();
+    EXPECT_FALSE(m->capped);
+    EXPECT_LT(m->max_rate, c.max_rate);
+    // Recomputed: the walk with that maxR (the start rate halved below it,
+    // as the search does) averages the target, to the search's 0.1 % in maxR
+    // plus the walk's own grain.
+    RateVariationConfig at = c;
+    at.max_rate = m->max_rate;
+    if (at.start_rate > at.max_rate) at.start_rate = at.max_rate / 2;
+    absl::StatusOr<RateWalkSummary> s = SimulateRateWalk(at, 3, kSteps, {});
+    ASSERT_TRUE(s.ok()) << s.status();
+    EXPECT_DOUBLE_EQ(s->mean_rate, m->mean_rate);
+    EXPECT_NEAR(s->mean_rate, target, 0.03 * target);
+    // Mean / maxR is the walk's shape, ~0.36-0.39 here.
+    EXPECT_GT(m->mean_rate / m->max_rate, 0.3);
+    EXPECT_LT(m->mean_rate / m->max_rate, 0.45);
+  }
+  // Beyond what the config's maxR gives: capped, with the mean there.
+  absl::StatusOr<WalkMaxRateForMean> high = MaxRateForMeanRate(c, 3, kSteps, 8.0e6);
+  ASSERT_TRUE(high.ok()) << high.status();
+  EXPECT_TRUE(high->capped);
+  EXPECT_EQ(high->max_rate, c.max_rate);
+  EXPECT_LT(high->mean_rate, 8.0e6);
+  // A target at or below minR, or not a rate, is an error.
+  EXPECT_THAT(std::string(MaxRateForMeanRate(c, 3, kSteps, 50'000).status().message()),
+              HasSubstr("not above minR"));
+  EXPECT_FALSE(MaxRateForMeanRate(c, 3, kSteps, std::nan("")).ok());
+}
+
 }  // namespace
 }  // namespace shroud

@@ -8,6 +8,7 @@
 #include <functional>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -29,6 +30,10 @@ DEFINE_string(offered_mib_s, "2,4,8,12",
               "the walk lets through");
 DEFINE_string(trace_csv, "",
               "ratewalk: also write every step (t_ms,rate_mbyte_s,var_coef,direction,session,paused) here");
+DEFINE_double(target_mean_mib_s, 0,
+              "ratewalk: also find the maxR (at most the config's) at which the walk averages "
+              "this rate, MiB/s: set it so migrations behind the gateway average that rate with "
+              "QEMU's max-bandwidth lifted (0: don't)");
 DEFINE_double(session_seconds, 30,
               "ratewalk: with rate_variation.session_spread, a new migration session (a fresh "
               "draw of minR and win) every this many simulated seconds");
@@ -197,8 +202,31 @@ int RunRatewalk(const CommandArgs& args) {
     }
   }
   const RateWalkSummary& s = *summary;
+  std::optional<WalkMaxRateForMean> for_mean;
+  if (FLAGS_target_mean_mib_s != 0) {
+    if (!(FLAGS_target_mean_mib_s > 0) || FLAGS_target_mean_mib_s > 1e6) {
+      std::cerr << absl::StrFormat("shroud ratewalk: --target_mean_mib_s must be in (0, 1e6], got %g\n",
+                                   FLAGS_target_mean_mib_s);
+      return 2;
+    }
+    absl::StatusOr<WalkMaxRateForMean> m =
+        MaxRateForMeanRate(walk, seed, std::max<uint64_t>(steps, 1), FLAGS_target_mean_mib_s * kMiB);
+    if (!m.ok()) {
+      std::cerr << "shroud ratewalk: --target_mean_mib_s: " << m.status().message() << "\n";
+      return 1;
+    }
+    for_mean = *m;
+  }
   if (FLAGS_json) {
-    std::cout << SummaryJson(path, walk, seed, s).dump() << "\n";
+    nlohmann::json j = SummaryJson(path, walk, seed, s);
+    if (for_mean.has_value()) {
+      j["target_mean"] = {{"mib_s", FLAGS_target_mean_mib_s},
+                          {"mbyte_s", FLAGS_target_mean_mib_s * kMiB / 1e6},
+                          {"max_rate_mbyte_s", for_mean->max_rate / 1e6},
+                          {"mean_rate_mbyte_s", for_mean->mean_rate / 1e6},
+                          {"capped", for_mean->capped}};
+    }
+    std::cout << j.dump() << "\n";
     return 0;
   }
   std::cout << absl::StrFormat(
@@ -245,6 +273,19 @@ int RunRatewalk(const CommandArgs& args) {
   std::cout << "\n  offered/delivered: the total-time ratio of a migration at that pace if nothing\n"
                "  carries over between steps; 1+CoV^2 of what it then sends: the least ratio ANY\n"
                "  shaping with that sent-rate CoV costs a backlogged migration (Bhatia-Davis).\n";
+  if (for_mean.has_value()) {
+    const double target = FLAGS_target_mean_mib_s * kMiB;
+    if (for_mean->capped) {
+      std::cout << absl::StrFormat(
+          "\n  a mean of %g MiB/s (%.3f MB/s) needs more than this maxR: at %.3f MB/s the walk "
+          "averages %.3f MB/s\n",
+          FLAGS_target_mean_mib_s, target / 1e6, for_mean->max_rate / 1e6, for_mean->mean_rate / 1e6);
+    } else {
+      std::cout << absl::StrFormat(
+          "\n  a mean of %g MiB/s (%.3f MB/s): maxR %.3f MB/s (the walk averages %.3f MB/s there)\n",
+          FLAGS_target_mean_mib_s, target / 1e6, for_mean->max_rate / 1e6, for_mean->mean_rate / 1e6);
+    }
+  }
   return 0;
 }
 

@@ -152,4 +152,43 @@ absl::StatusOr<RateWalkSummary> SimulateRateWalk(
   return out;
 }
 
+absl::StatusOr<WalkMaxRateForMean> MaxRateForMeanRate(const RateVariationConfig& config,
+                                                      uint64_t seed, uint64_t steps,
+                                                      double target_mean) {
+  if (absl::Status s = config.Validate(); !s.ok()) return s;
+  if (!(target_mean > 0.0) || !std::isfinite(target_mean)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the target mean must be a positive number of bytes/s, got ", target_mean));
+  }
+  if (target_mean <= config.min_rate) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the target mean ", target_mean, " B/s is not above minR (", config.min_rate,
+        " B/s): no walk above minR averages it"));
+  }
+  auto mean_at = [&](double max_rate) -> absl::StatusOr<double> {
+    RateVariationConfig c = config;
+    c.max_rate = max_rate;
+    if (c.start_rate > max_rate) c.start_rate = std::max(c.min_rate, max_rate / 2);
+    absl::StatusOr<RateWalkSummary> s = SimulateRateWalk(c, seed, steps, {});
+    if (!s.ok()) return s.status();
+    return s->mean_rate;
+  };
+  absl::StatusOr<double> top = mean_at(config.max_rate);
+  if (!top.ok()) return top.status();
+  if (*top <= target_mean) return WalkMaxRateForMean{config.max_rate, *top, true};
+  double lo = config.min_rate, hi = config.max_rate, mean_hi = *top;
+  while (hi - lo > 1e-3 * hi) {
+    const double mid = (lo + hi) / 2;
+    absl::StatusOr<double> m = mean_at(mid);
+    if (!m.ok()) return m.status();
+    if (*m < target_mean) {
+      lo = mid;
+    } else {
+      hi = mid;
+      mean_hi = *m;
+    }
+  }
+  return WalkMaxRateForMean{hi, mean_hi, false};
+}
+
 }  // namespace shroud

@@ -94,6 +94,21 @@ absl::StatusOr<RateWalkSummary> SimulateRateWalk(
     const std::function<void(const RateWalkSample&)>& on_step = nullptr,
     uint64_t session_steps = 0);
 
+// The maxR at which the walk of `config` (its other parameters as they are;
+// its start rate lowered to half maxR when above it) averages `target_mean`
+// bytes/s over `steps` steps with `seed`, at most config.max_rate: to let
+// migrations behind the gateway average a chosen rate (scripts/testbed migrate
+// --walk-mean). The walk's shape does not depend on maxR, only its scale
+// (minR stays), so the mean grows with maxR; found by bisection to 0.1 %.
+struct WalkMaxRateForMean {
+  double max_rate = 0.0;   // bytes/s
+  double mean_rate = 0.0;  // the walk's mean there, bytes/s
+  bool capped = false;     // config.max_rate does not reach the target
+};
+absl::StatusOr<WalkMaxRateForMean> MaxRateForMeanRate(const RateVariationConfig& config,
+                                                      uint64_t seed, uint64_t steps,
+                                                      double target_mean);
+
 }  // namespace shroud
 
 #endif  // SHROUD_DATAPLANE_CORE_RATE_WALK_H_

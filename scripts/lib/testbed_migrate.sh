@@ -140,27 +140,25 @@ tb_walk_mean_prepare() {
     [[ -n $start && -n $max ]] || { log "migrate --walk-mean: gateway A's ctl get lacks rate_variation.*: $got"; return 1; }
     conf=$STATE/conf/gateway-pair-a.toml
     [[ -f $conf ]] || { log "migrate --walk-mean: no $conf"; return 1; }
-    # The walk's mean/maxR for this config at a candidate maxR, twice (it
-    # moves a little with maxR because minR stays put).
-    local target m frac i tmp
-    target=$(awk -v r="$rate" 'BEGIN { printf "%.4f", r * 1.048576 }')
-    m=$(awk -v t="$target" -v x="$max" 'BEGIN { m = t / 0.36; if (m > x) m = x; printf "%.4f", m }')
-    tmp=$(mktemp "$STATE/conf/walk-mean.XXXXXX")
-    for i in 1 2; do
-        sed -E -e '/^start_rate_mbyte_s *=/d' \
-            -e "s/^max_rate_mbyte_s = [0-9.]+/max_rate_mbyte_s = $m\\nstart_rate_mbyte_s = $(awk -v s="$start" -v m="$m" 'BEGIN { printf "%.4f", (s < m ? s : m / 2) }')/" \
-            "$conf" >"$tmp"
-        frac=$("$shroud" ratewalk "$tmp" --json --walk_seconds=300 --offered_mib_s=1 2>/dev/null | jq -r '.mean_over_max // empty')
-        [[ -n $frac ]] || { rm -f "$tmp"; log "migrate --walk-mean: shroud ratewalk failed on $conf with maxR $m"; return 1; }
-        m=$(awk -v t="$target" -v f="$frac" -v x="$max" 'BEGIN { m = t / f; if (m > x) m = x; printf "%.4f", m }')
-    done
-    rm -f "$tmp"
+    # `shroud ratewalk --target_mean_mib_s` finds the maxR at which this
+    # config's walk averages the rate (capped at the config's maxR).
+    local target m frac capped walk
+    walk=$("$shroud" ratewalk "$conf" --json --walk_seconds=300 --offered_mib_s=1 --target_mean_mib_s="$rate" 2>"$STATE/walk-mean.err") ||
+        { log "migrate --walk-mean: shroud ratewalk --target_mean_mib_s=$rate on $conf failed: $(head -c 500 "$STATE/walk-mean.err")"; return 1; }
+    target=$(jq -r '.target_mean.mbyte_s' <<<"$walk")
+    m=$(jq -r '.target_mean.max_rate_mbyte_s | . * 10000 | round / 10000' <<<"$walk")
+    capped=$(jq -r '.target_mean.capped' <<<"$walk")
+    frac=$(jq -r '.target_mean.mean_rate_mbyte_s / .target_mean.max_rate_mbyte_s' <<<"$walk")
+    [[ -n $m && $m != null ]] || { log "migrate --walk-mean: no target_mean in shroud ratewalk's answer: $walk"; return 1; }
+    # The running gateway's maxR caps it too (a ctl set may have lowered it).
+    if awk -v m="$m" -v x="$max" 'BEGIN { exit !(m >= x) }'; then m=$max capped=true; fi
     local new_start
     new_start=$(awk -v s="$start" -v m="$m" 'BEGIN { printf "%.4f", (s < m ? s : m / 2) }')
     TB_WALK_JSON=$(jq -nc --argjson target "$target" --argjson max "$m" --argjson frac "$frac" --argjson cap "$max" \
+        --argjson capped "$capped" \
         '{target_mbyte_s: $target, max_rate_mbyte_s: $max, mean_over_max: $frac, config_max_rate_mbyte_s: $cap,
-          capped: ($max >= $cap)}')
-    if awk -v m="$m" -v x="$max" 'BEGIN { exit !(m >= x) }'; then
+          capped: $capped}')
+    if [[ $capped == true ]]; then
         log "migrate: walk mean: maxR stays $max MB/s (the walk's mean there, $(awk -v f="$frac" -v x="$max" 'BEGIN { printf "%.2f", f * x }') MB/s, is below the rate's $target MB/s)"
         return 0
     fi
