@@ -402,7 +402,10 @@ void GatewayWorker::ApplyUpdate(uint64_t now) {
     // the update carries (with it, it steps with the walk).
     chaff_->interval_ns = u->rate_variation_config.interval_ns;
   }
-  if (u->classifier != nullptr && u->scanner.has_value()) {
+  // Checked before the swap below empties u->classifier (the first reload
+  // swaps in a null: the start's classifier is not owned by the worker).
+  const bool new_rules = u->classifier != nullptr && u->scanner.has_value();
+  if (new_rules) {
     // The old classifier and scanner leave with `u`.
     std::swap(owned_classifier_, u->classifier);
     classifier_ = owned_classifier_.get();
@@ -438,7 +441,7 @@ void GatewayWorker::ApplyUpdate(uint64_t now) {
   // What the update replaced (above all an old classifier's Hyperscan
   // database and scratch) is freed by the main thread (CollectRetired), not
   // on this core.
-  if (u->classifier != nullptr) delete retired_update_.exchange(u.release(), std::memory_order_acq_rel);
+  if (new_rules) delete retired_update_.exchange(u.release(), std::memory_order_acq_rel);
 }
 
 void GatewayWorker::StartSessionIfNew(uint64_t now) {

@@ -230,7 +230,7 @@ TEST(RateWalkTest, MaxRateForAMeanIsWhereTheWalkAveragesIt) {
     if (at.start_rate > at.max_rate) at.start_rate = at.max_rate / 2;
     absl::StatusOr<RateWalkSummary> s = SimulateRateWalk(at, 3, kSteps, {});
     ASSERT_TRUE(s.ok()) << s.status();
-    EXPECT_DOUBLE_EQ(s->mean_rate, m->mean_rate);
+    EXPECT_NEAR(s->mean_rate, m->mean_rate, 1e-9 * m->mean_rate);  // no pauses: the same mean
     EXPECT_NEAR(s->mean_rate, target, 0.03 * target);
     // Mean / maxR is the walk's shape, ~0.36-0.39 here.
     EXPECT_GT(m->mean_rate / m->max_rate, 0.3);
@@ -242,6 +242,18 @@ TEST(RateWalkTest, MaxRateForAMeanIsWhereTheWalkAveragesIt) {
   EXPECT_TRUE(high->capped);
   EXPECT_EQ(high->max_rate, c.max_rate);
   EXPECT_LT(high->mean_rate, 8.0e6);
+  // With session spread the start rate stays at or above the bursty minR
+  // (the config would not validate otherwise), and pauses count as 0.
+  RateVariationConfig spread = c;
+  spread.session_spread = true;
+  spread.bursty_min_rate = 1.5e6;
+  absl::StatusOr<WalkMaxRateForMean> s = MaxRateForMeanRate(spread, 3, kSteps, 2.5e6, 3000);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_FALSE(s->capped);
+  EXPECT_NEAR(s->mean_rate, 2.5e6, 0.05 * 2.5e6);
+  // ... and no walk it allows averages less than its bursty minR-bound floor.
+  EXPECT_THAT(std::string(MaxRateForMeanRate(spread, 3, kSteps, 1.0e6, 3000).status().message()),
+              HasSubstr("the walk averages no less than"));
   // A target at or below minR, or not a rate, is an error.
   EXPECT_THAT(std::string(MaxRateForMeanRate(c, 3, kSteps, 50'000).status().message()),
               HasSubstr("not above minR"));

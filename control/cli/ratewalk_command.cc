@@ -210,7 +210,8 @@ int RunRatewalk(const CommandArgs& args) {
       return 2;
     }
     absl::StatusOr<WalkMaxRateForMean> m =
-        MaxRateForMeanRate(walk, seed, std::max<uint64_t>(steps, 1), FLAGS_target_mean_mib_s * kMiB);
+        MaxRateForMeanRate(walk, seed, std::max<uint64_t>(steps, 1), FLAGS_target_mean_mib_s * kMiB,
+                           session_steps);
     if (!m.ok()) {
       std::cerr << "shroud ratewalk: --target_mean_mib_s: " << m.status().message() << "\n";
       return 1;

@@ -154,7 +154,8 @@ absl::StatusOr<RateWalkSummary> SimulateRateWalk(
 
 absl::StatusOr<WalkMaxRateForMean> MaxRateForMeanRate(const RateVariationConfig& config,
                                                       uint64_t seed, uint64_t steps,
-                                                      double target_mean) {
+                                                      double target_mean,
+                                                      uint64_t session_steps) {
   if (absl::Status s = config.Validate(); !s.ok()) return s;
   if (!(target_mean > 0.0) || !std::isfinite(target_mean)) {
     return absl::InvalidArgumentError(
@@ -165,18 +166,31 @@ absl::StatusOr<WalkMaxRateForMean> MaxRateForMeanRate(const RateVariationConfig&
         "the target mean ", target_mean, " B/s is not above minR (", config.min_rate,
         " B/s): no walk above minR averages it"));
   }
+  // What a backlogged migration gets: min(rate, unbounded), 0 in a pause.
+  const double unbounded[] = {1e15};
+  // No walk has maxR below minR, or below the bursty minR with session
+  // spread (it must not exceed the start rate, which must not exceed maxR).
+  const double floor =
+      config.session_spread ? std::max(config.min_rate, config.bursty_min_rate) : config.min_rate;
   auto mean_at = [&](double max_rate) -> absl::StatusOr<double> {
     RateVariationConfig c = config;
     c.max_rate = max_rate;
-    if (c.start_rate > max_rate) c.start_rate = std::max(c.min_rate, max_rate / 2);
-    absl::StatusOr<RateWalkSummary> s = SimulateRateWalk(c, seed, steps, {});
+    if (c.start_rate > max_rate) c.start_rate = std::max(floor, max_rate / 2);
+    absl::StatusOr<RateWalkSummary> s = SimulateRateWalk(c, seed, steps, unbounded, nullptr, session_steps);
     if (!s.ok()) return s.status();
-    return s->mean_rate;
+    return s->demands[0].mean_delivered;
   };
   absl::StatusOr<double> top = mean_at(config.max_rate);
   if (!top.ok()) return top.status();
   if (*top <= target_mean) return WalkMaxRateForMean{config.max_rate, *top, true};
-  double lo = config.min_rate, hi = config.max_rate, mean_hi = *top;
+  absl::StatusOr<double> bottom = mean_at(floor);
+  if (!bottom.ok()) return bottom.status();
+  if (*bottom > target_mean) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the walk averages no less than ", *bottom, " B/s (at maxR = ", floor,
+        " B/s, the least it allows), above the target mean ", target_mean, " B/s"));
+  }
+  double lo = floor, hi = config.max_rate, mean_hi = *top;
   while (hi - lo > 1e-3 * hi) {
     const double mid = (lo + hi) / 2;
     absl::StatusOr<double> m = mean_at(mid);

@@ -95,11 +95,13 @@ absl::StatusOr<RateWalkSummary> SimulateRateWalk(
     uint64_t session_steps = 0);
 
 // The maxR at which the walk of `config` (its other parameters as they are;
-// its start rate lowered to half maxR when above it) averages `target_mean`
-// bytes/s over `steps` steps with `seed`, at most config.max_rate: to let
-// migrations behind the gateway average a chosen rate (scripts/testbed migrate
-// --walk-mean). The walk's shape does not depend on maxR, only its scale
-// (minR stays), so the mean grows with maxR; found by bisection to 0.1 %.
+// its start rate lowered to half maxR when above it, but not below minR or,
+// with session spread, the bursty minR) lets a backlogged migration average
+// `target_mean` bytes/s over `steps` steps with `seed` (session pauses count
+// as 0; `session_steps` as for SimulateRateWalk), at most config.max_rate: to
+// let migrations behind the gateway average a chosen rate (scripts/testbed
+// migrate --walk-mean). The walk's shape does not depend on maxR, only its
+// scale (minR stays), so the mean grows with maxR; found by bisection to 0.1 %.
 struct WalkMaxRateForMean {
   double max_rate = 0.0;   // bytes/s
   double mean_rate = 0.0;  // the walk's mean there, bytes/s
@@ -107,7 +109,8 @@ struct WalkMaxRateForMean {
 };
 absl::StatusOr<WalkMaxRateForMean> MaxRateForMeanRate(const RateVariationConfig& config,
                                                       uint64_t seed, uint64_t steps,
-                                                      double target_mean);
+                                                      double target_mean,
+                                                      uint64_t session_steps = 0);
 
 }  // namespace shroud
 

@@ -129,7 +129,7 @@ tb_drain_restore() {
 # WAN the cap binds and nothing changes.
 TB_WALK_RESTORE=() TB_WALK_JSON=null
 tb_walk_mean_prepare() {
-    local shroud=$1 rate=$2 ctl got start max conf
+    local shroud=$1 rate=$2 ctl got start max min conf
     ctl=("$shroud" ctl --runtime_dir="$STATE/run/gwa" --instance=gwa)
     [[ -x $shroud ]] || { log "migrate --walk-mean: no $shroud (shroud ctl, shroud ratewalk)"; return 1; }
     got=$("${ctl[@]}" get 2>&1) || { log "migrate --walk-mean: shroud ctl get on gateway A failed: $got"; return 1; }
@@ -137,7 +137,8 @@ tb_walk_mean_prepare() {
         { log "migrate --walk-mean: gateway A does not vary the migration's rate (bring the testbed up with --stealth)"; return 1; }
     start=$(sed -n 's/^rate_variation\.start_rate_mbyte_s=//p' <<<"$got")
     max=$(sed -n 's/^rate_variation\.max_rate_mbyte_s=//p' <<<"$got")
-    [[ -n $start && -n $max ]] || { log "migrate --walk-mean: gateway A's ctl get lacks rate_variation.*: $got"; return 1; }
+    min=$(sed -n 's/^rate_variation\.min_rate_mbyte_s=//p' <<<"$got")
+    [[ -n $start && -n $max && -n $min ]] || { log "migrate --walk-mean: gateway A's ctl get lacks rate_variation.*: $got"; return 1; }
     conf=$STATE/conf/gateway-pair-a.toml
     [[ -f $conf ]] || { log "migrate --walk-mean: no $conf"; return 1; }
     # `shroud ratewalk --target_mean_mib_s` finds the maxR at which this
@@ -153,7 +154,8 @@ tb_walk_mean_prepare() {
     # The running gateway's maxR caps it too (a ctl set may have lowered it).
     if awk -v m="$m" -v x="$max" 'BEGIN { exit !(m >= x) }'; then m=$max capped=true; fi
     local new_start
-    new_start=$(awk -v s="$start" -v m="$m" 'BEGIN { printf "%.4f", (s < m ? s : m / 2) }')
+    # As the search ran the walk: the start rate halved below maxR, not below minR.
+    new_start=$(awk -v s="$start" -v m="$m" -v lo="$min" 'BEGIN { r = (s < m ? s : m / 2); if (r < lo) r = lo; printf "%.4f", r }')
     TB_WALK_JSON=$(jq -nc --argjson target "$target" --argjson max "$m" --argjson frac "$frac" --argjson cap "$max" \
         --argjson capped "$capped" \
         '{target_mbyte_s: $target, max_rate_mbyte_s: $max, mean_over_max: $frac, config_max_rate_mbyte_s: $cap,
