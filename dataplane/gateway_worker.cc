@@ -232,6 +232,10 @@ void GatewayWorker::ProcessBurst(Direction dir, rte_mbuf** pkts, uint16_t n, uin
   }
 }
 
+inline void GatewayWorker::RefreshIfStale(FlowEntry& e) const {
+  if (unlikely(e.cls.rules_epoch != rules_epoch_)) e.cls = RefreshFlowClass(e.cls, rules_epoch_);
+}
+
 void GatewayWorker::Process(Direction dir, rte_mbuf* m, const ParsedPacket& p,
                             ParseStatus status, FlowEntry* looked_up, uint64_t now) {
   const uint8_t* data = rte_pktmbuf_mtod(m, const uint8_t*);
@@ -266,7 +270,7 @@ void GatewayWorker::Process(Direction dir, rte_mbuf* m, const ParsedPacket& p,
   if (likely(e != nullptr)) {
     e->last_seen_ns = now;
     e->features.Observe({now, wire}, stream_, options_.features);
-    if (unlikely(e->cls.rules_epoch != rules_epoch_)) e->cls = RefreshFlowClass(e->cls, rules_epoch_);
+    RefreshIfStale(*e);
     const FlowClass before = e->cls;
     cls = before.decided() ? before : classifier_->Decide(before, p.key, payload, scanner_);
     if (!before.decided() && cls.decided()) {
@@ -282,9 +286,7 @@ void GatewayWorker::Process(Direction dir, rte_mbuf* m, const ParsedPacket& p,
           // both directions themselves, signatures only the one they matched.
           bool reverse_created = false;
           FlowEntry* r = flows_->FindOrAdd(p.key.Reversed(), now, &reverse_created);
-          if (r != nullptr && r->cls.rules_epoch != rules_epoch_) {
-            r->cls = RefreshFlowClass(r->cls, rules_epoch_);
-          }
+          if (r != nullptr) RefreshIfStale(*r);
           if (r != nullptr && r->cls.source != ClassSource::kRule && !cls.reverse) {
             r->cls = ReverseFlowClass(cls);
           }

@@ -343,6 +343,8 @@ class GatewayWorker {
   std::atomic<RuntimeUpdate*> retired_update_{nullptr};
   // The rules generation flows are decided under (FlowClass::rules_epoch).
   uint16_t rules_epoch_ = 0;
+  // A flow decided under older rules starts again (RefreshFlowClass).
+  void RefreshIfStale(FlowEntry& e) const;
 
   GatewayCounters counters_;
 };

@@ -1037,28 +1037,41 @@ TEST(ShaperTest, CountersAndSojourn) {
 
 // ---------------------------------------------------------- Default class
 
+// A 20 MB/s link, and default traffic at 12 MB/s (1200 B every 100 us), far
+// more than root's burst at any one time, passed as a poll comes due.
+ShaperConfig TwentyMBpsLinkConfig() {
+  ShaperConfig sc = BorrowConfig();
+  sc.link_rate_bytes_per_sec = 20'000'000;
+  sc.link_burst_bytes = 32'768;
+  return sc;
+}
+struct DefaultAt12MBps {
+  uint64_t next = 0;
+  uint64_t bytes = 0;
+  void PassDue(Sim& sim) {
+    while (next <= sim.now()) {
+      sim.shaper().PassDefault(1200, sim.now());
+      bytes += 1200;
+      next += 100 * kUs;
+    }
+  }
+};
+
 TEST(ShaperTest, DefaultClassNeverWaitsAndShapedClassesLeaveItRoom) {
   for (bool charged : {true, false}) {
     SCOPED_TRACE(charged ? "charged to root" : "not charged");
-    ShaperConfig sc = BorrowConfig();
-    sc.link_rate_bytes_per_sec = 20'000'000;
-    sc.link_burst_bytes = 32'768;
+    ShaperConfig sc = TwentyMBpsLinkConfig();
     sc.migration.rate_bytes_per_sec = 20'000'000;
     sc.default_counts_against_root = charged;
     Sim sim(sc, 0);
-    // 2 s of default traffic at 12 MB/s (1200 B every 100 us), far more than
-    // root's burst at any one time: every packet is passed and counted.
-    uint64_t next_default = 0, default_bytes = 0;
+    // 2 s of it: every default packet is passed and counted.
+    DefaultAt12MBps background;
     auto r = RunPhase(sim, 2 * kSec, [&] {
       sim.KeepBacklogged(kMig, 64, 1518, 1518);
-      while (next_default <= sim.now()) {
-        sim.shaper().PassDefault(1200, sim.now());
-        default_bytes += 1200;
-        next_default += 100 * kUs;
-      }
+      background.PassDue(sim);
     });
-    EXPECT_EQ(sim.shaper().default_counters().bytes, default_bytes);
-    EXPECT_EQ(sim.shaper().default_counters().packets, default_bytes / 1200);
+    EXPECT_EQ(sim.shaper().default_counters().bytes, background.bytes);
+    EXPECT_EQ(sim.shaper().default_counters().packets, background.bytes / 1200);
     EXPECT_GE(sim.shaper().root_bucket().tokens(), -sim.shaper().root_bucket().burst());
     // Charged: migration gets what the link has left, 20 - 12 = 8 MB/s.
     // Not charged: migration runs at its own 20 MB/s regardless.
@@ -1070,36 +1083,27 @@ TEST(ShaperTest, DefaultClassNeverWaitsAndShapedClassesLeaveItRoom) {
 TEST(ShaperTest, AMigrationThatDoesNotWaitForRootKeepsItsRateBesideDefaultAndChaffYields) {
   for (bool waits : {true, false}) {
     SCOPED_TRACE(waits ? "migration waits for root" : "migration does not wait for root");
-    ShaperConfig sc = BorrowConfig();
-    sc.link_rate_bytes_per_sec = 20'000'000;
-    sc.link_burst_bytes = 32'768;
+    ShaperConfig sc = TwentyMBpsLinkConfig();
     sc.migration.rate_bytes_per_sec = 10'000'000;
     sc.chaff.rate_bytes_per_sec = 10'000'000;  // chaff wants the link too
     sc.migration.waits_for_root = waits;
     Sim sim(sc, 0);
-    // 2 s of default traffic at 12 MB/s charged to root: the link has 8 MB/s
-    // left for the shaped classes.
-    uint64_t next_default = 0;
+    // 2 s of default traffic charged to root: the link has 8 MB/s left for
+    // the shaped classes.
+    DefaultAt12MBps background;
     auto r = RunPhase(sim, 2 * kSec, [&] {
       sim.KeepBacklogged(kMig, 64, 1518, 1518);
       sim.KeepBacklogged(kChaff, 64, 1518, 1518);
-      while (next_default <= sim.now()) {
-        sim.shaper().PassDefault(1200, sim.now());
-        next_default += 100 * kUs;
-      }
+      background.PassDue(sim);
     });
     EXPECT_GE(sim.shaper().root_bucket().tokens(), -sim.shaper().root_bucket().burst());
-    if (waits) {
-      // Migration first, on what the default class left: 8 MB/s; no chaff.
-      EXPECT_NEAR(static_cast<double>(r[0]), 16'000'000.0, 0.02 * 16'000'000.0);
-      EXPECT_LT(r[1], 100'000u);
-    } else {
-      // Migration at its own 10 MB/s, the link overbooked (12 + 10 > 20)
-      // as it would be without the gateway; chaff, still waiting for root,
-      // gets nothing.
-      EXPECT_NEAR(static_cast<double>(r[0]), 20'000'000.0, 0.01 * 20'000'000.0);
-      EXPECT_LT(r[1], 100'000u);
-    }
+    // Waiting: migration first, on what the default class left, 8 MB/s.
+    // Not waiting: migration at its own 10 MB/s, the link overbooked
+    // (12 + 10 > 20) as it would be without the gateway. Chaff, waiting for
+    // root either way, gets nothing.
+    const double expect = waits ? 16'000'000.0 : 20'000'000.0;
+    EXPECT_NEAR(static_cast<double>(r[0]), expect, (waits ? 0.02 : 0.01) * expect);
+    EXPECT_LT(r[1], 100'000u);
   }
 }
 

@@ -141,6 +141,12 @@ int RunRatewalk(const CommandArgs& args) {
                                  kMaxWalkSeconds, FLAGS_walk_seconds);
     return 2;
   }
+  if (FLAGS_target_mean_mib_s != 0 &&
+      (!(FLAGS_target_mean_mib_s > 0) || FLAGS_target_mean_mib_s > 1e6)) {
+    std::cerr << absl::StrFormat("shroud ratewalk: --target_mean_mib_s must be in (0, 1e6], got %g\n",
+                                 FLAGS_target_mean_mib_s);
+    return 2;
+  }
   absl::StatusOr<std::vector<double>> offered = ParseOffered(FLAGS_offered_mib_s);
   if (!offered.ok()) {
     std::cerr << "shroud ratewalk: " << offered.status().message() << "\n";
@@ -204,11 +210,6 @@ int RunRatewalk(const CommandArgs& args) {
   const RateWalkSummary& s = *summary;
   std::optional<WalkMaxRateForMean> for_mean;
   if (FLAGS_target_mean_mib_s != 0) {
-    if (!(FLAGS_target_mean_mib_s > 0) || FLAGS_target_mean_mib_s > 1e6) {
-      std::cerr << absl::StrFormat("shroud ratewalk: --target_mean_mib_s must be in (0, 1e6], got %g\n",
-                                   FLAGS_target_mean_mib_s);
-      return 2;
-    }
     absl::StatusOr<WalkMaxRateForMean> m =
         MaxRateForMeanRate(walk, seed, std::max<uint64_t>(steps, 1), FLAGS_target_mean_mib_s * kMiB,
                            session_steps);

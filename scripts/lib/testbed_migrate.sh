@@ -79,19 +79,30 @@ tb_migrate_cleanup() {
 # is paused every byte still queued is downtime, and Algorithm 3's walk may
 # sit near minR then (0.1 MB/s: a 128 KiB socket buffer takes 1.3 s).
 TB_DRAIN_SET=() TB_DRAIN_RESTORE=() TB_DRAIN_RESTORED=null
-tb_drain_prepare() {
-    local shroud=$1 ctl got enabled start max
-    ctl=("$shroud" ctl --runtime_dir="$STATE/run/gwa" --instance=gwa)
-    [[ -x $shroud ]] || { log "migrate --switchover-drain: no $shroud (shroud ctl)"; return 1; }
-    got=$("${ctl[@]}" get 2>&1) || { log "migrate --switchover-drain: shroud ctl get on gateway A failed: $got"; return 1; }
+
+# Gateway A's ctl command (array TB_GWA_CTL) and its Algorithm 3 settings,
+# read once per caller: TB_GWA_START, TB_GWA_MIN, TB_GWA_MAX (MB/s). Fails,
+# logging why under OPTION, unless the walk is on (a --stealth testbed).
+tb_gwa_walk() {
+    local shroud=$1 option=$2 got enabled
+    TB_GWA_CTL=("$shroud" ctl --runtime_dir="$STATE/run/gwa" --instance=gwa)
+    [[ -x $shroud ]] || { log "migrate $option: no $shroud (shroud ctl)"; return 1; }
+    got=$("${TB_GWA_CTL[@]}" get 2>&1) || { log "migrate $option: shroud ctl get on gateway A failed: $got"; return 1; }
     enabled=$(sed -n 's/^rate_variation\.enabled=//p' <<<"$got")
-    start=$(sed -n 's/^rate_variation\.start_rate_mbyte_s=//p' <<<"$got")
-    max=$(sed -n 's/^rate_variation\.max_rate_mbyte_s=//p' <<<"$got")
-    [[ -n $start && -n $max ]] || { log "migrate --switchover-drain: gateway A's ctl get lacks rate_variation.*: $got"; return 1; }
+    TB_GWA_START=$(sed -n 's/^rate_variation\.start_rate_mbyte_s=//p' <<<"$got")
+    TB_GWA_MIN=$(sed -n 's/^rate_variation\.min_rate_mbyte_s=//p' <<<"$got")
+    TB_GWA_MAX=$(sed -n 's/^rate_variation\.max_rate_mbyte_s=//p' <<<"$got")
+    [[ -n $TB_GWA_START && -n $TB_GWA_MIN && -n $TB_GWA_MAX ]] ||
+        { log "migrate $option: gateway A's ctl get lacks rate_variation.*: $got"; return 1; }
     if [[ $enabled != true ]]; then
-        log "migrate --switchover-drain: gateway A does not vary the migration's rate (rate_variation.enabled=$enabled; bring the testbed up with --stealth)"
+        log "migrate $option: gateway A does not vary the migration's rate (rate_variation.enabled=$enabled; bring the testbed up with --stealth)"
         return 1
     fi
+}
+
+tb_drain_prepare() {
+    tb_gwa_walk "$1" --switchover-drain || return 1
+    local ctl=("${TB_GWA_CTL[@]}") start=$TB_GWA_START max=$TB_GWA_MAX
     # qmp.py sends the set itself (--switchover-ctl): on a busy 2-core testbed
     # starting `shroud ctl` in the pause took 0.04-2 s (load average ~19 under
     # heavy load; session 15), and QEMU goes on after --switchover-hook-wait,
@@ -129,16 +140,9 @@ tb_drain_restore() {
 # WAN the cap binds and nothing changes.
 TB_WALK_RESTORE=() TB_WALK_JSON=null
 tb_walk_mean_prepare() {
-    local shroud=$1 rate=$2 ctl got start max min conf
-    ctl=("$shroud" ctl --runtime_dir="$STATE/run/gwa" --instance=gwa)
-    [[ -x $shroud ]] || { log "migrate --walk-mean: no $shroud (shroud ctl, shroud ratewalk)"; return 1; }
-    got=$("${ctl[@]}" get 2>&1) || { log "migrate --walk-mean: shroud ctl get on gateway A failed: $got"; return 1; }
-    [[ $(sed -n 's/^rate_variation\.enabled=//p' <<<"$got") == true ]] ||
-        { log "migrate --walk-mean: gateway A does not vary the migration's rate (bring the testbed up with --stealth)"; return 1; }
-    start=$(sed -n 's/^rate_variation\.start_rate_mbyte_s=//p' <<<"$got")
-    max=$(sed -n 's/^rate_variation\.max_rate_mbyte_s=//p' <<<"$got")
-    min=$(sed -n 's/^rate_variation\.min_rate_mbyte_s=//p' <<<"$got")
-    [[ -n $start && -n $max && -n $min ]] || { log "migrate --walk-mean: gateway A's ctl get lacks rate_variation.*: $got"; return 1; }
+    local shroud=$1 rate=$2 got conf
+    tb_gwa_walk "$shroud" --walk-mean || return 1
+    local ctl=("${TB_GWA_CTL[@]}") start=$TB_GWA_START min=$TB_GWA_MIN max=$TB_GWA_MAX
     conf=$STATE/conf/gateway-pair-a.toml
     [[ -f $conf ]] || { log "migrate --walk-mean: no $conf"; return 1; }
     # `shroud ratewalk --target_mean_mib_s` finds the maxR at which this
