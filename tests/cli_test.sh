@@ -42,7 +42,8 @@ expect "bad model file names file and problem" 2 "model.json.*format" -- "$shrou
 expect "missing model file" 2 "nomodel.json" -- "$shroud" analyze --model "$tmp/nomodel.json" "$tmp/text.pcap"
 # Options a command does not read are refused by name, not ignored.
 expect "analyze refuses a training option" 2 "option --l2 \(train,eval,judge\) is not read by analyze" -- "$shroud" analyze --l2 0.5 "$tmp/text.pcap"
-expect "ctl refuses detector options" 2 "options --pwin \(analyze,train,eval,judge\), --windows \(analyze,train,eval,judge\) are not read by ctl" -- "$shroud" ctl --windows 100 --pwin 10 ping
+expect "ctl refuses detector options" 2 "options --pwin \(analyze,eval,judge\), --windows \(analyze,train,eval,judge\) are not read by ctl" -- "$shroud" ctl --windows 100 --pwin 10 ping
+expect "train refuses Algorithm 1's --pwin" 2 "--pwin \(analyze,eval,judge\) is not read by train" -- "$shroud" train --pwin 500 --migration "$tmp/text.pcap" -o "$tmp/out.json"
 expect "train refuses --model" 2 "--model \(analyze,eval,judge\) is not read by train" -- "$shroud" train --model "$tmp/model.json" --migration "$tmp/text.pcap" -o "$tmp/out.json"
 expect "ratewalk refuses rttmon's options" 2 "--peak_k \(rttmon\) is not read by ratewalk" -- "$shroud" ratewalk --peak_k 3 "$root/conf/gateway-pair-a.toml"
 expect "an option at its default value but set is refused too" 2 "--folds \(eval\) is not read by judge" -- "$shroud" judge --folds 5 "$tmp"

@@ -229,6 +229,25 @@ class ReportTest(unittest.TestCase):
         self.assertEqual(s["chaff_flows"], 3)
         self.assertEqual(s["chaff_flagged"], {"pattern": 0, "maxent": 1, "timing": 0, "timing_adaptive": 0})
 
+    def test_matrix_in_parts(self):
+        # --first-rep appends its invocation to matrix.json's parts; the
+        # report gives the sum and each part's command.
+        def parts(out):
+            m = json.loads((out / "matrix.json").read_text())
+            m["parts"] = [{"started": 0, "ended": 1000, "duration_s": 1000,
+                           "command": "scripts/evaluate --reps 1"},
+                          {"started": 2000, "ended": 4725, "duration_s": 2725,
+                           "command": "scripts/evaluate --reps 2 --first-rep 2"}]
+            (out / "matrix.json").write_text(json.dumps(m))
+        out, _, _, report = self.report(edit=parts)
+        self.assertIn("- duration: 1 h 02 min 05 s, in 2 invocations (--first-rep):", report)
+        self.assertIn("  - `scripts/evaluate --reps 2 --first-rep 2`: 45 min 25 s", report)
+        m = json.loads((out / "matrix.json").read_text())
+        del m["parts"]
+        (out / "matrix.json").write_text(json.dumps(m))
+        self.assertEqual(run_report(out).returncode, 0)
+        self.assertIn("- duration: 1 h 02 min 05 s\n- machine:", (out / "report.md").read_text())
+
     def test_pooled_rates_and_tables(self):
         out, _, _, report = self.report()
         det = {(row["mode"], row["detector"]): row for row in read_csv(out / "detection.csv")}

@@ -831,6 +831,11 @@ def provenance_md(matrix, judge, n_runs):
         lines = [f"- command: `{matrix.get('command', '?')}`",
                  f"- duration: {duration_text(matrix.get('duration_s'))}",
                  f"- machine: {matrix.get('machine', '?')}"]
+        parts = matrix.get("parts")
+        if isinstance(parts, list) and len(parts) > 1:
+            lines[1] += f", in {len(parts)} invocations (--first-rep):"
+            lines[2:2] = [f"  - `{p.get('command', '?')}`: {duration_text(p.get('duration_s'))}"
+                          for p in parts if isinstance(p, dict)]
     else:
         lines = ["- matrix.json missing (report-only run on existing runs): command, duration and "
                  "machine unknown"]

@@ -109,10 +109,18 @@ tb_drain_prepare() {
     # so the last state leaves at the walk's rate until the gateway hears.
     local sock=$STATE/run/gwa/gwa/ctl.sock
     [[ -S $sock ]] || { log "migrate --switchover-drain: no control socket $sock"; return 1; }
+    # With --walk-mean maxR is scaled down for this migration; the paused
+    # guest's last state goes at the config's maxR (the WAN's), not at it.
+    local drain_max=$max back=()
+    if [[ -n $TB_WALK_CONFIG_MAX ]]; then
+        drain_max=$TB_WALK_CONFIG_MAX
+        back=("rate_variation.max_rate_mbyte_s=$max")
+    fi
     TB_DRAIN_SET=(--switchover-ctl "$sock" --switchover-set rate_variation.enabled=false
-        --switchover-set "rate_variation.start_rate_mbyte_s=$max")
-    TB_DRAIN_RESTORE=("${ctl[@]}" set rate_variation.enabled=true "rate_variation.start_rate_mbyte_s=$start")
-    log "migrate: switchover drain armed: gateway A runs the migration at maxR $max MB/s from QEMU's pre-switchover pause until the destination runs (then Algorithm 3 again, start rate $start MB/s)"
+        --switchover-set "rate_variation.max_rate_mbyte_s=$drain_max"
+        --switchover-set "rate_variation.start_rate_mbyte_s=$drain_max")
+    TB_DRAIN_RESTORE=("${ctl[@]}" set rate_variation.enabled=true "${back[@]}" "rate_variation.start_rate_mbyte_s=$start")
+    log "migrate: switchover drain armed: gateway A runs the migration at maxR $drain_max MB/s from QEMU's pre-switchover pause until the destination runs (then Algorithm 3 again, start rate $start MB/s${back:+, maxR $max MB/s})"
 }
 
 # Restores gateway A's walk (idempotent; also from the EXIT trap).
@@ -138,7 +146,9 @@ tb_drain_restore() {
 # the WAN's maxR, whatever the nominal rate: below ~4 MiB/s it went faster
 # than native (session 14), above it slower. Above ~4.4 MiB/s on a 100 Mbit/s
 # WAN the cap binds and nothing changes.
-TB_WALK_RESTORE=() TB_WALK_JSON=null
+# TB_WALK_CONFIG_MAX: the maxR restored afterwards, set only while a scaled
+# one is in force (the drain goes at it).
+TB_WALK_RESTORE=() TB_WALK_JSON=null TB_WALK_CONFIG_MAX=""
 tb_walk_mean_prepare() {
     local shroud=$1 rate=$2 got conf
     tb_gwa_walk "$shroud" --walk-mean || return 1
@@ -171,6 +181,7 @@ tb_walk_mean_prepare() {
     got=$("${ctl[@]}" set "rate_variation.max_rate_mbyte_s=$m" "rate_variation.start_rate_mbyte_s=$new_start" 2>&1) ||
         { log "migrate --walk-mean: shroud ctl set on gateway A refused: $got"; return 1; }
     TB_WALK_RESTORE=("${ctl[@]}" set "rate_variation.max_rate_mbyte_s=$max" "rate_variation.start_rate_mbyte_s=$start")
+    TB_WALK_CONFIG_MAX=$max
     log "migrate: walk mean: gateway A's maxR $m MB/s (mean/maxR $frac: the walk averages the rate's $target MB/s) for this migration, then $max again"
 }
 
