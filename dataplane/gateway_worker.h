@@ -216,6 +216,9 @@ struct RuntimeUpdate {
   // and decides every other flow again, by the new rules, at its next packet.
   std::unique_ptr<Classifier> classifier;
   std::optional<SignatureScanner> scanner;
+  // Set by the worker when it retires this update: one retired before it
+  // that no CollectRetired had taken yet, freed with it off the worker.
+  std::unique_ptr<RuntimeUpdate> older_retired;
 };
 
 class GatewayWorker {

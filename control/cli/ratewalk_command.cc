@@ -276,17 +276,11 @@ int RunRatewalk(const CommandArgs& args) {
                "  carries over between steps; 1+CoV^2 of what it then sends: the least ratio ANY\n"
                "  shaping with that sent-rate CoV costs a backlogged migration (Bhatia-Davis).\n";
   if (for_mean.has_value()) {
-    const double target = FLAGS_target_mean_mib_s * kMiB;
-    if (for_mean->capped) {
-      std::cout << absl::StrFormat(
-          "\n  a mean of %g MiB/s (%.3f MB/s) needs more than this maxR: at %.3f MB/s the walk "
-          "averages %.3f MB/s\n",
-          FLAGS_target_mean_mib_s, target / 1e6, for_mean->max_rate / 1e6, for_mean->mean_rate / 1e6);
-    } else {
-      std::cout << absl::StrFormat(
-          "\n  a mean of %g MiB/s (%.3f MB/s): maxR %.3f MB/s (the walk averages %.3f MB/s there)\n",
-          FLAGS_target_mean_mib_s, target / 1e6, for_mean->max_rate / 1e6, for_mean->mean_rate / 1e6);
-    }
+    std::cout << absl::StrFormat(
+        "\n  a mean of %g MiB/s (%.3f MB/s): %s %.3f MB/s (the walk averages %.3f MB/s there)\n",
+        FLAGS_target_mean_mib_s, FLAGS_target_mean_mib_s * kMiB / 1e6,
+        for_mean->capped ? "needs more than this maxR," : "maxR", for_mean->max_rate / 1e6,
+        for_mean->mean_rate / 1e6);
   }
   return 0;
 }

@@ -160,11 +160,10 @@ tb_walk_mean_prepare() {
     local target m frac capped walk
     walk=$("$shroud" ratewalk "$conf" --json --walk_seconds=300 --offered_mib_s=1 --target_mean_mib_s="$rate" 2>"$STATE/walk-mean.err") ||
         { log "migrate --walk-mean: shroud ratewalk --target_mean_mib_s=$rate on $conf failed: $(head -c 500 "$STATE/walk-mean.err")"; return 1; }
-    target=$(jq -r '.target_mean.mbyte_s' <<<"$walk")
-    m=$(jq -r '.target_mean.max_rate_mbyte_s | . * 10000 | round / 10000' <<<"$walk")
-    capped=$(jq -r '.target_mean.capped' <<<"$walk")
-    frac=$(jq -r '.target_mean.mean_rate_mbyte_s / .target_mean.max_rate_mbyte_s' <<<"$walk")
-    [[ -n $m && $m != null ]] || { log "migrate --walk-mean: no target_mean in shroud ratewalk's answer: $walk"; return 1; }
+    read -r target m capped frac < <(jq -r '.target_mean // empty
+        | [.mbyte_s, (.max_rate_mbyte_s * 10000 | round / 10000), .capped, .mean_rate_mbyte_s / .max_rate_mbyte_s]
+        | @tsv' <<<"$walk") || true
+    [[ -n $m ]] || { log "migrate --walk-mean: no target_mean in shroud ratewalk's answer: $walk"; return 1; }
     # The running gateway's maxR caps it too (a ctl set may have lowered it).
     if awk -v m="$m" -v x="$max" 'BEGIN { exit !(m >= x) }'; then m=$max capped=true; fi
     local new_start
