@@ -263,11 +263,21 @@ class ReportTest(unittest.TestCase):
         self.assertAlmostEqual(float(det[("stealth", "maxent")]["auc"]), 0.5 * 79 * 2 / 160)
         self.assertEqual(det[("native", "timing_adaptive")]["auc"], "")
         self.assertIn("| stealth | maxent | 0.000 (0/2) |", report)
-        self.assertRegex(report, r"\| native \| pattern \|[^\n]*\| 0\.995 \|\n")
+        self.assertRegex(report, r"\| native \| pattern \|[^\n]*\| 0\.995 \| 1\.000 \|\n")
+        # The best threshold: native pattern flags both migrations (7.0) above 99 of 100
+        # background flows; 2 % of 100 may be flagged, so 7.0 passes.
+        self.assertEqual(float(det[("native", "pattern")]["tpr_at_max_fpr"]), 1.0)
+        self.assertEqual(float(det[("stealth", "maxent")]["tpr_at_max_fpr"]), 0.0)
+        self.assertIn("pooled FPR 0.0100 (1/100); the best threshold on these runs: TPR 1.000 at "
+                      "pooled FPR <= 0.02", report)
         t5 = read_csv(out / "table5.csv")
         self.assertEqual([row["rate_mib_s"] for row in t5], ["4", "8", "mean over rates"])
         self.assertAlmostEqual(float(t5[0]["ratio"]), 1.1)
         self.assertAlmostEqual(float(t5[2]["extra_downtime_s"]), 0.1)
+        # One run a cell: no interval, and the report says why.
+        self.assertEqual(t5[2]["ratio_ci95_low"], "")
+        self.assertIn("No 95 % intervals: some mode x rate x load cell has fewer than two", report)
+        self.assertIn("(4 MiB/s: 1.100, 8 MiB/s: 1.100; paper 1.1-1.3)\n", report)
         t3 = read_csv(out / "table3.csv")
         self.assertEqual(t3[0]["chi2_result"], "Distinguishable")
         self.assertEqual(t3[0]["top_categories"], "123 us 94.6/80.9 %; 7 us 0.0/13.0 %; 369 us 2.7/1.6 %")
@@ -543,6 +553,65 @@ class ReportTest(unittest.TestCase):
         self.assertAlmostEqual(mod.ranking_auc([2.0, 0.0], [1.0, 1.0, 3.0]), 2 / 6)
         self.assertIsNone(mod.ranking_auc([], [1.0]))
         self.assertIsNone(mod.ranking_auc([1.0], []))
+
+    def test_live_tap_without_its_records(self):
+        # Runs copied without tap-flows.json: the live tap column says not measured, not 0/0.
+        def drop_tap(out):
+            for f in out.glob("runs/*/tap-flows.json"):
+                f.unlink()
+        _, _, _, report = self.report(edit=drop_tap)
+        self.assertIn("| native | 2 | 2 | 2 | 8.000 | 0.175 | – | – |", report)
+        shutil.rmtree(self.tmp)
+        self.tmp = tempfile.mkdtemp(prefix="evaluate-report-test-")
+        _, _, _, report = self.report()
+        self.assertIn("| native | 2 | 2 | 2 | 8.000 | 0.175 | – | 2/2 |", report)
+
+    def test_tpr_at_fpr(self):
+        spec = importlib.util.spec_from_file_location("evaluate_report", SCRIPT)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        neg = [i / 100 for i in range(100)]  # 0.00 .. 0.99: two may be flagged at 2 %
+        self.assertAlmostEqual(mod.tpr_at_fpr([0.99, 0.98, 0.5], neg, 0.02), 2 / 3)
+        self.assertEqual(mod.tpr_at_fpr([0.975], neg, 0.02), 1.0)
+        self.assertEqual(mod.tpr_at_fpr([0.97], neg, 0.02), 0.0)  # a tie with the third
+        # Ties among the top negatives: a threshold flagging 1.0 flags all three.
+        self.assertEqual(mod.tpr_at_fpr([1.0, 2.0], [1.0] * 3 + [0.0] * 97, 0.02), 0.5)
+        self.assertEqual(mod.tpr_at_fpr([0.5], [0.1] * 10, 0.02), 1.0)  # 10 flows: none may be flagged
+        self.assertEqual(mod.tpr_at_fpr([0.1], [0.1] * 10, 0.02), 0.0)
+        self.assertEqual(mod.tpr_at_fpr([0.0], [1.0], 1.0), 1.0)
+        self.assertIsNone(mod.tpr_at_fpr([], [1.0], 0.02))
+        self.assertIsNone(mod.tpr_at_fpr([1.0], [], 0.02))
+
+    def test_table5_intervals(self):
+        # Two runs a cell. 4 MiB/s: native 10 or 12 s, stealth 11 or 15 s, so a draw's ratio
+        # lies in [11/12, 15/10], each end with probability 1/16 (> 2.5 %): the interval is
+        # those ends. 8 MiB/s: equal runs, no spread. Over rates: the mean of the two.
+        scenario = {}
+        for rid, total in (("native-r4-light-1", 10000), ("native-r4-light-2", 12000),
+                           ("stealth-r4-light-1", 11000), ("stealth-r4-light-2", 15000),
+                           ("native-r8-light-1", 6000), ("native-r8-light-2", 6000),
+                           ("stealth-r8-light-1", 6600), ("stealth-r8-light-2", 6600)):
+            base = GOOD[rid[:-1] + "1"]
+            scenario[rid] = (total,) + base[1:]
+        out, _, _, report = self.report(scenario=scenario)
+        t5 = read_csv(out / "table5.csv")
+        self.assertAlmostEqual(float(t5[0]["ratio"]), 13 / 11)
+        self.assertAlmostEqual(float(t5[0]["ratio_ci95_low"]), 11 / 12)
+        self.assertAlmostEqual(float(t5[0]["ratio_ci95_high"]), 1.5)
+        self.assertAlmostEqual(float(t5[1]["ratio_ci95_low"]), 1.1)
+        self.assertAlmostEqual(float(t5[1]["ratio_ci95_high"]), 1.1)
+        self.assertAlmostEqual(float(t5[2]["ratio_ci95_low"]), (11 / 12 + 1.1) / 2)
+        self.assertAlmostEqual(float(t5[2]["ratio_ci95_high"]), 1.3)
+        # Equal downtimes in both runs of a cell: a zero-width interval at the point.
+        self.assertAlmostEqual(float(t5[2]["extra_downtime_ci95_low"]), 0.1)
+        self.assertAlmostEqual(float(t5[2]["extra_downtime_ci95_high"]), 0.1)
+        self.assertEqual(t5[2]["extra_ping_downtime_ci95_low"], "")  # no pings: nothing made up
+        self.assertIn("| 4 | 2 | 2 | 11.000 | 13.000 | 1.182 | [0.917, 1.500] |", report)
+        self.assertIn("paper 1.1-1.3; 95 % bootstrap interval over runs [1.008, 1.300])", report)
+        self.assertIn("95 % intervals: percentile bootstrap over runs (2000 draws, seed 1)", report)
+        first = (out / "table5.csv").read_text()
+        self.assertEqual(run_report(out).returncode, 0)
+        self.assertEqual((out / "table5.csv").read_text(), first)  # the same runs, the same intervals
 
     def test_errors(self):
         r = run_report(self.tmp)

@@ -20,6 +20,7 @@ import csv
 import datetime
 import json
 import math
+import random
 import re
 import socket
 import statistics
@@ -369,10 +370,22 @@ def ranking_auc(positives, negatives):
     return wins / (len(positives) * len(neg))
 
 
-def score_auc(records, judge_runs, mode, det):
-    """The detector's scores ranked: its migration flows against the background flows of the
-    same runs, pooled as the pooled FPR is. Threshold-free: 0.5 = a migration ranks as a
-    background flow does, 1 = above every one."""
+def tpr_at_fpr(positives, negatives, max_fpr):
+    """The highest TPR any threshold on the score reaches while flagging at most max_fpr of the
+    negatives (flagged = score above the threshold); None without both groups."""
+    if not positives or not negatives:
+        return None
+    neg = sorted(negatives, reverse=True)
+    allowed = math.floor(max_fpr * len(neg) + 1e-9)  # negatives the threshold may let through
+    if allowed >= len(neg):
+        return 1.0
+    cut = neg[allowed]  # flagging this score (or a tie with it) would flag one negative too many
+    return sum(p > cut for p in positives) / len(positives)
+
+
+def score_groups(records, judge_runs, mode, det):
+    """The detector's scores of the migrations and of the background flows of the same runs,
+    pooled as the pooled FPR is."""
     pos, neg = [], []
     for r in records:
         jr = judge_runs.get(r["id"]) if r["mode"] == mode else None
@@ -384,7 +397,7 @@ def score_auc(records, judge_runs, mode, det):
             v = verdict(f, det) if f.get("label") == "background" else None
             if v and v["score"] is not None:
                 neg.append(v["score"])
-    return ranking_auc(pos, neg)
+    return pos, neg
 
 
 def detection_stats(records, mode, det, rate=None, judge_runs=None):
@@ -395,12 +408,14 @@ def detection_stats(records, mode, det, rate=None, judge_runs=None):
     bg_k = sum(r["background_flagged"].get(det, 0) for r in rs)
     chaff_n = sum(r["chaff_flows"] for r in rs)
     chaff_k = sum(r["chaff_flagged"].get(det, 0) for r in rs)
+    pos, neg = score_groups(rs, judge_runs or {}, mode, det)
     return {"mode": mode, "detector": det, "runs": len(rs), "runs_judged": len(judged),
             "detected": detected, "tpr": ratio(detected, len(judged)),
             "background_judged": bg_n, "background_flagged": bg_k, "pooled_fpr": ratio(bg_k, bg_n),
             "mean_fpr": mean([r["fpr"].get(det) for r in rs]),
             "chaff_flows": chaff_n, "chaff_flagged": chaff_k,
-            "auc": score_auc(rs, judge_runs or {}, mode, det)}
+            "auc": ranking_auc(pos, neg),
+            "tpr_at_max_fpr": tpr_at_fpr(pos, neg, NATIVE_MAX_FPR)}
 
 
 def completed(records, mode, rate=None):
@@ -554,6 +569,57 @@ def table5_rows(records):
                  PAPER_CS_BUFLO, PAPER_STEALTH_RATIO, f"+{PAPER_EXTRA_DOWNTIME_S}",
                  mean(r[12] for r in rows), mean(r[13] for r in rows), mean(r[14] for r in rows)])
     return rows
+
+
+# Table V's uncertainty: a percentile bootstrap over runs. Fixed seed: the same runs give
+# the same report.
+BOOTSTRAP_DRAWS = 2000
+BOOTSTRAP_SEED = 1
+T5_INTERVALS = {5: "ratio", 8: "extra_downtime", 14: "extra_ping_downtime"}  # Table V column (s)
+TABLE5_CSV_HEADER += [f"{name}_ci95_{end}" for name in T5_INTERVALS.values() for end in ("low", "high")]
+
+
+def percentile(xs, q):
+    """The q-th percentile (0..100) of sorted xs, interpolated linearly."""
+    k = (len(xs) - 1) * q / 100
+    lo = math.floor(k)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
+
+
+def table5_intervals(records, draws=BOOTSTRAP_DRAWS, seed=BOOTSTRAP_SEED):
+    """95 % intervals of Table V's ratio and extra downtimes, by rate and over rates: each draw
+    takes every mode x rate x load cell's completed runs again with replacement (the matrix's
+    design: a cell's runs differ only in their repetition) and recomputes Table V. None (no
+    interval) when a cell has a single run, whose spread the runs cannot show.
+    Returns {(Table V row label, column): (low, high)}."""
+    cells = {}
+    for r in records:
+        if r["status"] == "completed" and r["rate_mib_s"] is not None:
+            cells.setdefault((r["mode"], r["rate_mib_s"], r["load"]), []).append(r)
+    if not cells or min(len(rs) for rs in cells.values()) < 2:
+        return None
+    rng = random.Random(seed)
+    samples = {}
+    for _ in range(draws):
+        resampled = [rng.choice(rs) for rs in cells.values() for _ in rs]
+        for row in table5_rows(resampled):
+            for col in T5_INTERVALS:
+                if row[col] is not None:
+                    samples.setdefault((row[0], col), []).append(row[col])
+    return {k: (percentile(sorted(v), 2.5), percentile(sorted(v), 97.5))
+            for k, v in samples.items() if len(v) == draws}
+
+
+def with_intervals(t5, intervals):
+    """Table V's rows with the intervals' bounds appended (empty without them), as in table5.csv."""
+    return [row + [(intervals or {}).get((row[0], col), (None, None))[i]
+                   for col in T5_INTERVALS for i in (0, 1)] for row in t5]
+
+
+def interval_text(intervals, label, col, nd=3):
+    lo_hi = (intervals or {}).get((label, col))
+    return f"[{lo_hi[0]:.{nd}f}, {lo_hi[1]:.{nd}f}]" if lo_hi else "–"
 
 
 # --- Figures 1 and 6: throughput from the WAN capture ------------------------
@@ -721,7 +787,7 @@ def plot_ours(stats, detectors, path):
 def detection_csv_rows(stats, detectors):
     """detection.csv: one row per mode and detector."""
     keys = ["runs", "runs_judged", "detected", "tpr", "background_judged", "background_flagged",
-            "pooled_fpr", "mean_fpr", "chaff_flows", "chaff_flagged", "auc"]
+            "pooled_fpr", "mean_fpr", "chaff_flows", "chaff_flagged", "auc", "tpr_at_max_fpr"]
     rows = [[m, d] + [stats[(m, d)][k] for k in keys] for m in MODES for d in detectors]
     return ["mode", "detector"] + keys, rows
 
@@ -744,16 +810,22 @@ def rates_text(s):
             f"pooled FPR {frac(s['background_flagged'], s['background_judged'], 4)}")
 
 
-def rate_check(cid, text, s, test):
-    """A check on one mode x detector's TPR and pooled FPR; not measured without both."""
+def rate_check(cid, text, s, test, best=False):
+    """A check on one mode x detector's TPR and pooled FPR; not measured without both. best:
+    say also what the best threshold on these runs would have reached."""
     if not s or s["tpr"] is None or s["pooled_fpr"] is None:
         return check(cid, text, None, "no judged migrations or no judged background flows")
-    return check(cid, text, test(s["tpr"], s["pooled_fpr"]), rates_text(s))
+    detail = rates_text(s)
+    if best and s.get("tpr_at_max_fpr") is not None:
+        detail += (f"; the best threshold on these runs: TPR {s['tpr_at_max_fpr']:.3f} at pooled "
+                   f"FPR <= {NATIVE_MAX_FPR}")
+    return check(cid, text, test(s["tpr"], s["pooled_fpr"]), detail)
 
 
 def check_detection(stats, detectors):
     out = [rate_check("a", f"native {det}: TPR >= {min_tpr:.2f} at pooled FPR <= {NATIVE_MAX_FPR}",
-                      stats.get(("native", det)), lambda t, f, m=min_tpr: t >= m and f <= NATIVE_MAX_FPR)
+                      stats.get(("native", det)), lambda t, f, m=min_tpr: t >= m and f <= NATIVE_MAX_FPR,
+                      best=True)
            for det, min_tpr in NATIVE_MIN_TPR.items()]
     out += [rate_check("b", f"stealth {det}: TPR <= pooled FPR", stats[("stealth", det)],
                        lambda t, f: t <= f) for det in detectors]
@@ -778,7 +850,13 @@ def check_comparisons(judge):
                          "no stealth comparisons in judge.json")]
 
 
-def check_costs(t5):
+def interval_note(intervals, col):
+    """The mean-over-rates interval of a Table V column, for a check's detail."""
+    text = interval_text(intervals, "mean over rates", col)
+    return "" if text == "–" else f"; 95 % bootstrap interval over runs {text}"
+
+
+def check_costs(t5, intervals=None):
     per_rate, mean_row = t5[:-1], t5[-1]
     extra, rt = mean_row[8], mean_row[5]
     ex_detail = ", ".join(f"{r[0]} MiB/s: {fmt(r[8])} s" for r in per_rate if r[8] is not None)
@@ -787,15 +865,16 @@ def check_costs(t5):
         check("d", f"extra downtime stealth - native (mean over rates) < {MAX_EXTRA_DOWNTIME_S} s",
               None if extra is None else extra < MAX_EXTRA_DOWNTIME_S,
               "no rate with completed native and stealth runs" if extra is None
-              else f"{extra:+.3f} s ({ex_detail}; paper +{PAPER_EXTRA_DOWNTIME_S} s)"),
+              else f"{extra:+.3f} s ({ex_detail}; paper +{PAPER_EXTRA_DOWNTIME_S} s"
+                   f"{interval_note(intervals, 8)})"),
         check("e", f"total-time ratio stealth/native (mean over rates) < {MAX_TIME_RATIO}",
               None if rt is None else rt < MAX_TIME_RATIO,
               "no rate with completed native and stealth runs" if rt is None
-              else f"{rt:.3f} ({rt_detail}; paper {PAPER_STEALTH_RATIO})"),
-    ] + check_ping_downtime(per_rate, mean_row)
+              else f"{rt:.3f} ({rt_detail}; paper {PAPER_STEALTH_RATIO}{interval_note(intervals, 5)})"),
+    ] + check_ping_downtime(per_rate, mean_row, intervals)
 
 
-def check_ping_downtime(per_rate, mean_row):
+def check_ping_downtime(per_rate, mean_row, intervals=None):
     """The paper measured downtime with 10 ms pings (lost x interval), not from QEMU's
     report: the same check on that measure, when the runs pinged the guest."""
     extra = mean_row[14]
@@ -806,11 +885,13 @@ def check_ping_downtime(per_rate, mean_row):
                        f"(mean over rates) < {MAX_EXTRA_DOWNTIME_S} s",
                   extra < MAX_EXTRA_DOWNTIME_S,
                   f"{extra:+.3f} s ({detail}; native {fmt(mean_row[12])} s, stealth "
-                  f"{fmt(mean_row[13])} s; paper +{PAPER_EXTRA_DOWNTIME_S} s)")]
+                  f"{fmt(mean_row[13])} s; paper +{PAPER_EXTRA_DOWNTIME_S} s"
+                  f"{interval_note(intervals, 14)})")]
 
 
-def all_checks(stats, detectors, judge, t5):
-    return check_detection(stats, detectors) + check_comparisons(judge) + check_costs(t5)
+def all_checks(stats, detectors, judge, t5, t5_intervals=None):
+    return (check_detection(stats, detectors) + check_comparisons(judge)
+            + check_costs(t5, t5_intervals))
 
 
 def check_line(c):
@@ -910,7 +991,7 @@ def results_md(records, stats, detectors):
                      mean([r["total_time_s"] for r in completed(records, m)]),
                      mean([scaled(r["downtime_ms"], 1e-3) for r in completed(records, m)]),
                      mean([scaled(r.get("ping_downtime_ms"), 1e-3) for r in completed(records, m)]),
-                     f"{sum(bool(t.get('migration')) for t in tap)}/{len(tap)}"])
+                     f"{sum(bool(t.get('migration')) for t in tap)}/{len(tap)}" if tap else "–"])
     text = md_table(["mode", "runs", "completed", "judged", "mean total time (s)", "mean downtime (s)",
                      "mean ping downtime (s)", "live tap flagged migration"], rows)
     text += ping_outage_md(records)
@@ -918,18 +999,21 @@ def results_md(records, stats, detectors):
     for (m, d), s in stats.items():
         rows.append([m, d, frac(s["detected"], s["runs_judged"]), s["mean_fpr"],
                      frac(s["background_flagged"], s["background_judged"], 4),
-                     frac(s["chaff_flagged"], s["chaff_flows"], 3), s["auc"]])
+                     frac(s["chaff_flagged"], s["chaff_flows"], 3), s["auc"], s["tpr_at_max_fpr"]])
     text += "\n\nTPR = fraction of runs whose migration was flagged (multifd: any of its " \
             "channels; its score is the highest channel's); mean FPR = mean over runs " \
             "of each run's flagged/background; pooled FPR = all flagged background flows / all " \
             "background flows (chaff excluded, shown apart). AUC ranks the detector's score rather " \
             "than its verdict: the chance that a migration flow scores above a background flow of " \
             "the same mode (ties half), 0.5 = no better than chance at any threshold, 1 = above " \
-            "every one; the verdict is one threshold on that ranking.\n\n"
+            "every one; the verdict is one threshold on that ranking. Best TPR at FPR <= " \
+            f"{NATIVE_MAX_FPR}: the highest TPR any threshold on the score reaches while flagging at " \
+            f"most {NATIVE_MAX_FPR:.0%} of the background flows, the threshold chosen on these runs " \
+            "(an upper bound on what the detector could do here, not a verdict).\n\n"
     if not rows:
         return text + "\n\nDetection not measured: no detectors (judge.json missing or empty)."
-    return text + md_table(["mode", "detector", "TPR", "mean FPR", "pooled FPR", "chaff flagged", "AUC"],
-                           rows)
+    return text + md_table(["mode", "detector", "TPR", "mean FPR", "pooled FPR", "chaff flagged", "AUC",
+                            f"best TPR at FPR <= {NATIVE_MAX_FPR}"], rows)
 
 
 def ping_outage_md(records):
@@ -995,7 +1079,7 @@ def feature_rows(judge):
 
 
 def write_report(out, matrix, judge, records, stats, detectors, tables, checks):
-    t2, t3, t4, t5, windows, (feature_names, features) = tables
+    t2, t3, t4, t5, t5_intervals, windows, (feature_names, features) = tables
     cov_head = ["type", "run", "flow", "packets"] + [str(w) for w in windows] + ["load", "rate (MiB/s)"]
     counts = {k: sum(c["result"] == k for c in checks) for k in ("PASS", "FAIL", "not measured")}
     parts = [
@@ -1029,11 +1113,16 @@ def write_report(out, matrix, judge, records, stats, detectors, tables, checks):
         "stealth/native total time; the paper's numbers alongside for reference. Ping downtime: "
         "10 ms pings to the guest from a host on its VM network (`scripts/testbed migrate --ping`), "
         "lost pings x 10 ms, the paper's own measure (it includes the switch-over of the VM "
-        "network after QEMU resumes the guest); empty when the runs did not ping.",
+        "network after QEMU resumes the guest); empty when the runs did not ping. " + table5_interval_md(t5_intervals),
         md_table(["rate (MiB/s)", "n native", "n stealth", "total native (s)", "total stealth (s)",
-                  "ratio", "downtime native (s)", "downtime stealth (s)", "extra downtime (s)",
-                  "paper CS-BuFLO ratio", "paper stealth ratio", "paper extra downtime (s)",
-                  "ping downtime native (s)", "ping downtime stealth (s)", "extra ping downtime (s)"], t5),
+                  "ratio", "ratio 95 % interval", "downtime native (s)", "downtime stealth (s)",
+                  "extra downtime (s)", "extra downtime 95 % interval", "paper CS-BuFLO ratio",
+                  "paper stealth ratio", "paper extra downtime (s)", "ping downtime native (s)",
+                  "ping downtime stealth (s)", "extra ping downtime (s)",
+                  "extra ping downtime 95 % interval"],
+                 [r[:6] + [interval_text(t5_intervals, r[0], 5)] + r[6:9]
+                  + [interval_text(t5_intervals, r[0], 8)] + r[9:]
+                  + [interval_text(t5_intervals, r[0], 14)] for r in t5]),
         "## Timing features by flow group",
         "[features.csv](features.csv). Median of each feature our timing attacks use "
         "(`shroud judge --json`, `timing_features`) over the flows of each group; bulk = the "
@@ -1047,6 +1136,18 @@ def write_report(out, matrix, judge, records, stats, detectors, tables, checks):
         "\n".join(check_line(c) for c in checks),
     ]
     (out / "report.md").write_text("\n\n".join(parts) + "\n")
+
+
+def table5_interval_md(intervals):
+    if intervals is None:
+        return ("No 95 % intervals: some mode x rate x load cell has fewer than two completed "
+                "runs, whose spread one run cannot show.")
+    return (f"95 % intervals: percentile bootstrap over runs ({BOOTSTRAP_DRAWS} draws, seed "
+            f"{BOOTSTRAP_SEED}), each draw taking every mode x rate x load cell's runs again with "
+            "replacement; with two runs a cell, the interval shows only the spread those runs "
+            "showed (it is too narrow more often than 5 %), so read an interval that crosses a "
+            "bound as not settled by this matrix, and two matrices whose intervals overlap as not "
+            "told apart.")
 
 
 FIGURES = [("fig1_native_throughput.png", "Fig. 1: native migration throughput"),
@@ -1085,10 +1186,11 @@ def make_report(out):
     t2 = cov_table(records, judge_runs, "native", windows)
     t4 = cov_table(records, judge_runs, "stealth", windows)
     t3, t5 = table3_rows(judge), table5_rows(records)
+    t5_intervals = table5_intervals(records)
     write_csv(out / "table2.csv", cov_head, t2)
     write_csv(out / "table4.csv", cov_head, t4)
     write_csv(out / "table3.csv", TABLE3_CSV_HEADER, t3)
-    write_csv(out / "table5.csv", TABLE5_CSV_HEADER, t5)
+    write_csv(out / "table5.csv", TABLE5_CSV_HEADER, with_intervals(t5, t5_intervals))
     plot_cov(out / "table2.png", "Table II: variation coefficients, native runs", t2, windows)
     plot_cov(out / "table4.png", "Table IV: variation coefficients, stealth runs", t4, windows)
 
@@ -1105,9 +1207,9 @@ def make_report(out):
     feature_names, features = feature_rows(judge)
     write_csv(out / "features.csv", ["mode", "flows", "n"] + feature_names, features)
 
-    checks = all_checks(stats, detectors, judge, t5)
+    checks = all_checks(stats, detectors, judge, t5, t5_intervals)
     write_report(out, matrix, judge, records, stats, detectors,
-                 (t2, t3, t4, t5, windows, (feature_names, features)), checks)
+                 (t2, t3, t4, t5, t5_intervals, windows, (feature_names, features)), checks)
     return checks
 
 
