@@ -23,7 +23,8 @@
 # is kept (light 80 %, medium/heavy 100 %); there curl's --limit-rate is not
 # effective for short transfers (the receive buffer takes a 1 MiB segment at
 # veth speed), so the real load is higher than the caps suggest.
-# BG_SCALE_PCT (default 100) scales every per-user rate cap on top.
+# BG_SCALE_PCT (default 100) scales every per-user rate cap on top. BG_BULK
+# (paced, the default, or unpaced) is how bg-user.sh sends a bulk activity.
 
 BG_PORT_HTTP=8080
 BG_PORT_IPERF=5201
@@ -165,7 +166,7 @@ bg_start() {
             "$work/bg-users.log" "$work/bg-stop" &
         BG_USER_PIDS+=($!)
     done
-    BG_DESC="load=$load users=$nusers scale_pct=$scale budget_mbit_s=$budget"
+    BG_DESC="load=$load users=$nusers scale_pct=$scale budget_mbit_s=$budget bulk=${BG_BULK:-paced}"
     log "background: $BG_DESC started"
 }
 

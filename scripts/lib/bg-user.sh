@@ -10,11 +10,16 @@
 # tiny interactive request). Transitions use bash's RANDOM seeded with SEED+ID,
 # so a run is reproducible in its sequence of choices. SCALE_PCT scales every
 # rate limit (100 = nominal numbers documented in scripts/CAPTURES.md).
+# BG_BULK=unpaced (environment; default paced): a bulk activity sends the same
+# bytes (its rate x its time) as fast as TCP goes, as the paper's FTP client
+# downloads did, instead of paced at its rate (curl --limit-rate, iperf3 -b).
 # Every command is bounded by `timeout`; the loop is bounded by DURATION_S,
 # by a maximum number of steps and by STOPFILE.
 set -euo pipefail
 
 id=$1 seed=$2 peer=$3 iport=$4 duration=$5 scale=$6 logf=$7 stopf=$8
+bulk_pacing=${BG_BULK:-paced}
+[[ $bulk_pacing =~ ^(paced|unpaced)$ ]] || { echo "bg-user.sh: BG_BULK must be paced or unpaced" >&2; exit 2; }
 RANDOM=$((seed * 7919 + id * 104729))
 url="http://$peer:8080/f"
 start=$SECONDS
@@ -76,6 +81,36 @@ do_video() {
     done
 }
 
+bulk16m_bytes=$((16 << 20))
+
+# bulk_http RATE T: the bulk file, paced at RATE for at most T s, or unpaced
+# its first RATE x T bytes (the whole file at most)
+bulk_http() {
+    local rate=$1 t=$2 bytes
+    if [[ $bulk_pacing == paced ]]; then
+        note "state=bulk kind=http rate=$rate t=$t"
+        fetch "$t" --limit-rate "$rate" "$url/bulk16m"
+        return
+    fi
+    bytes=$((rate * t))
+    ((bytes <= bulk16m_bytes)) || bytes=$bulk16m_bytes
+    note "state=bulk kind=http-unpaced bytes=$bytes"
+    fetch $((t + 10)) -r "0-$((bytes - 1))" "$url/bulk16m"
+}
+
+# bulk_iperf3 KIND RATE T [-R]: iperf3 paced at RATE for T s, or unpaced RATE x T bytes
+bulk_iperf3() {
+    local kind=$1 rate=$2 t=$3
+    shift 3
+    if [[ $bulk_pacing == paced ]]; then
+        note "state=bulk kind=$kind rate=$rate t=$t"
+        timeout $((t + 6)) iperf3 -c "$peer" -p "$iport" -t "$t" -b "$((rate * 8))" "$@" >/dev/null 2>&1 || true
+        return
+    fi
+    note "state=bulk kind=$kind-unpaced bytes=$((rate * t))"
+    timeout $((t + 10)) iperf3 -c "$peer" -p "$iport" -n "$((rate * t))" "$@" >/dev/null 2>&1 || true
+}
+
 do_bulk() {
     local t rate mode
     rnd 3 8; t=$R
@@ -86,24 +121,20 @@ do_bulk() {
     case $mode in
         0 | 1)
             rnd 400000 900000; scaled "$R"; rate=$S
-            note "state=bulk kind=http rate=$rate t=$t"
-            fetch "$t" --limit-rate "$rate" "$url/bulk16m"
+            bulk_http "$rate" "$t"
             ;;
         2 | 3)
             rnd 400000 900000; scaled "$R"; rate=$S
-            note "state=bulk kind=iperf3-down rate=$rate t=$t"
-            timeout $((t + 6)) iperf3 -c "$peer" -p "$iport" -t "$t" -b "$((rate * 8))" -R >/dev/null 2>&1 || true
+            bulk_iperf3 iperf3-down "$rate" "$t" -R
             ;;
         4)
             rnd 400000 900000; scaled "$R"; rate=$S
-            note "state=bulk kind=iperf3-up rate=$rate t=$t"
-            timeout $((t + 6)) iperf3 -c "$peer" -p "$iport" -t "$t" -b "$((rate * 8))" >/dev/null 2>&1 || true
+            bulk_iperf3 iperf3-up "$rate" "$t"
             ;;
         5)
             # short and fast (capped): 1 s at ~2.5 MB/s
             scaled 2500000; rate=$S
-            note "state=bulk kind=iperf3-burst rate=$rate t=1"
-            timeout 7 iperf3 -c "$peer" -p "$iport" -t 1 -b "$((rate * 8))" >/dev/null 2>&1 || true
+            bulk_iperf3 iperf3-burst "$rate" 1
             ;;
     esac
 }

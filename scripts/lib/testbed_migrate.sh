@@ -563,19 +563,21 @@ cmd_migrate() {
 
 # --- background -----------------------------------------------------------
 cmd_background() {
-    local load=light duration=60 seed=1 out=""
+    local load=light duration=60 seed=1 out="" bulk=paced
     while (($#)); do
         case $1 in
             --out) need_value "$@"; out=$2; shift 2 ;;
             --load) need_value "$@"; load=$2; shift 2 ;;
             --duration) need_value "$@"; duration=$2; shift 2 ;;
             --seed) need_value "$@"; seed=$2; shift 2 ;;
+            --bulk) need_value "$@"; bulk=$2; shift 2 ;;
             *) die "background: unknown option $1 (see scripts/testbed --help)" ;;
         esac
     done
     [[ $load =~ ^(light|medium|heavy)$ ]] || die "background: --load must be light, medium or heavy"
     [[ $duration =~ ^[1-9][0-9]*$ ]] || die "background: --duration must be a positive decimal integer"
     [[ $seed =~ ^(0|[1-9][0-9]*)$ ]] || die "background: --seed must be a non-negative decimal integer"
+    [[ $bulk =~ ^(paced|unpaced)$ ]] || die "background: --bulk must be paced or unpaced"
     tb_need_up
     local left
     left=$(tb_seconds_left)
@@ -589,7 +591,8 @@ cmd_background() {
     rate=$(sed -n 's/.*rate_mbit=\([0-9]*\).*/\1/p' "$STATE/settings")
     BG_LINK_MBIT=${rate:-0}
     BG_SCALE_PCT=${BG_SCALE_PCT:-100}
-    export BG_LINK_MBIT BG_SCALE_PCT
+    BG_BULK=$bulk
+    export BG_LINK_MBIT BG_SCALE_PCT BG_BULK
     BG_WORK=$(mktemp -d "$STATE/background.XXXXXX")
     TB_BG_OUT=$out TB_BG_SLEEP=""
     # shellcheck disable=SC2317
