@@ -440,15 +440,14 @@ void GatewayWorker::ApplyUpdate(uint64_t now) {
       chaff_.has_value() ? absl::StrCat("; chaff policy ",
                                         std::string(ChaffPolicyKindName(u->chaff_policy.kind)))
                          : std::string());
-  // What the update replaced (above all an old classifier's Hyperscan
-  // database and scratch) is freed by the main thread (CollectRetired), not
-  // on this core, also when two reloads come between two collections: the
-  // one still waiting goes along with this one. The worker is the only one
-  // that stores here, so nothing lands between the exchange and the store.
-  if (new_rules) {
-    u->older_retired.reset(retired_update_.exchange(nullptr, std::memory_order_acq_rel));
-    retired_update_.store(u.release(), std::memory_order_release);
-  }
+  // The update and what it replaced (above all an old classifier's Hyperscan
+  // database and scratch; a rules-less one holds the old rate window) are
+  // freed by the main thread (CollectRetired), never on this core, also when
+  // two updates come between two collections: the one still waiting goes
+  // along with this one. The worker is the only one that stores here, so
+  // nothing lands between the exchange and the store.
+  u->older_retired.reset(retired_update_.exchange(nullptr, std::memory_order_acq_rel));
+  retired_update_.store(u.release(), std::memory_order_release);
 }
 
 void GatewayWorker::StartSessionIfNew(uint64_t now) {

@@ -236,10 +236,16 @@ class GatewayWorker {
   // keeping its new rules when this one brings none: a `ctl set` right after
   // a `reload` must not lose the reload's classifier.
   void PostUpdate(std::unique_ptr<RuntimeUpdate> update);
-  // Any thread (the main loop calls it every ~20 ms): frees what the worker
-  // replaced, above all an old classifier's Hyperscan database and scratch,
-  // so that freeing them never stalls the worker's core.
-  void CollectRetired() { delete retired_update_.exchange(nullptr, std::memory_order_acq_rel); }
+  // Any thread (the main loop calls it every ~20 ms): frees the updates the
+  // worker applied and what they replaced, above all an old classifier's
+  // Hyperscan database and scratch, so that freeing them never stalls the
+  // worker's core. Returns how many updates it freed.
+  size_t CollectRetired() {
+    std::unique_ptr<RuntimeUpdate> u(retired_update_.exchange(nullptr, std::memory_order_acq_rel));
+    size_t n = 0;
+    for (const RuntimeUpdate* p = u.get(); p != nullptr; p = p->older_retired.get()) ++n;
+    return n;
+  }
 
   // Valid after Run returned (the worker thread owns them until then).
   GatewayCounters counters() const;

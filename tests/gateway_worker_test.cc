@@ -526,6 +526,33 @@ TEST_F(GatewayWorkerTest, ARuleReloadDecidesRunningFlowsAgainAtTheirNextPacketAn
   EXPECT_EQ(Drain(1).size(), before.size() + after.size());
 }
 
+TEST_F(GatewayWorkerTest, AppliedUpdatesAreFreedByTheCollectorNotByTheWorker) {
+  // The worker hands every update it applied, with or without rules, to
+  // CollectRetired (the main thread's): freeing one on the worker's core
+  // could stall the rx rings.
+  GatewayConfig config = BaseConfig();
+  absl::StatusOr<Classifier> classifier = Classifier::Create(config.classify);
+  ASSERT_TRUE(classifier.ok()) << classifier.status();
+  classifier_ = *std::move(classifier);
+  RunningWorker w(config, classifier_, "test_flows_retired");
+  auto set = std::make_unique<RuntimeUpdate>(ToRateVariationConfig(config.rate_variation));
+  set->rate_variation = false;
+  set->migration_ceil_bytes_per_sec = ToShaperConfig(config).migration.ceil_bytes_per_sec;
+  w.worker().PostUpdate(std::move(set));  // rules-less, as `shroud ctl set`
+  const bool set_applied = w.WaitFor([](const GatewayCounters& c) { return c.runtime_updates >= 1; });
+  const size_t after_set = w.worker().CollectRetired();
+  w.worker().PostUpdate(ReloadUpdate(config, 5001));  // with rules, as `shroud ctl reload`
+  const bool reload_applied = w.WaitFor([](const GatewayCounters& c) { return c.rules_reloaded >= 1; });
+  const size_t after_reload = w.worker().CollectRetired();
+  const size_t again = w.worker().CollectRetired();
+  const GatewayCounters c = w.Stop();
+  ASSERT_TRUE(set_applied && reload_applied);
+  EXPECT_EQ(after_set, 1u);
+  EXPECT_EQ(after_reload, 1u);
+  EXPECT_EQ(again, 0u);
+  EXPECT_EQ(c.runtime_updates, 2u);
+}
+
 TEST_F(GatewayWorkerTest, AFullFlowTableStillShapesByRuleAndCountsIt) {
   std::vector<Frame> in;
   for (int i = 0; i < 40; ++i) in.push_back(Udp("192.0.2.1", "198.51.100.2", 1000 + i, 53, 10));

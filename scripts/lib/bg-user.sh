@@ -13,6 +13,8 @@
 # BG_BULK=unpaced (environment; default paced): a bulk activity sends the same
 # bytes (its rate x its time) as fast as TCP goes, as the paper's FTP client
 # downloads did, instead of paced at its rate (curl --limit-rate, iperf3 -b).
+# BG_FIRST_STATE (browse|video|bulk|idle): start there instead of a state
+# drawn from the chain's stationary distribution (tests/background_test.sh).
 # Every command is bounded by `timeout`; the loop is bounded by DURATION_S,
 # by a maximum number of steps and by STOPFILE.
 set -euo pipefail
@@ -20,6 +22,8 @@ set -euo pipefail
 id=$1 seed=$2 peer=$3 iport=$4 duration=$5 scale=$6 logf=$7 stopf=$8
 bulk_pacing=${BG_BULK:-paced}
 [[ $bulk_pacing =~ ^(paced|unpaced)$ ]] || { echo "bg-user.sh: BG_BULK must be paced or unpaced" >&2; exit 2; }
+[[ ${BG_FIRST_STATE:-idle} =~ ^(browse|video|bulk|idle)$ ]] ||
+    { echo "bg-user.sh: BG_FIRST_STATE must be browse, video, bulk or idle" >&2; exit 2; }
 RANDOM=$((seed * 7919 + id * 104729))
 url="http://$peer:8080/f"
 start=$SECONDS
@@ -94,7 +98,7 @@ bulk_http() {
     fi
     bytes=$((rate * t))
     ((bytes <= bulk16m_bytes)) || bytes=$bulk16m_bytes
-    note "state=bulk kind=http-unpaced bytes=$bytes"
+    note "state=bulk kind=http-unpaced bytes=$bytes rate=$rate t=$t"
     fetch $((t + 10)) -r "0-$((bytes - 1))" "$url/bulk16m"
 }
 
@@ -107,7 +111,7 @@ bulk_iperf3() {
         timeout $((t + 6)) iperf3 -c "$peer" -p "$iport" -t "$t" -b "$((rate * 8))" "$@" >/dev/null 2>&1 || true
         return
     fi
-    note "state=bulk kind=$kind-unpaced bytes=$((rate * t))"
+    note "state=bulk kind=$kind-unpaced bytes=$((rate * t)) rate=$rate t=$t"
     timeout $((t + 10)) iperf3 -c "$peer" -p "$iport" -n "$((rate * t))" "$@" >/dev/null 2>&1 || true
 }
 
@@ -175,6 +179,7 @@ if ((R < 32)); then state=browse
 elif ((R < 53)); then state=video
 elif ((R < 66)); then state=bulk
 else state=idle; fi
+state=${BG_FIRST_STATE:-$state}
 for ((step = 0; step < max_steps; step++)); do
     alive || break
     "do_$state"
