@@ -575,7 +575,7 @@ def table5_rows(records):
 # the same report.
 BOOTSTRAP_DRAWS = 2000
 BOOTSTRAP_SEED = 1
-T5_INTERVALS = {5: "ratio", 8: "extra_downtime", 14: "extra_ping_downtime"}  # Table V column (s)
+T5_INTERVALS = {5: "ratio", 8: "extra_downtime", 14: "extra_ping_downtime"}  # column: CSV name
 TABLE5_CSV_HEADER += [f"{name}_ci95_{end}" for name in T5_INTERVALS.values() for end in ("low", "high")]
 
 
