@@ -22,7 +22,7 @@
 #            and the veth carried at least those bytes;
 #   and BG_BULK or BG_FIRST_STATE with a bad value is refused (exit 2).
 #
-# Needs root, ip, nginx, iperf3, curl, timeout; exits 77 ("skipped: ...")
+# Needs root, ip, ethtool, nginx, iperf3, curl, timeout; exits 77 ("skipped: ...")
 # without them. Exit 0 all checks passed, 1 any failed.
 set -uo pipefail
 export LC_ALL=C
@@ -34,7 +34,7 @@ USERS=4 DURATION_S=14 SEED=11
 
 skip() { echo "skipped: $1"; exit 77; }
 [[ $(id -u) -eq 0 ]] || skip "needs root for network namespaces"
-for t in ip nginx iperf3 curl timeout python3 awk; do
+for t in ip ethtool nginx iperf3 curl timeout python3 awk; do
     command -v "$t" >/dev/null 2>&1 || skip "$t is not installed (scripts/setup.sh --with-capture-tools)"
 done
 
@@ -75,16 +75,10 @@ bad() {
     failed=$((failed + 1))
 }
 
+ns_clean_stale
 WORK=$(mktemp -d /tmp/shroud-background-test.XXXXXX)
-if ! ip netns add "$NS_U" || ! ip netns add "$NS_S"; then echo "FAIL - cannot create namespaces"; exit 1; fi
-ip link add "$IF_U" type veth peer name "$IF_S"
-ip link set "$IF_U" netns "$NS_U"
-ip link set "$IF_S" netns "$NS_S"
-ip -n "$NS_U" addr add "$IP_U/24" dev "$IF_U"
-ip -n "$NS_S" addr add "$IP_S/24" dev "$IF_S"
-for ns in "$NS_U" "$NS_S"; do ip -n "$ns" link set lo up; done
-ip -n "$NS_U" link set "$IF_U" up
-ip -n "$NS_S" link set "$IF_S" up
+wan_setup "$NS_U" "$IP_U" "$NS_S" "$IP_S" "$IF_U" "$IF_S" ||
+    skip "cannot create two network namespaces joined by a veth pair"
 
 # The servers: nginx with background.sh's files and config, an iperf3 per user.
 bg_prepare "$WORK" "$SEED"

@@ -177,6 +177,14 @@ def checks_of(report):
     return found
 
 
+def load_report_module():
+    """scripts/lib/evaluate_report.py as a module, for its pure functions."""
+    spec = importlib.util.spec_from_file_location("evaluate_report", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def read_csv(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
@@ -529,9 +537,7 @@ class ReportTest(unittest.TestCase):
             self.assertTrue((out / name).stat().st_size > 0, name)
 
     def test_pcap_parser(self):
-        spec = importlib.util.spec_from_file_location("evaluate_report", SCRIPT)
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
+        mod = load_report_module()
         path = Path(self.tmp) / "t.pcap"
         write_pcap(path, mig_sport=41000)
         s = mod.capture_series(path)
@@ -544,9 +550,7 @@ class ReportTest(unittest.TestCase):
         self.assertAlmostEqual(mib_s[5], 50 * MIG_LEN / 0.1 / (1 << 20), places=6)
 
     def test_ranking_auc(self):
-        spec = importlib.util.spec_from_file_location("evaluate_report", SCRIPT)
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
+        mod = load_report_module()
         self.assertEqual(mod.ranking_auc([3.0], [1.0, 2.0]), 1.0)
         self.assertEqual(mod.ranking_auc([0.0], [1.0, 2.0]), 0.0)
         self.assertEqual(mod.ranking_auc([1.0, 2.0], [1.0, 2.0]), 0.5)
@@ -567,9 +571,7 @@ class ReportTest(unittest.TestCase):
         self.assertIn("| native | 2 | 2 | 2 | 8.000 | 0.175 | – | 2/2 |", report)
 
     def test_tpr_at_fpr(self):
-        spec = importlib.util.spec_from_file_location("evaluate_report", SCRIPT)
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
+        mod = load_report_module()
         neg = [i / 100 for i in range(100)]  # 0.00 .. 0.99: two may be flagged at 2 %
         self.assertAlmostEqual(mod.tpr_at_fpr([0.99, 0.98, 0.5], neg, 0.02), 2 / 3)
         self.assertEqual(mod.tpr_at_fpr([0.975], neg, 0.02), 1.0)

@@ -579,14 +579,6 @@ T5_INTERVALS = {5: "ratio", 8: "extra_downtime", 14: "extra_ping_downtime"}  # c
 TABLE5_CSV_HEADER += [f"{name}_ci95_{end}" for name in T5_INTERVALS.values() for end in ("low", "high")]
 
 
-def percentile(xs, q):
-    """The q-th percentile (0..100) of sorted xs, interpolated linearly."""
-    k = (len(xs) - 1) * q / 100
-    lo = math.floor(k)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
-
-
 def table5_intervals(records, draws=BOOTSTRAP_DRAWS, seed=BOOTSTRAP_SEED):
     """95 % intervals of Table V's ratio and extra downtimes, by rate and over rates: each draw
     takes every mode x rate x load cell's completed runs again with replacement (the matrix's
@@ -607,7 +599,7 @@ def table5_intervals(records, draws=BOOTSTRAP_DRAWS, seed=BOOTSTRAP_SEED):
             for col in T5_INTERVALS:
                 if row[col] is not None:
                     samples.setdefault((row[0], col), []).append(row[col])
-    return {k: (percentile(sorted(v), 2.5), percentile(sorted(v), 97.5))
+    return {k: tuple(float(x) for x in np.percentile(v, [2.5, 97.5]))
             for k, v in samples.items() if len(v) == draws}
 
 
