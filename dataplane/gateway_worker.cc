@@ -233,7 +233,9 @@ void GatewayWorker::ProcessBurst(Direction dir, rte_mbuf** pkts, uint16_t n, uin
 }
 
 inline void GatewayWorker::RefreshIfStale(FlowEntry& e) const {
-  if (unlikely(e.cls.rules_epoch != rules_epoch_)) e.cls = RefreshFlowClass(e.cls, rules_epoch_);
+  if (unlikely(e.cls.rules_epoch != rules_epoch_)) {
+    e.cls = classifier_->Refresh(e.cls, e.key, rules_epoch_);
+  }
 }
 
 void GatewayWorker::Process(Direction dir, rte_mbuf* m, const ParsedPacket& p,
@@ -412,7 +414,7 @@ void GatewayWorker::ApplyUpdate(uint64_t now) {
     std::swap(owned_classifier_, u->classifier);
     classifier_ = owned_classifier_.get();
     std::swap(scanner_, *u->scanner);
-    // Flows are decided again lazily, at their next packet (RefreshFlowClass
+    // Flows are decided again lazily, at their next packet (Classifier::Refresh
     // in Process): a walk over a million-entry table here would stall the
     // rx rings for milliseconds. Only when the 15-bit epoch wraps are all
     // flows brought to the new one here, so an old epoch is never mistaken
@@ -421,13 +423,14 @@ void GatewayWorker::ApplyUpdate(uint64_t now) {
     if (rules_epoch_ == 0) {
       for (uint32_t i = 0; i < flows_->capacity(); ++i) {
         FlowEntry& e = flows_->mutable_slot(i);
-        if (e.in_use) e.cls = RefreshFlowClass(e.cls, 0);
+        if (e.in_use) e.cls = classifier_->Refresh(e.cls, e.key, 0);
       }
     }
     ++counters_.rules_reloaded;
     LOG(INFO) << absl::StrFormat(
         "rules reloaded: %zu rule(s), %zu signature(s); flows are classified again at their "
-        "next packet (flows a signature decided keep their class)",
+        "next packet (a flow a signature decided keeps that signature, and its class now, unless a "
+        "rule matches it or the signature is gone)",
         classifier_->rules().size(), classifier_->signatures().size());
   }
   ++counters_.runtime_updates;

@@ -211,9 +211,9 @@ struct RuntimeUpdate {
   uint64_t chaff_ceil_bytes_per_sec = 0;
   ChaffPolicyConfig chaff_policy;  // applied when chaff is configured
   // Reloaded rules and signatures (null: unchanged), with the worker's new
-  // scanner (its scratch) built by the poster too. The worker keeps the
-  // class of flows a signature decided (their first payload bytes are gone)
-  // and decides every other flow again, by the new rules, at its next packet.
+  // scanner (its scratch) built by the poster too; the classifier must carry
+  // on the signature ids of the one it replaces (Classifier::Create's `ids`).
+  // Flows are decided again at their next packet (Classifier::Refresh).
   std::unique_ptr<Classifier> classifier;
   std::optional<SignatureScanner> scanner;
   // Set by the worker when it retires this update: one retired before it
@@ -352,7 +352,7 @@ class GatewayWorker {
   std::atomic<RuntimeUpdate*> retired_update_{nullptr};
   // The rules generation flows are decided under (FlowClass::rules_epoch).
   uint16_t rules_epoch_ = 0;
-  // A flow decided under older rules starts again (RefreshFlowClass).
+  // A flow decided under older rules is decided again (Classifier::Refresh).
   void RefreshIfStale(FlowEntry& e) const;
 
   GatewayCounters counters_;

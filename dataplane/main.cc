@@ -348,6 +348,7 @@ int RunGateway(const GatewayConfig& config, const Classifier& classifier, const 
   rt.start_unix_ns = UnixNowNs();
   rt.ports = 2;
   rt.gateway = worker->get();
+  rt.signature_ids = classifier.signature_ids();
   rt.mirror = mirror->get();
   rt.mirror_rings = 1;
   RegisterTelemetry(&rt);

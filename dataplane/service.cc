@@ -98,7 +98,7 @@ absl::StatusOr<nlohmann::json> ReloadConfig(DataplaneRuntime& rt) {
   }
   // Rules and signatures compile here, on the main thread; the worker only
   // swaps pointers.
-  absl::StatusOr<Classifier> classifier = Classifier::Create(next.classify);
+  absl::StatusOr<Classifier> classifier = Classifier::Create(next.classify, rt.signature_ids);
   if (!classifier.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("classify: ", classifier.status().message(), "; nothing changed"));
@@ -110,11 +110,13 @@ absl::StatusOr<nlohmann::json> ReloadConfig(DataplaneRuntime& rt) {
   }
   std::unique_ptr<RuntimeUpdate> update = UpdateFromConfig(next);
   const size_t rules = owned->rules().size(), signatures = owned->signatures().size();
+  SignatureIds ids = owned->signature_ids();
   update->classifier = std::move(owned);
   update->scanner.emplace(*std::move(scanner));
   nlohmann::json applied = SettingChanges(rt.config, next);
   rt.gateway->PostUpdate(std::move(update));
   rt.config = std::move(next);
+  rt.signature_ids = std::move(ids);
   LOG(INFO) << "reload: " << rt.config_path << " applied: " << applied.dump() << "; " << rules
             << " rule(s), " << signatures << " signature(s)";
   return nlohmann::json{{"config", rt.config_path},

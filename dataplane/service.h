@@ -31,6 +31,9 @@ struct DataplaneRuntime {
   uint64_t start_unix_ns = 0;
   uint16_t ports = 0;
   GatewayWorker* gateway = nullptr;  // gateway mode
+  // The signature ids of the classifier last handed to the gateway; a reload
+  // builds the next one from them, so running flows keep their signatures.
+  SignatureIds signature_ids;
   std::vector<TapWorker*> taps;      // tap mode
   MirrorWriter* mirror = nullptr;    // null: --mirror=false
   uint32_t mirror_rings = 0;

@@ -19,6 +19,7 @@
 namespace shroud {
 namespace {
 
+using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 std::string Msg(const absl::Status& s) { return std::string(s.message()); }
@@ -701,7 +702,15 @@ TEST_F(FlowDecisionTest, SettlesAsDefaultAfterTheScanLimit) {
   EXPECT_FALSE(ReverseFlowClass(c).reverse);
 }
 
-TEST_F(FlowDecisionTest, NewRulesSendRuleAndPendingFlowsBackToNewButKeepSignatureClasses) {
+// The classifier a reload builds: `config`, carrying on the current one's
+// signature ids.
+Classifier Reloaded(const Classifier& current, const ClassifierConfig& config) {
+  absl::StatusOr<Classifier> c = Classifier::Create(config, current.signature_ids());
+  EXPECT_TRUE(c.ok()) << c.status();
+  return c.ok() ? *std::move(c) : Classifier();
+}
+
+TEST_F(FlowDecisionTest, AReloadSendsRuleAndPendingFlowsBackToNewAndKeepsSignatureFlows) {
   FlowClass pending = Step(FlowClass{}, other_port_, junk_);
   ASSERT_EQ(pending.source, ClassSource::kPending);
   pending.counted = 0;
@@ -713,24 +722,117 @@ TEST_F(FlowDecisionTest, NewRulesSendRuleAndPendingFlowsBackToNewButKeepSignatur
   rule.traffic_class = TrafficClass::kMigration;
   rule.index = 3;
   rule.counted = 1;
+  ClassifierConfig same;
+  same.rules = {MigrationPorts()};
+  const Classifier next = Reloaded(classifier_, same);
 
-  const FlowClass p = RefreshFlowClass(pending, 5);
+  const FlowClass p = next.Refresh(pending, other_port_, 5);
   EXPECT_EQ(p.source, ClassSource::kNew);
   EXPECT_EQ(p.payloads_scanned, 0);
   EXPECT_EQ(p.rules_epoch, 5);
   EXPECT_EQ(p.counted, 0);
-  const FlowClass r = RefreshFlowClass(rule, 5);
+  const FlowClass r = next.Refresh(rule, other_port_, 5);
   EXPECT_EQ(r.source, ClassSource::kNew);
   EXPECT_EQ(r.traffic_class, TrafficClass::kDefault);
   EXPECT_EQ(r.rules_epoch, 5);
   EXPECT_EQ(r.counted, 1);  // counted once as a flow, whatever it becomes
-  const FlowClass s = RefreshFlowClass(signature, 5);
+  const FlowClass s = next.Refresh(signature, other_port_, 5);
   EXPECT_EQ(s.source, ClassSource::kSignature);
   EXPECT_EQ(s.traffic_class, TrafficClass::kMigration);
   EXPECT_EQ(s.index, signature.index);
   EXPECT_EQ(s.rules_epoch, 5);
+  EXPECT_EQ(s.counted, 1);
+  EXPECT_EQ(next.SourceName(s), "qemu-migration-stream");
   // The epoch is 15 bits: kRulesEpochs is epoch 0 again.
-  EXPECT_EQ(RefreshFlowClass(rule, kRulesEpochs + 2).rules_epoch, 2);
+  EXPECT_EQ(next.Refresh(rule, other_port_, kRulesEpochs + 2).rules_epoch, 2);
+}
+
+TEST_F(FlowDecisionTest, ASignatureFlowFollowsItsSignatureByNameThroughAReload) {
+  ClassifierConfig before;
+  before.signatures = {{"mine", "^MINE", TrafficClass::kMigration}};
+  Build(before);
+  FlowClass c = Step(FlowClass{}, other_port_, Bytes("MINE and more"));
+  ASSERT_EQ(c.source, ClassSource::kSignature);
+  ASSERT_EQ(classifier_.SourceName(c), "mine");
+
+  // Another signature now comes first, and "mine" marks chaff: the flow keeps
+  // "mine" (not whatever sits at its old place) and takes its new class.
+  ClassifierConfig after;
+  after.signatures = {{"other", "^OTHER", TrafficClass::kMigration},
+                      {"mine", "^MINE", TrafficClass::kChaff}};
+  const Classifier next = Reloaded(classifier_, after);
+  const FlowClass r = next.Refresh(c, other_port_, 1);
+  EXPECT_EQ(r.source, ClassSource::kSignature);
+  EXPECT_EQ(r.traffic_class, TrafficClass::kChaff);
+  EXPECT_EQ(next.SourceName(r), "mine");
+  // Its return direction too: same class, still not shaped.
+  const FlowClass back = next.Refresh(ReverseFlowClass(c), other_port_.Reversed(), 1);
+  EXPECT_EQ(back.traffic_class, TrafficClass::kChaff);
+  EXPECT_EQ(QueueClass(back), TrafficClass::kDefault);
+}
+
+TEST_F(FlowDecisionTest, ASignatureFlowIsDecidedAgainWhenItsSignatureIsGoneOrARuleNamesIt) {
+  ClassifierConfig before;
+  before.signatures = {{"mine", "^MINE", TrafficClass::kMigration}};
+  Build(before);
+  FlowClass c = Step(FlowClass{}, other_port_, Bytes("MINE and more"));
+  ASSERT_EQ(c.source, ClassSource::kSignature);
+  c.counted = 1;
+
+  ClassifierConfig gone;
+  gone.builtin_signatures = false;
+  const Classifier without = Reloaded(classifier_, gone);
+  const FlowClass r = without.Refresh(c, other_port_, 1);
+  EXPECT_EQ(r.source, ClassSource::kNew);
+  EXPECT_EQ(r.traffic_class, TrafficClass::kDefault);
+  EXPECT_EQ(r.counted, 1);
+  EXPECT_EQ(without.SourceName(c), "signature (unloaded)");
+
+  // A rule for the flow's port comes before the signature, as for a new flow.
+  ClassifierConfig ruled = before;
+  ClassRule to_8080 = MigrationPorts("to-8080");
+  to_8080.dst_ports = {8080, 8080};
+  to_8080.traffic_class = TrafficClass::kChaff;
+  ruled.rules = {to_8080};
+  const Classifier with_rule = Reloaded(classifier_, ruled);
+  const FlowClass again = with_rule.Refresh(c, other_port_, 1);
+  EXPECT_EQ(again.source, ClassSource::kNew);
+  SignatureScanner scanner = *with_rule.NewScanner();
+  const FlowClass decided = with_rule.Decide(again, other_port_, Bytes("later bytes"), scanner);
+  EXPECT_EQ(decided.source, ClassSource::kRule);
+  EXPECT_EQ(decided.traffic_class, TrafficClass::kChaff);
+}
+
+TEST(SignatureIdsTest, NamesKeepTheirIdsAndNewNamesNeverReuseOne) {
+  SignatureIds ids;
+  absl::StatusOr<std::vector<uint16_t>> first =
+      ids.Assign({{"a", "^A", TrafficClass::kMigration}, {"b", "^B", TrafficClass::kMigration}});
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_THAT(*first, ElementsAre(0, 1));
+  // "a" dropped, "c" new, "b" moved: "c" does not get "a"'s id.
+  absl::StatusOr<std::vector<uint16_t>> second =
+      ids.Assign({{"c", "^C", TrafficClass::kMigration}, {"b", "^B", TrafficClass::kMigration}});
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_THAT(*second, ElementsAre(2, 1));
+  absl::StatusOr<std::vector<uint16_t>> back = ids.Assign({{"a", "^A", TrafficClass::kMigration}});
+  ASSERT_TRUE(back.ok());
+  EXPECT_THAT(*back, ElementsAre(0));
+  EXPECT_EQ(ids.next, 3u);
+}
+
+TEST(SignatureIdsTest, RunningOutOfIdsIsRefusedAndAssignsNothing) {
+  SignatureIds ids;
+  ids.next = 65535;  // one id left
+  EXPECT_TRUE(ids.Assign({{"last", "^L", TrafficClass::kMigration}}).ok());
+  absl::StatusOr<std::vector<uint16_t>> over =
+      ids.Assign({{"last", "^L", TrafficClass::kMigration}, {"one-more", "^O", TrafficClass::kMigration}});
+  ASSERT_FALSE(over.ok());
+  EXPECT_EQ(over.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(Msg(over.status()), HasSubstr("restart"));
+  EXPECT_FALSE(ids.by_name.contains("one-more"));
+  EXPECT_EQ(ids.next, 65536u);
+  // A known name still gets its id.
+  EXPECT_TRUE(ids.Assign({{"last", "^L", TrafficClass::kMigration}}).ok());
 }
 
 TEST_F(FlowDecisionTest, TcpHeaderInALaterSegmentIsNotAStreamStart) {

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <memory>
 #include <cstring>
+#include <fstream>
 #include <functional>
 #include <string>
 #include <thread>
@@ -20,6 +21,7 @@
 
 #include "dataplane/core/gateway_config.h"
 #include "dataplane/gateway_worker.h"
+#include "dataplane/service.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/frame_builder.h"
@@ -395,6 +397,21 @@ TEST_F(GatewayWorkerTest, QemuStreamHeaderOnAnyPortSelectsMigrationAndMarksTheRe
   EXPECT_TRUE(saw_reverse);
 }
 
+// A reload's update: `next`'s Algorithm 3 and classifier, the latter with
+// the signature ids of the classifier it replaces.
+std::unique_ptr<RuntimeUpdate> ReloadUpdate(const GatewayConfig& next, const SignatureIds& ids) {
+  auto update = std::make_unique<RuntimeUpdate>(ToRateVariationConfig(next.rate_variation));
+  update->rate_variation = next.rate_variation.enabled;
+  update->migration_ceil_bytes_per_sec = ToShaperConfig(next).migration.ceil_bytes_per_sec;
+  absl::StatusOr<Classifier> classifier = Classifier::Create(next.classify, ids);
+  EXPECT_TRUE(classifier.ok()) << classifier.status();
+  update->classifier = std::make_unique<Classifier>(*std::move(classifier));
+  absl::StatusOr<SignatureScanner> scanner = update->classifier->NewScanner();
+  EXPECT_TRUE(scanner.ok()) << scanner.status();
+  update->scanner.emplace(*std::move(scanner));
+  return update;
+}
+
 // A reload's update: new rules (migration to TCP port `port`), Algorithm 3
 // as in `config`.
 std::unique_ptr<RuntimeUpdate> ReloadUpdate(const GatewayConfig& config, uint16_t port) {
@@ -405,16 +422,7 @@ std::unique_ptr<RuntimeUpdate> ReloadUpdate(const GatewayConfig& config, uint16_
   rule.protocol = kProtoTcp;
   rule.dst_ports = {port, port};
   next.classify.rules.push_back(rule);
-  auto update = std::make_unique<RuntimeUpdate>(ToRateVariationConfig(next.rate_variation));
-  update->rate_variation = next.rate_variation.enabled;
-  update->migration_ceil_bytes_per_sec = ToShaperConfig(next).migration.ceil_bytes_per_sec;
-  absl::StatusOr<Classifier> classifier = Classifier::Create(next.classify);
-  EXPECT_TRUE(classifier.ok()) << classifier.status();
-  update->classifier = std::make_unique<Classifier>(*std::move(classifier));
-  absl::StatusOr<SignatureScanner> scanner = update->classifier->NewScanner();
-  EXPECT_TRUE(scanner.ok()) << scanner.status();
-  update->scanner.emplace(*std::move(scanner));
-  return update;
+  return ReloadUpdate(next, SignatureIds{});
 }
 
 // A worker running in its own thread until stopped, for tests that change
@@ -524,6 +532,81 @@ TEST_F(GatewayWorkerTest, ARuleReloadDecidesRunningFlowsAgainAtTheirNextPacketAn
   EXPECT_EQ(c.migration.sent_packets, 10u);
   EXPECT_EQ(c.direction[kInsideToOutside].shaped_packets, 10u);
   EXPECT_EQ(Drain(1).size(), before.size() + after.size());
+}
+
+TEST_F(GatewayWorkerTest, AReloadWithoutItsSignatureStopsShapingAFlowThatSignatureDecided) {
+  GatewayConfig config = BaseConfig();  // the built-in QEMU signatures, no rule for port 7000
+  absl::StatusOr<Classifier> classifier = Classifier::Create(config.classify);
+  ASSERT_TRUE(classifier.ok()) << classifier.status();
+  classifier_ = *std::move(classifier);
+  RunningWorker w(config, classifier_, "test_flows_reload_signature");
+  const Frame header = {'Q', 'E', 'V', 'M', 0, 0, 0, 3};
+  std::vector<Frame> before, after;
+  before.push_back(Tcp("192.0.2.1", "198.51.100.2", 33001, 7000, 500, header));
+  for (int i = 0; i < 9; ++i) before.push_back(Tcp("192.0.2.1", "198.51.100.2", 33001, 7000, 500));
+  for (int i = 0; i < 10; ++i) after.push_back(Tcp("192.0.2.1", "198.51.100.2", 33001, 7000, 500));
+  Inject(0, before);
+  const bool shaped_before = w.WaitFor([](const GatewayCounters& c) {
+    return c.migration.sent_packets >= 10;
+  });
+  GatewayConfig next = config;
+  next.classify.builtin_signatures = false;
+  w.worker().PostUpdate(ReloadUpdate(next, classifier_.signature_ids()));
+  const bool reloaded = w.WaitFor([](const GatewayCounters& c) { return c.rules_reloaded >= 1; });
+  Inject(0, after);
+  const bool seen_after = w.WaitFor([](const GatewayCounters& c) {
+    return c.direction[kInsideToOutside].rx_packets >= 20;
+  });
+  const GatewayCounters c = w.Stop();
+  ASSERT_TRUE(shaped_before && reloaded && seen_after);
+  EXPECT_EQ(c.classified_signature, 1u);
+  EXPECT_EQ(c.migration.sent_packets, before.size());  // none of `after`
+  EXPECT_EQ(c.direction[kInsideToOutside].shaped_packets, before.size());
+  EXPECT_EQ(c.reclassified, 1u);  // decided again: no rule, no signature left
+  EXPECT_EQ(Drain(1).size(), before.size() + after.size());
+}
+
+TEST_F(GatewayWorkerTest, ReloadsThroughTheServiceCarryTheSignatureIdsOn) {
+  // `shroud ctl reload` / SIGHUP: each classifier is built from the ids of the
+  // one before, so a flow's signature id names the same signature after any
+  // number of reloads.
+  const std::string path = ::testing::TempDir() + "shroud-reload-ids.toml";
+  auto write = [&](const std::string& text) { std::ofstream(path) << text; };
+  write("[rate_variation]\nenabled = false\n");
+  absl::StatusOr<GatewayConfig> config = LoadGatewayConfig(path);
+  ASSERT_TRUE(config.ok()) << config.status();
+  absl::StatusOr<Classifier> classifier = Classifier::Create(config->classify);
+  ASSERT_TRUE(classifier.ok()) << classifier.status();
+  classifier_ = *std::move(classifier);
+  const uint16_t qemu = classifier_.signature_ids().by_name.at("qemu-migration-stream");
+  RunningWorker w(*config, classifier_, "test_flows_reload_ids");
+  DataplaneRuntime rt;
+  rt.config = *config;
+  rt.config_path = path;
+  rt.gateway = &w.worker();
+  rt.signature_ids = classifier_.signature_ids();
+
+  // "mine" comes first in the new database but takes a new id.
+  write("[rate_variation]\nenabled = false\n[[classify.signature]]\nname = \"mine\"\n"
+        "class = \"chaff\"\npattern = \"^MINE\"\n");
+  absl::StatusOr<nlohmann::json> first = ReloadConfig(rt);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ((*first)["signatures"], 3);
+  EXPECT_EQ(rt.signature_ids.by_name.at("qemu-migration-stream"), qemu);
+  EXPECT_EQ(rt.signature_ids.by_name.at("mine"), 2);
+  // Gone and back: the same id; a new name never gets a used one.
+  write("[rate_variation]\nenabled = false\n[classify]\nbuiltin_signatures = false\n");
+  ASSERT_TRUE(ReloadConfig(rt).ok());
+  write("[rate_variation]\nenabled = false\n[[classify.signature]]\nname = \"yours\"\nclass = \"migration\"\n"
+        "pattern = \"^YOURS\"\n");
+  ASSERT_TRUE(ReloadConfig(rt).ok());
+  EXPECT_EQ(rt.signature_ids.by_name.at("qemu-migration-stream"), qemu);
+  EXPECT_EQ(rt.signature_ids.by_name.at("yours"), 3);
+  EXPECT_EQ(rt.signature_ids.next, 4u);
+  const bool applied = w.WaitFor([](const GatewayCounters& c) { return c.rules_reloaded >= 1; });
+  w.Stop();
+  EXPECT_TRUE(applied);
+  std::remove(path.c_str());
 }
 
 TEST_F(GatewayWorkerTest, AppliedUpdatesAreFreedByTheCollectorNotByTheWorker) {

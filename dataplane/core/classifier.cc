@@ -637,7 +637,27 @@ std::vector<SignatureSpec> EffectiveSignatures(const ClassifierConfig& config) {
   return out;
 }
 
-absl::StatusOr<Classifier> Classifier::Create(const ClassifierConfig& config) {
+absl::StatusOr<std::vector<uint16_t>> SignatureIds::Assign(
+    const std::vector<SignatureSpec>& signatures) {
+  uint32_t fresh = 0;
+  for (const SignatureSpec& s : signatures) fresh += !by_name.contains(s.name);
+  if (next + fresh > uint32_t{std::numeric_limits<uint16_t>::max()} + 1) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "signature ids exhausted: ", next, " distinct signature names since the dataplane "
+        "started, ", fresh, " new; restart it to renumber"));
+  }
+  std::vector<uint16_t> out;
+  out.reserve(signatures.size());
+  for (const SignatureSpec& s : signatures) {
+    auto [it, inserted] = by_name.try_emplace(s.name, static_cast<uint16_t>(next));
+    if (inserted) ++next;
+    out.push_back(it->second);
+  }
+  return out;
+}
+
+absl::StatusOr<Classifier> Classifier::Create(const ClassifierConfig& config,
+                                              const SignatureIds& ids) {
   if (config.limits.packets > 255) {
     return absl::InvalidArgumentError(
         absl::StrCat("signature_scan_packets must be <= 255, got ", config.limits.packets));
@@ -646,7 +666,16 @@ absl::StatusOr<Classifier> Classifier::Create(const ClassifierConfig& config) {
   absl::StatusOr<RuleSet> rules = RuleSet::Compile(config.rules);
   if (!rules.ok()) return rules.status();
   c.rules_ = *std::move(rules);
-  absl::StatusOr<SignatureDatabase> db = SignatureDatabase::Compile(EffectiveSignatures(config));
+  std::vector<SignatureSpec> specs = EffectiveSignatures(config);
+  c.ids_ = ids;
+  absl::StatusOr<std::vector<uint16_t>> assigned = c.ids_.Assign(specs);
+  if (!assigned.ok()) return assigned.status();
+  c.id_of_index_ = *std::move(assigned);
+  c.index_of_id_.assign(c.ids_.next, -1);
+  for (size_t i = 0; i < c.id_of_index_.size(); ++i) {
+    c.index_of_id_[c.id_of_index_[i]] = static_cast<int32_t>(i);
+  }
+  absl::StatusOr<SignatureDatabase> db = SignatureDatabase::Compile(std::move(specs));
   if (!db.ok()) return db.status();
   c.signatures_ = *std::move(db);
   c.limits_ = config.limits;
@@ -657,14 +686,32 @@ FlowClass Classifier::Decide(const FlowClass& state, const FlowKey& key,
                              std::span<const uint8_t> payload, SignatureScanner& scanner) const {
   if (state.decided()) return state;
   RuleMatch rule = state.source == ClassSource::kNew ? rules_.Match(key) : RuleMatch{};
-  return DecideFlowClass(state, rule, key.protocol, payload, &scanner, !signatures_.empty(),
-                         limits_);
+  FlowClass next = DecideFlowClass(state, rule, key.protocol, payload, &scanner,
+                                   !signatures_.empty(), limits_);
+  if (next.source == ClassSource::kSignature) next.index = id_of_index_[next.index];
+  return next;
+}
+
+FlowClass Classifier::Refresh(const FlowClass& c, const FlowKey& key, uint16_t epoch) const {
+  FlowClass r;
+  if (c.source == ClassSource::kSignature && !rules_.Match(key).matched()) {
+    const int32_t at = SignatureIndex(c.index);
+    if (at >= 0) {
+      r = c;
+      r.traffic_class = signatures_.signature(static_cast<size_t>(at)).traffic_class;
+    }
+  }
+  r.counted = c.counted;
+  r.rules_epoch = epoch & (kRulesEpochs - 1);
+  return r;
 }
 
 std::string_view Classifier::SourceName(const FlowClass& c) const {
   if (c.source == ClassSource::kRule && c.index < rules_.size()) return rules_.name(c.index);
-  if (c.source == ClassSource::kSignature && c.index < signatures_.size()) {
-    return signatures_.signature(c.index).name;
+  if (c.source == ClassSource::kSignature) {
+    const int32_t at = SignatureIndex(c.index);
+    return at >= 0 ? std::string_view(signatures_.signature(static_cast<size_t>(at)).name)
+                   : std::string_view("signature (unloaded)");
   }
   return ClassSourceName(c.source);
 }

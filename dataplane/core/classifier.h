@@ -31,6 +31,7 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "shroud/flow_key.h"
@@ -317,8 +318,8 @@ std::string_view ClassSourceName(ClassSource s);
 // While kNew/kPending the class is default: the packets that precede the
 // deciding one are forwarded undelayed. The deciding packet itself already
 // gets the new class. Final states are never left (a flow re-created after
-// idle eviction starts again at kNew), except that new rules (a reload) send
-// every flow a signature did not decide back to kNew: RefreshFlowClass.
+// idle eviction starts again at kNew), except at a reload (new rules and
+// signatures): Classifier::Refresh.
 //
 // "Stream start" for anchored signatures is the first payload packet of a TCP
 // flow as the gateway sees it (every datagram for other protocols). A flow
@@ -330,7 +331,9 @@ struct FlowClass {
   ClassSource source = ClassSource::kNew;
   uint8_t payloads_scanned = 0;  // kPending: payload packets scanned so far
   bool reverse = false;          // return direction of a classified flow
-  uint16_t index = 0;            // rule or signature index (kRule/kSignature)
+  // kRule: the rule's index. kSignature: the signature's id, which names it
+  // across reloads (SignatureIds), not its place in the database.
+  uint16_t index = 0;
   // The rules generation the state belongs to (the gateway worker's, bumped
   // by every reload, modulo kRulesEpochs) ...
   uint16_t rules_epoch : 15 = 0;
@@ -345,18 +348,6 @@ struct FlowClass {
 };
 static_assert(sizeof(FlowClass) == 8, "FlowClass lives in every flow table entry");
 inline constexpr uint16_t kRulesEpochs = 1u << 15;
-
-// A flow's state under the rules of `epoch`, given its state under an earlier
-// epoch's: decided again from kNew, unless a signature decided it (its first
-// payload bytes are gone, so the new rules could not see them); `counted`
-// stays. Lazily, at the flow's next packet, so a reload costs the worker no
-// walk over the flow table.
-inline FlowClass RefreshFlowClass(const FlowClass& c, uint16_t epoch) {
-  FlowClass r = c.source == ClassSource::kSignature ? c : FlowClass{};
-  r.counted = c.counted;
-  r.rules_epoch = epoch & (kRulesEpochs - 1);
-  return r;
-}
 
 // The queue a packet of a flow in state `c` goes to: its class for the data
 // direction, default for the return direction (see RuleMatch::reverse).
@@ -383,11 +374,29 @@ struct ClassifierConfig {
 // the built-ins that no config signature replaces by name.
 std::vector<SignatureSpec> EffectiveSignatures(const ClassifierConfig& config);
 
+// Signature ids that outlive a reload: a signature keeps its id for as long as
+// the dataplane runs, by name, wherever it sits in a reloaded database, and an
+// id is never given to another name. A flow's state (FlowClass::index) holds
+// the id, so a flow a signature decided still finds its signature -- or finds
+// it gone -- after a reload reordered, changed or removed signatures.
+struct SignatureIds {
+  absl::flat_hash_map<std::string, uint16_t> by_name;  // every name seen since start
+  uint32_t next = 0;                                   // the next new name's id
+
+  // The id of each name, in order: a known name keeps its id, a new one gets
+  // `next`. Refused (nothing assigned) when the ids would run out: 65536
+  // distinct signature names over the dataplane's life.
+  absl::StatusOr<std::vector<uint16_t>> Assign(const std::vector<SignatureSpec>& signatures);
+};
+
 // Rules + signatures + limits, immutable, shared by all workers.
 class Classifier {
  public:
   Classifier() = default;  // classifies everything as default
-  static absl::StatusOr<Classifier> Create(const ClassifierConfig& config);
+  // `ids`: the signature ids of the classifier this one replaces (a reload);
+  // empty at start. The new classifier carries them on (signature_ids()).
+  static absl::StatusOr<Classifier> Create(const ClassifierConfig& config,
+                                           const SignatureIds& ids = {});
 
   const RuleSet& rules() const { return rules_; }
   const SignatureDatabase& signatures() const { return signatures_; }
@@ -402,19 +411,41 @@ class Classifier {
   FlowClass Decide(const FlowClass& state, const FlowKey& key, std::span<const uint8_t> payload,
                    SignatureScanner& scanner) const;
 
+  // A flow's state decided under an earlier classifier (a reload), as this
+  // one sees it, for the generation `epoch`; `key` is the flow's (its
+  // direction). Every flow is decided again from kNew -- new rules first --
+  // except one a signature decided that no rule of this classifier matches:
+  // its first payload bytes are gone, so it keeps its signature while that
+  // signature (by id, i.e. by name) is still loaded, and takes the class the
+  // signature has now. A signature that is gone sends it back to kNew too, so
+  // it is decided as a flow picked up mid-stream. `counted` stays. Lazily, at
+  // the flow's next packet, so a reload costs the worker no walk over the
+  // flow table.
+  FlowClass Refresh(const FlowClass& c, const FlowKey& key, uint16_t epoch) const;
+
   // Where the signature matched / which rule, for logs and counters.
   std::string_view SourceName(const FlowClass& c) const;
+
+  const SignatureIds& signature_ids() const { return ids_; }
+  // The database index of signature id `id`, or -1 when it is not loaded.
+  int32_t SignatureIndex(uint16_t id) const {
+    return id < index_of_id_.size() ? index_of_id_[id] : -1;
+  }
 
  private:
   RuleSet rules_;
   SignatureDatabase signatures_;
   ScanLimits limits_;
+  SignatureIds ids_;
+  std::vector<uint16_t> id_of_index_;  // by database index
+  std::vector<int32_t> index_of_id_;   // by id; -1: not in this database
 };
 
 // The state machine itself, with the rule result supplied by the caller
 // (RuleSet::Match of the flow's key; only consulted in state kNew). `scanner`
-// may be null when the database is empty. Classifier::Decide is this with its
-// own rules, database and limits.
+// may be null when the database is empty. A signature's decision carries its
+// database index; Classifier::Decide is this with its own rules, database and
+// limits, and turns that index into the signature's id.
 FlowClass DecideFlowClass(const FlowClass& state, const RuleMatch& rule, uint8_t protocol,
                           std::span<const uint8_t> payload, SignatureScanner* scanner,
                           bool have_signatures, const ScanLimits& limits);
