@@ -626,6 +626,22 @@ void GatewayWorker::StepChaff(uint64_t now) {
 }
 
 void GatewayWorker::DiscardQueued() {
+  // Frames a port still refused: one last try, then dropped and counted, so
+  // the counters account for every frame received.
+  for (Direction dir : {kInsideToOutside, kOutsideToInside}) {
+    TxBuffer& t = tx_[dir];
+    if (t.count == 0) continue;
+    Flush(dir);
+    counters_.direction[dir].tx_dropped += t.count;
+    for (uint16_t i = 0; i < t.count; ++i) rte_pktmbuf_free(t.pkts[i]);
+    t.count = 0;
+  }
+  // Replay: received, not yet due.
+  for (Staging& s : staging_) {
+    for (uint16_t i = s.head; i < s.count; ++i) rte_pktmbuf_free(s.pkts[i]);
+    counters_.discarded_at_exit += s.count - s.head;
+    s.head = s.count = 0;
+  }
   std::array<uint64_t, kMaxBurst> handles;
   for (ShapedClass c : {ShapedClass::kMigration, ShapedClass::kChaff}) {
     for (;;) {

@@ -171,7 +171,9 @@ struct GatewayCounters {
   bool chaff_enabled = false;
   ChaffCounters chaff_traffic;
   // Still queued in the shaper when the worker stopped; freed, and counted
-  // in their class's dropped_packets too (never as sent).
+  // in their class's dropped_packets too (never as sent). Also frames a
+  // replay had received but not yet released. (Frames a port still refused at
+  // the stop count as that direction's tx_dropped.)
   uint64_t discarded_at_exit = 0;
   // Algorithm 3.
   uint64_t rate_steps = 0;

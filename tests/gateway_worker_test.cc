@@ -189,6 +189,33 @@ TEST_F(GatewayWorkerTest, AFullTxRingHoldsFramesBackInsteadOfDroppingThem) {
   EXPECT_EQ(c.direction[kInsideToOutside].tx_packets, in.size());
 }
 
+// A port still full when the worker stops: the frames it holds back are
+// dropped then, and counted, so every frame read is accounted for.
+TEST_F(GatewayWorkerTest, FramesAPortStillRefusesAtTheStopAreCountedAsDropped) {
+  size_t filler = 0;
+  for (;;) {
+    rte_mbuf* m = test_frames::FrameToMbuf(g_env.pool, Frame(60, 0xee));
+    ASSERT_NE(m, nullptr);
+    if (rte_ring_enqueue(g_env.tx[1], m) != 0) {
+      rte_pktmbuf_free(m);
+      break;
+    }
+    ++filler;
+  }
+  std::vector<Frame> in;
+  for (int i = 0; i < 100; ++i) in.push_back(Udp("192.0.2.1", "198.51.100.2", 5000, 53, 20 + i));
+  Inject(0, in);
+  GatewayCounters c = RunWorker(BaseConfig(), /*duration_ns=*/50'000'000ull);
+  const DirectionCounters& d = c.direction[kInsideToOutside];
+  EXPECT_EQ(Drain(1).size(), filler);  // the port never took one of ours
+  EXPECT_EQ(d.tx_packets, 0u);
+  EXPECT_GT(d.rx_packets, 0u);
+  EXPECT_EQ(d.tx_dropped, d.rx_packets);
+  // What the worker did not read stays in the port's rx ring.
+  EXPECT_EQ(d.rx_packets + rte_ring_count(g_env.rx[0]), in.size());
+  test_frames::DrainFrames(g_env.rx[0]);
+}
+
 TEST_F(GatewayWorkerTest, ShapesTheMigrationFlowAtItsRateAndForwardsItsAcks) {
   std::vector<Frame> mig, other, acks;
   for (int i = 0; i < 300; ++i) {
