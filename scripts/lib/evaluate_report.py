@@ -143,6 +143,40 @@ def load_judge(out):
     return judge
 
 
+MAXENT_TRIPLE_FILE_RE = re.compile(r"^judge-maxent-w(\d+)_(\d+)_(\d+)\.json$")
+
+
+def merge_maxent_triples(out, judge):
+    """Adds the maxent verdicts of each judge-maxent-wA_B_C.json (shroud judge
+    --feature_windows=A,B,C on the same runs) to judge as detector maxent_wA_B_C, flow by
+    flow; a flow or run the file lacks gets no verdict. Returns the names added."""
+    added = []
+    flows = {(jr.get("id"), f.get("flow")): f for jr in judge.get("runs", []) if isinstance(jr, dict)
+             for f in jr.get("flows", []) if isinstance(f, dict)}
+    def windows(path):
+        m = MAXENT_TRIPLE_FILE_RE.match(path.name)
+        return tuple(int(w) for w in m.groups()) if m else ()
+    for path in sorted(out.glob("judge-maxent-w*.json"), key=lambda p: (windows(p), p.name)):
+        m = MAXENT_TRIPLE_FILE_RE.match(path.name)
+        other = read_json(path) if m else None
+        if not isinstance(other, dict) or not isinstance(other.get("runs"), list):
+            warn(f"{path} is not shroud judge --json output of a window triple; ignored")
+            continue
+        name = f"maxent_w{m[1]}_{m[2]}_{m[3]}"
+        for f in flows.values():
+            f.setdefault("verdicts", {})[name] = None
+        for jr in other["runs"]:
+            for f in (jr.get("flows", []) if isinstance(jr, dict) else []):
+                mine = flows.get((jr.get("id"), f.get("flow"))) if isinstance(f, dict) else None
+                if mine is not None:
+                    mine["verdicts"][name] = (f.get("verdicts") or {}).get("maxent")
+        judge.setdefault("detectors", []).append(
+            {"name": name, "description": f"Algorithm 2 as maxent, on the paper's window triple "
+                                          f"{m[1]}/{m[2]}/{m[3]} packets (maxent's is 100/500/1000)"})
+        added.append(name)
+    return added
+
+
 def detector_names(judge):
     return [d["name"] for d in judge.get("detectors", []) if isinstance(d, dict) and d.get("name")]
 
@@ -1163,6 +1197,7 @@ DETECTION_FIGURES = [
 def make_report(out):
     runs = load_runs(out)
     judge = load_judge(out)
+    merge_maxent_triples(out, judge)
     matrix = read_json(out / "matrix.json")
     detectors = detector_names(judge)
     judge_runs = {jr.get("id"): jr for jr in judge.get("runs", []) if isinstance(jr, dict)}
