@@ -92,6 +92,9 @@ expect "chaff crossed the WAN in the stealth run only" \
 expect "judge: every detector named, one verdict per flow" \
     '(.detectors | map(.name)) == ["pattern","maxent","maxent_shipped","timing","timing_adaptive"] and ([.runs[].flows[] | .verdicts | keys | length] | all(. == 5))' \
     "$out/judge.json"
+expect "summary: maxent on the paper's other three window triples too, a verdict on both migrations" \
+    '[.runs[] | .verdicts | [.maxent_w100_200_300, .maxent_w500_1000_2000, .maxent_w1000_2000_3000]
+      | all(.flagged | type == "boolean")] | all' "$s"
 expect "judge: every flow's timing features (what our attacks see), numbers for the migrations" \
     '([.runs[].flows[] | .timing_features | keys | length] | all(. == 16)) and ([.runs[].flows[] | select(.label == "migration") | .timing_features.ipt_back_to_back_share | type] | all(. == "number"))' \
     "$out/judge.json"

@@ -615,6 +615,48 @@ class ReportTest(unittest.TestCase):
         self.assertEqual(run_report(out).returncode, 0)
         self.assertEqual((out / "table5.csv").read_text(), first)  # the same runs, the same intervals
 
+    def test_maxent_window_triples(self):
+        # scripts/evaluate's judge-maxent-wA_B_C.json (maxent verdicts only): each becomes a
+        # detector maxent_wA_B_C, in window order, held to check (b); a run or flow the file
+        # lacks has no verdict; a file that is not one is ignored with a warning.
+        def triples(out):
+            judge = json.loads((out / "judge.json").read_text())
+
+            def reduced(flag_stealth_migration, skip_run=None):
+                runs = []
+                for jr in judge["runs"]:
+                    if jr["id"] == skip_run:
+                        continue
+                    runs.append({"id": jr["id"], "flows": [
+                        {"flow": f["flow"], "verdicts": {"maxent": {
+                            "decided": True, "score": 0.9 if flagged else 0.1,
+                            "flagged": flagged}}}
+                        for f in jr["flows"]
+                        for flagged in [flag_stealth_migration and jr["mode"] == "stealth"
+                                        and f["label"] == "migration" and not f["ack_direction"]]]})
+                return json.dumps({"feature_windows": "x", "runs": runs})
+            (out / "judge-maxent-w100_200_300.json").write_text(reduced(True))
+            (out / "judge-maxent-w1000_2000_3000.json").write_text(reduced(False))
+            (out / "judge-maxent-w500_1000_2000.json").write_text(reduced(True, "stealth-r8-light-1"))
+            (out / "judge-maxent-wbad.json").write_text(reduced(True))
+            (out / "judge-maxent-w1_2_3.json").write_text("[]")
+        out, runs, _, report = self.report(edit=triples)
+        r = run_report(out)
+        self.assertIn("judge-maxent-w1_2_3.json is not shroud judge --json output", r.stderr)
+        self.assertIn("judge-maxent-wbad.json is not shroud judge --json output", r.stderr)
+        rows = re.findall(r"^\| stealth \| (maxent_w\w+) \| ([^|]+) \|", report, re.M)
+        self.assertEqual(rows, [("maxent_w100_200_300", "1.000 (2/2)"),
+                                ("maxent_w500_1000_2000", "1.000 (1/1)"),
+                                ("maxent_w1000_2000_3000", "0.000 (0/2)")])
+        self.assertEqual(runs["stealth-r4-light-1"]["verdicts"]["maxent_w100_200_300"],
+                         {"flagged": True, "score": 0.9})
+        self.assertEqual(runs["stealth-r8-light-1"]["verdicts"]["maxent_w500_1000_2000"],
+                         {"flagged": None, "score": None})
+        checks = re.findall(r"^- \*\*(PASS|FAIL)\*\* \(b\) stealth (maxent_w\w+):", report, re.M)
+        self.assertEqual(checks, [("FAIL", "maxent_w100_200_300"), ("FAIL", "maxent_w500_1000_2000"),
+                                  ("PASS", "maxent_w1000_2000_3000")])
+        self.assertIn("Algorithm 2 as maxent, on the paper's window triple 100/200/300 packets", report)
+
     def test_errors(self):
         r = run_report(self.tmp)
         self.assertEqual(r.returncode, 1)
