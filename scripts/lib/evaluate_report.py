@@ -153,6 +153,7 @@ def merge_maxent_triples(out, judge):
     added = []
     flows = {(jr.get("id"), f.get("flow")): f for jr in judge.get("runs", []) if isinstance(jr, dict)
              for f in jr.get("flows", []) if isinstance(f, dict)}
+
     def windows(path):
         m = MAXENT_TRIPLE_FILE_RE.match(path.name)
         return tuple(int(w) for w in m.groups()) if m else ()
