@@ -632,6 +632,15 @@ class FlowDecisionTest : public ::testing::Test {
     return classifier_.Decide(state, key, payload, *scanner_);
   }
 
+  // Builds the classifier of `config` = one migration signature "mine"
+  // ("^MINE") and the built-ins; `c` = a flow it decided.
+  void DecideByMine(ClassifierConfig* config, FlowClass* c) {
+    config->signatures = {{"mine", "^MINE", TrafficClass::kMigration}};
+    Build(*config);
+    *c = Step(FlowClass{}, other_port_, Bytes("MINE and more"));
+    ASSERT_EQ(c->source, ClassSource::kSignature);
+  }
+
   Classifier classifier_;
   std::optional<SignatureScanner> scanner_;
   const std::vector<uint8_t> junk_ = std::vector<uint8_t>(1448, 0x42);
@@ -749,10 +758,8 @@ TEST_F(FlowDecisionTest, AReloadSendsRuleAndPendingFlowsBackToNewAndKeepsSignatu
 
 TEST_F(FlowDecisionTest, ASignatureFlowFollowsItsSignatureByNameThroughAReload) {
   ClassifierConfig before;
-  before.signatures = {{"mine", "^MINE", TrafficClass::kMigration}};
-  Build(before);
-  FlowClass c = Step(FlowClass{}, other_port_, Bytes("MINE and more"));
-  ASSERT_EQ(c.source, ClassSource::kSignature);
+  FlowClass c;
+  ASSERT_NO_FATAL_FAILURE(DecideByMine(&before, &c));
   ASSERT_EQ(classifier_.SourceName(c), "mine");
 
   // Another signature now comes first, and "mine" marks chaff: the flow keeps
@@ -773,10 +780,8 @@ TEST_F(FlowDecisionTest, ASignatureFlowFollowsItsSignatureByNameThroughAReload) 
 
 TEST_F(FlowDecisionTest, ASignatureFlowIsDecidedAgainWhenItsSignatureIsGoneOrARuleNamesIt) {
   ClassifierConfig before;
-  before.signatures = {{"mine", "^MINE", TrafficClass::kMigration}};
-  Build(before);
-  FlowClass c = Step(FlowClass{}, other_port_, Bytes("MINE and more"));
-  ASSERT_EQ(c.source, ClassSource::kSignature);
+  FlowClass c;
+  ASSERT_NO_FATAL_FAILURE(DecideByMine(&before, &c));
   c.counted = 1;
 
   ClassifierConfig gone;

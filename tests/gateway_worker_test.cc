@@ -149,21 +149,28 @@ TEST_F(GatewayWorkerTest, ForwardsDefaultTrafficUnchangedAndInOrderBothWays) {
   EXPECT_EQ(c.default_class.packets, in.size());
 }
 
+// Fills port `port`'s tx ring to the brim with filler frames, so the port
+// refuses whatever the worker sends; `*filler` = how many it took.
+void FillTxRing(int port, size_t* filler) {
+  *filler = 0;
+  for (;;) {
+    rte_mbuf* m = test_frames::FrameToMbuf(g_env.pool, Frame(60, 0xee));
+    ASSERT_NE(m, nullptr);
+    if (rte_ring_enqueue(g_env.tx[port], m) != 0) {
+      rte_pktmbuf_free(m);
+      return;
+    }
+    ++*filler;
+  }
+}
+
 // A port whose tx ring is full refuses frames; the worker keeps them and
 // stops reading that direction until the port takes them again, so nothing is
 // lost or reordered (it used to free them: a hole in a chaff connection that
 // nobody retransmits, a shaped frame whose tokens were spent).
 TEST_F(GatewayWorkerTest, AFullTxRingHoldsFramesBackInsteadOfDroppingThem) {
   size_t filler = 0;
-  for (;;) {  // fill the outside port's tx ring to the brim
-    rte_mbuf* m = test_frames::FrameToMbuf(g_env.pool, Frame(60, 0xee));
-    ASSERT_NE(m, nullptr);
-    if (rte_ring_enqueue(g_env.tx[1], m) != 0) {
-      rte_pktmbuf_free(m);
-      break;
-    }
-    ++filler;
-  }
+  ASSERT_NO_FATAL_FAILURE(FillTxRing(1, &filler));
   std::vector<Frame> in;
   for (int i = 0; i < 300; ++i) in.push_back(Udp("192.0.2.1", "198.51.100.2", 5000, 53, 20 + i));
   Inject(0, in);
@@ -193,15 +200,7 @@ TEST_F(GatewayWorkerTest, AFullTxRingHoldsFramesBackInsteadOfDroppingThem) {
 // dropped then, and counted, so every frame read is accounted for.
 TEST_F(GatewayWorkerTest, FramesAPortStillRefusesAtTheStopAreCountedAsDropped) {
   size_t filler = 0;
-  for (;;) {
-    rte_mbuf* m = test_frames::FrameToMbuf(g_env.pool, Frame(60, 0xee));
-    ASSERT_NE(m, nullptr);
-    if (rte_ring_enqueue(g_env.tx[1], m) != 0) {
-      rte_pktmbuf_free(m);
-      break;
-    }
-    ++filler;
-  }
+  ASSERT_NO_FATAL_FAILURE(FillTxRing(1, &filler));
   std::vector<Frame> in;
   for (int i = 0; i < 100; ++i) in.push_back(Udp("192.0.2.1", "198.51.100.2", 5000, 53, 20 + i));
   Inject(0, in);

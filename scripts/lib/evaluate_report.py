@@ -153,16 +153,15 @@ def merge_maxent_triples(out, judge):
     added = []
     flows = {(jr.get("id"), f.get("flow")): f for jr in judge.get("runs", []) if isinstance(jr, dict)
              for f in jr.get("flows", []) if isinstance(f, dict)}
-
-    def windows(path):
-        m = MAXENT_TRIPLE_FILE_RE.match(path.name)
-        return tuple(int(w) for w in m.groups()) if m else ()
-    for path in sorted(out.glob("judge-maxent-w*.json"), key=lambda p: (windows(p), p.name)):
+    found = []
+    for path in out.glob("judge-maxent-w*.json"):
         m = MAXENT_TRIPLE_FILE_RE.match(path.name)
         other = read_json(path) if m else None
         if not isinstance(other, dict) or not isinstance(other.get("runs"), list):
             warn(f"{path} is not shroud judge --json output of a window triple; ignored")
             continue
+        found.append((tuple(int(w) for w in m.groups()), m, other))
+    for _, m, other in sorted(found, key=lambda x: x[0]):
         name = f"maxent_w{m[1]}_{m[2]}_{m[3]}"
         for f in flows.values():
             f.setdefault("verdicts", {})[name] = None
