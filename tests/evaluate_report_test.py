@@ -616,11 +616,20 @@ class ReportTest(unittest.TestCase):
         self.assertEqual((out / "table5.csv").read_text(), first)  # the same runs, the same intervals
 
     def test_maxent_window_triples(self):
-        # scripts/evaluate's judge-maxent-wA_B_C.json (maxent verdicts only): each becomes a
-        # detector maxent_wA_B_C, in window order, held to check (b); a run or flow the file
-        # lacks has no verdict; a file that is not one is ignored with a warning.
+        # judge.json's maxent_wA_B_C (shroud judge --more_feature_windows) and the older
+        # judge-maxent-wA_B_C.json (maxent verdicts only) alike: each is a detector (the
+        # files' in window order), held to check (b); a run or flow the file lacks has no verdict; a file that
+        # is not one is ignored with a warning, and one judge.json has already is not used.
         def triples(out):
             judge = json.loads((out / "judge.json").read_text())
+            judge["detectors"].append({"name": "maxent_w1000_2000_3000",
+                                       "description": "Algorithm 2 as maxent, on the window "
+                                                      "triple 1000/2000/3000 packets"})
+            for jr in judge["runs"]:
+                for f in jr["flows"]:
+                    f["verdicts"]["maxent_w1000_2000_3000"] = {"decided": True, "score": 0.1,
+                                                               "flagged": False}
+            (out / "judge.json").write_text(json.dumps(judge))
 
             def reduced(flag_stealth_migration, skip_run=None):
                 runs = []
@@ -636,7 +645,8 @@ class ReportTest(unittest.TestCase):
                                         and f["label"] == "migration" and not f["ack_direction"]]]})
                 return json.dumps({"feature_windows": "x", "runs": runs})
             (out / "judge-maxent-w100_200_300.json").write_text(reduced(True))
-            (out / "judge-maxent-w1000_2000_3000.json").write_text(reduced(False))
+            # judge.json's own verdicts (none flagged) stand; this file's would flag two.
+            (out / "judge-maxent-w1000_2000_3000.json").write_text(reduced(True))
             (out / "judge-maxent-w500_1000_2000.json").write_text(reduced(True, "stealth-r8-light-1"))
             (out / "judge-maxent-wbad.json").write_text(reduced(True))
             (out / "judge-maxent-w1_2_3.json").write_text("[]")
@@ -645,17 +655,20 @@ class ReportTest(unittest.TestCase):
         self.assertIn("judge-maxent-w1_2_3.json is not shroud judge --json output", r.stderr)
         self.assertIn("judge-maxent-wbad.json is not shroud judge --json output", r.stderr)
         rows = re.findall(r"^\| stealth \| (maxent_w\w+) \| ([^|]+) \|", report, re.M)
-        self.assertEqual(rows, [("maxent_w100_200_300", "1.000 (2/2)"),
-                                ("maxent_w500_1000_2000", "1.000 (1/1)"),
-                                ("maxent_w1000_2000_3000", "0.000 (0/2)")])
+        # judge.json's detectors first, then the files' in window order.
+        self.assertEqual(rows, [("maxent_w1000_2000_3000", "0.000 (0/2)"),
+                                ("maxent_w100_200_300", "1.000 (2/2)"),
+                                ("maxent_w500_1000_2000", "1.000 (1/1)")])
         self.assertEqual(runs["stealth-r4-light-1"]["verdicts"]["maxent_w100_200_300"],
                          {"flagged": True, "score": 0.9})
         self.assertEqual(runs["stealth-r8-light-1"]["verdicts"]["maxent_w500_1000_2000"],
                          {"flagged": None, "score": None})
         checks = re.findall(r"^- \*\*(PASS|FAIL)\*\* \(b\) stealth (maxent_w\w+):", report, re.M)
-        self.assertEqual(checks, [("FAIL", "maxent_w100_200_300"), ("FAIL", "maxent_w500_1000_2000"),
-                                  ("PASS", "maxent_w1000_2000_3000")])
+        self.assertEqual(checks, [("PASS", "maxent_w1000_2000_3000"), ("FAIL", "maxent_w100_200_300"),
+                                  ("FAIL", "maxent_w500_1000_2000")])
         self.assertIn("Algorithm 2 as maxent, on the paper's window triple 100/200/300 packets", report)
+        self.assertIn("Algorithm 2 as maxent, on the window triple 1000/2000/3000 packets", report)
+        self.assertEqual(len(re.findall(r"detector `maxent_w1000_2000_3000`", report)), 1)
 
     def test_errors(self):
         r = run_report(self.tmp)

@@ -194,7 +194,7 @@ TEST(JudgeTest, LeaveOneRunOutVerdicts) {
                 native ? HasSubstr("not applicable") : HasSubstr("other stealth runs' migrations (2 runs"));
     for (size_t i = 0; i < jr.run->flows.size(); ++i) {
       const auto& v = jr.verdicts[i];
-      ASSERT_EQ(v.size(), JudgeDetectorNames().size());
+      ASSERT_EQ(v.size(), JudgeDetectorNames(o).size());
       EXPECT_EQ(v.at("timing_adaptive").has_value(), !native);
       ASSERT_TRUE(v.at("maxent").has_value());
       ASSERT_TRUE(v.at("timing").has_value());
@@ -224,6 +224,81 @@ TEST(JudgeTest, LeaveOneRunOutVerdicts) {
   EXPECT_LT(stealth_bg.result->ks.statistic, native_bg.result->ks.statistic);
   // No bulk flows in the synthetic runs: said, not crashed on.
   EXPECT_FALSE(result->comparisons[1].result.ok());
+}
+
+// The paper tried four window triples: each more triple is one more detector
+// that judges exactly as maxent trained on that triple would.
+TEST(JudgeTest, MoreWindowTriplesJudgeAsMaxentOnThatTriple) {
+  FeatureConfig config;
+  std::vector<RunFlows> runs;
+  for (int i = 0; i < 3; ++i) runs.push_back(SyntheticRun("n" + std::to_string(i), "native", 10 + i, config));
+  for (int i = 0; i < 2; ++i) runs.push_back(SyntheticRun("s" + std::to_string(i), "stealth", 20 + i, config));
+  JudgeOptions more = Options(config);
+  more.more_maxent_windows = {{100, 200, 300}, {1000, 2000, 3000}};
+  EXPECT_THAT(JudgeDetectorNames(more),
+              ::testing::ElementsAre("pattern", "maxent", "maxent_shipped", "timing", "timing_adaptive",
+                                     "maxent_w100_200_300", "maxent_w1000_2000_3000"));
+  auto with_more = JudgeRuns(runs, more);
+  ASSERT_TRUE(with_more.ok()) << with_more.status();
+  for (const MaxEntWindows& w : more.more_maxent_windows) {
+    JudgeOptions alone = Options(config);
+    alone.maxent_windows = w;
+    auto on_triple = JudgeRuns(runs, alone);
+    ASSERT_TRUE(on_triple.ok()) << on_triple.status();
+    const std::string name = MaxEntDetectorName(w);
+    size_t scored = 0;
+    for (size_t r = 0; r < runs.size(); ++r) {
+      EXPECT_EQ(with_more->runs[r].models.at(name), on_triple->runs[r].models.at("maxent")) << name;
+      for (size_t i = 0; i < runs[r].flows.size(); ++i) {
+        const auto& got = with_more->runs[r].verdicts[i].at(name);
+        const auto& want = on_triple->runs[r].verdicts[i].at("maxent");
+        ASSERT_TRUE(got.has_value() && want.has_value()) << name << " run " << r << " flow " << i;
+        EXPECT_EQ(got->score, want->score) << name << " run " << r << " flow " << i;
+        EXPECT_EQ(got->flagged, want->flagged) << name << " run " << r << " flow " << i;
+        ++scored;
+      }
+    }
+    EXPECT_GT(scored, 0u);
+    // Not the default triple's verdicts under another name.
+    bool differs = false;
+    for (size_t r = 0; r < runs.size(); ++r) {
+      for (size_t i = 0; i < runs[r].flows.size(); ++i) {
+        differs |= with_more->runs[r].verdicts[i].at(name)->score !=
+                   with_more->runs[r].verdicts[i].at("maxent")->score;
+      }
+    }
+    EXPECT_TRUE(differs) << name;
+  }
+  // No native run to train on: no verdict from any triple, and said why.
+  auto lone = JudgeRuns({SyntheticRun("n0", "native", 1, config)}, more);
+  ASSERT_TRUE(lone.ok()) << lone.status();
+  EXPECT_THAT(lone->runs[0].models.at("maxent_w100_200_300"), HasSubstr("none: no other native run"));
+  EXPECT_FALSE(lone->runs[0].verdicts[0].at("maxent_w100_200_300").has_value());
+}
+
+TEST(JudgeTest, RefusesMoreWindowTriplesItCannotJudge) {
+  FeatureConfig config;
+  config.byte_window_count = 3;
+  config.byte_windows = {100, 500, 1000};
+  const std::vector<RunFlows> runs = {SyntheticRun("n0", "native", 1, config)};
+  const std::vector<std::pair<std::vector<MaxEntWindows>, std::string>> cases = {
+      {{{100, 200, 300}}, "maxent window triple 100,200,300: 200 is not one of the feature windows"},
+      {{{500, 100, 1000}}, "maxent window triple 500,100,1000: must be three ascending positive sizes"},
+      {{{100, 500, 1000}}, "maxent window triple 100,500,1000 is given twice or is maxent's own"},
+  };
+  for (const auto& [triples, error] : cases) {
+    JudgeOptions o = Options(config);
+    o.more_maxent_windows = triples;
+    EXPECT_THAT(std::string(JudgeOptionsError(o).message()), HasSubstr(error));
+    auto r = JudgeRuns(runs, o);
+    ASSERT_FALSE(r.ok()) << error;
+    EXPECT_THAT(std::string(r.status().message()), HasSubstr(error));
+  }
+  JudgeOptions twice = Options(FeatureConfig{});
+  twice.more_maxent_windows = {{100, 200, 300}, {100, 200, 300}};
+  EXPECT_THAT(std::string(JudgeOptionsError(twice).message()), HasSubstr("100,200,300 is given twice"));
+  twice.more_maxent_windows.pop_back();
+  EXPECT_TRUE(JudgeOptionsError(twice).ok());
 }
 
 TEST(JudgeTest, TableThreeLeavesAckDirectionsOut) {

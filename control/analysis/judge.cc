@@ -8,6 +8,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 
@@ -178,10 +179,35 @@ absl::StatusOr<RunFlows> LoadRun(const JudgeRunSpec& spec, const FlowLabelRules&
   return LabelFlows(spec, *flows, stream, rules);
 }
 
-const std::vector<std::string>& JudgeDetectorNames() {
-  static const std::vector<std::string> names = {"pattern", "maxent", "maxent_shipped", "timing",
-                                                 "timing_adaptive"};
+std::string MaxEntDetectorName(const MaxEntWindows& windows) {
+  return absl::StrCat("maxent_w", absl::StrJoin(windows, "_"));
+}
+
+std::vector<std::string> JudgeDetectorNames(const JudgeOptions& options) {
+  std::vector<std::string> names = {"pattern", "maxent", "maxent_shipped", "timing", "timing_adaptive"};
+  for (const MaxEntWindows& w : options.more_maxent_windows) names.push_back(MaxEntDetectorName(w));
   return names;
+}
+
+absl::Status JudgeOptionsError(const JudgeOptions& o) {
+  std::set<MaxEntWindows> triples = {o.maxent_windows};
+  for (const MaxEntWindows& w : o.more_maxent_windows) {
+    const std::string name = absl::StrJoin(w, ",");
+    for (size_t i = 0; i < w.size(); ++i) {
+      if (w[i] == 0 || (i > 0 && w[i] <= w[i - 1])) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("maxent window triple ", name, ": must be three ascending positive sizes"));
+      }
+      if (o.config.WindowSlot(w[i]) < 0) {
+        return absl::InvalidArgumentError(absl::StrCat("maxent window triple ", name, ": ", w[i],
+                                                       " is not one of the feature windows"));
+      }
+    }
+    if (!triples.insert(w).second) {
+      return absl::InvalidArgumentError(absl::StrCat("maxent window triple ", name, " is given twice or is maxent's own"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<JudgeResult> JudgeRuns(const std::vector<RunFlows>& runs, const JudgeOptions& o) {
@@ -195,13 +221,16 @@ absl::StatusOr<JudgeResult> JudgeRuns(const std::vector<RunFlows>& runs, const J
       return absl::InvalidArgumentError(absl::StrCat("run id ", r.spec.id, " appears twice"));
     }
   }
+  if (absl::Status s = JudgeOptionsError(o); !s.ok()) return s;
   absl::StatusOr<std::unique_ptr<MaxEntAttack>> shipped = MaxEntAttack::Create(o.shipped, o.config);
   if (!shipped.ok()) return shipped.status();
   const PatternAttack pattern;
 
   // The paper's adversary, trained on native runs but `skip` (nullptr: all).
+  using MaxEntOrWhy = absl::StatusOr<std::shared_ptr<const MaxEntAttack>>;
   struct NativeModels {
-    absl::StatusOr<std::shared_ptr<const MaxEntAttack>> maxent = absl::UnknownError("");
+    MaxEntOrWhy maxent = absl::UnknownError("");
+    std::vector<MaxEntOrWhy> more_maxent;  // per o.more_maxent_windows
     absl::StatusOr<std::shared_ptr<const TimingAttack>> timing = absl::UnknownError("");
     std::string desc;
   };
@@ -213,17 +242,19 @@ absl::StatusOr<JudgeResult> JudgeRuns(const std::vector<RunFlows>& runs, const J
       const absl::Status none = absl::FailedPreconditionError(
           "no other native run with a migration flow and background flows");
       m.maxent = none;
+      m.more_maxent.assign(o.more_maxent_windows.size(), none);
       m.timing = none;
       return m;
     }
-    absl::StatusOr<MaxEntModel> model = TrainOnFlows(t.flows, o.config, o.maxent_windows, o.maxent_training);
-    absl::StatusOr<std::unique_ptr<MaxEntAttack>> attack =
-        model.ok() ? MaxEntAttack::Create(*model, o.config) : model.status();
-    if (attack.ok()) {
-      m.maxent = std::shared_ptr<const MaxEntAttack>(*std::move(attack));
-    } else {
-      m.maxent = attack.status();
-    }
+    auto train_maxent = [&](const MaxEntWindows& windows) -> MaxEntOrWhy {
+      absl::StatusOr<MaxEntModel> model = TrainOnFlows(t.flows, o.config, windows, o.maxent_training);
+      absl::StatusOr<std::unique_ptr<MaxEntAttack>> attack =
+          model.ok() ? MaxEntAttack::Create(*model, o.config) : model.status();
+      if (!attack.ok()) return attack.status();
+      return std::shared_ptr<const MaxEntAttack>(*std::move(attack));
+    };
+    m.maxent = train_maxent(o.maxent_windows);
+    for (const MaxEntWindows& w : o.more_maxent_windows) m.more_maxent.push_back(train_maxent(w));
     absl::StatusOr<TimingAttack> timing = TrainTimingAttack(t, o, "timing");
     if (timing.ok()) {
       m.timing = std::make_shared<const TimingAttack>(*std::move(timing));
@@ -247,7 +278,13 @@ absl::StatusOr<JudgeResult> JudgeRuns(const std::vector<RunFlows>& runs, const J
     const std::string& desc = trained.desc;
     jr.models["pattern"] = "no training (Algorithm 1)";
     jr.models["maxent_shipped"] = "the given model";
-    jr.models["maxent"] = maxent.ok() ? desc : absl::StrCat("none: ", maxent.status().message());
+    auto model_desc = [&desc](const MaxEntOrWhy& m) {
+      return m.ok() ? desc : absl::StrCat("none: ", m.status().message());
+    };
+    jr.models["maxent"] = model_desc(maxent);
+    for (size_t k = 0; k < o.more_maxent_windows.size(); ++k) {
+      jr.models[MaxEntDetectorName(o.more_maxent_windows[k])] = model_desc(trained.more_maxent[k]);
+    }
     jr.models["timing"] = timing.ok() ? desc : absl::StrCat("none: ", timing.status().message());
     auto keep_weights = [&jr](const std::string& name, const TimingAttack& a) {
       for (size_t i = 0; i < a.model().names.size(); ++i) {
@@ -275,7 +312,13 @@ absl::StatusOr<JudgeResult> JudgeRuns(const std::vector<RunFlows>& runs, const J
       std::map<std::string, std::optional<DetectorResult>> v;
       v["pattern"] = pattern.Evaluate(view);
       v["maxent_shipped"] = (*shipped)->Evaluate(view);
-      v["maxent"] = maxent.ok() ? std::optional<DetectorResult>((*maxent)->Evaluate(view)) : std::nullopt;
+      auto judged_by = [&view](const MaxEntOrWhy& m) {
+        return m.ok() ? std::optional<DetectorResult>((*m)->Evaluate(view)) : std::nullopt;
+      };
+      v["maxent"] = judged_by(maxent);
+      for (size_t k = 0; k < o.more_maxent_windows.size(); ++k) {
+        v[MaxEntDetectorName(o.more_maxent_windows[k])] = judged_by(trained.more_maxent[k]);
+      }
       v["timing"] = timing.ok() ? std::optional<DetectorResult>((*timing)->Evaluate(view)) : std::nullopt;
       v["timing_adaptive"] =
           adaptive.ok() ? std::optional<DetectorResult>(adaptive->Evaluate(view)) : std::nullopt;

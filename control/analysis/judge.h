@@ -10,6 +10,9 @@
 //   maxent           Algorithm 2 trained on the *other* native runs
 //                    (leave-one-run-out; a stealth run: all native runs),
 //                    the paper's adversary, who knows native migrations
+//   maxent_wA_B_C    the same on another window triple A/B/C (the paper
+//                    tried four; an adversary may pick any), one detector
+//                    per triple in JudgeOptions::more_maxent_windows
 //   maxent_shipped   Algorithm 2 with the given model (what the tap runs)
 //   timing           ours, richer timing features, trained like maxent
 //   timing_adaptive  ours, trained on the other *stealth* runs' migrations
@@ -92,17 +95,26 @@ absl::StatusOr<RunFlows> LoadRun(const JudgeRunSpec& spec, const FlowLabelRules&
 RunFlows LabelFlows(const JudgeRunSpec& spec, const std::vector<LabelledFlow>& flows,
                     uint64_t stream_packets, const FlowLabelRules& rules);
 
+using MaxEntWindows = std::array<uint32_t, kMaxEntFeatures>;
+
 struct JudgeOptions {
   FeatureConfig config;
   MaxEntModel shipped;
-  std::array<uint32_t, kMaxEntFeatures> maxent_windows = {100, 500, 1000};
+  MaxEntWindows maxent_windows = {100, 500, 1000};
+  // Each also judged as detector MaxEntDetectorName(w), trained as maxent is
+  // (every window in config; none equal to maxent_windows or to another).
+  std::vector<MaxEntWindows> more_maxent_windows;
   MaxEntTrainingOptions maxent_training;
   TimingTrainingOptions timing_training;
   uint32_t ks_window = 1000;
 };
 
-// The detectors' names, in output order.
-const std::vector<std::string>& JudgeDetectorNames();
+// "maxent_w100_200_300".
+std::string MaxEntDetectorName(const MaxEntWindows& windows);
+
+// The detectors' names, in output order: pattern, maxent, maxent_shipped,
+// timing, timing_adaptive, then one per more_maxent_windows.
+std::vector<std::string> JudgeDetectorNames(const JudgeOptions& options);
 
 struct JudgedRun {
   const RunFlows* run = nullptr;
@@ -126,8 +138,14 @@ struct JudgeResult {
   std::vector<NamedComparison> comparisons;
 };
 
-// Errors on a run with an unknown mode or a duplicate id; a detector that
-// cannot be trained for a run is recorded in `models`, not an error.
+// Why options cannot be judged with: a more_maxent_windows triple that is
+// not ascending, has a window not in config, or is given twice (or is
+// maxent_windows). OK otherwise.
+absl::Status JudgeOptionsError(const JudgeOptions& options);
+
+// Errors on a run with an unknown mode or a duplicate id, and on options
+// JudgeOptionsError refuses; a detector that cannot be trained for a run is
+// recorded in `models`, not an error.
 absl::StatusOr<JudgeResult> JudgeRuns(const std::vector<RunFlows>& runs, const JudgeOptions& options);
 
 }  // namespace shroud

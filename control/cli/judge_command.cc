@@ -10,6 +10,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "control/analysis/judge.h"
 #include "control/cli/cli_common.h"
@@ -27,6 +28,10 @@ DEFINE_string(bulk_ports, "5201-5299",
               "judge: background TCP flows on these ports are bulk transfers (the paper's FTP "
               "flows; the testbed's iperf3 users)");
 DEFINE_double(timing_l2, 1e-2, "judge: L2 regularisation of the timing attacks' weights");
+DEFINE_string(more_feature_windows, "",
+              "judge: more maxent window triples, ';'-separated (e.g. "
+              "\"100,200,300;500,1000,2000;1000,2000,3000\", the paper's others): each is judged "
+              "as one more detector maxent_wA_B_C, trained like maxent (each window in --windows)");
 
 namespace shroud::cli {
 namespace {
@@ -83,6 +88,17 @@ absl::Status ParsePortRange(const std::string& text, FlowLabelRules* rules) {
   return absl::OkStatus();
 }
 
+// The triples only; JudgeOptionsError checks them against the windows.
+absl::StatusOr<std::vector<MaxEntWindows>> MoreFeatureWindowsFromFlags() {
+  std::vector<MaxEntWindows> out;
+  for (absl::string_view part : absl::StrSplit(FLAGS_more_feature_windows, ';', absl::SkipWhitespace())) {
+    absl::StatusOr<MaxEntWindows> triple = ParseTriple("more_feature_windows", std::string(part));
+    if (!triple.ok()) return triple.status();
+    out.push_back(*triple);
+  }
+  return out;
+}
+
 nlohmann::json VerdictJson(const std::optional<DetectorResult>& v) {
   if (!v.has_value()) return nullptr;
   return {{"flagged", v->flagged}, {"score", NumberOrNull(v->score)}, {"decided", v->decided}};
@@ -109,7 +125,8 @@ nlohmann::json ComparisonJson(const NamedComparison& c) {
   return j;
 }
 
-void PrintJson(const JudgeResult& r, const FeatureConfig& config, uint64_t min_packets) {
+void PrintJson(const JudgeResult& r, const JudgeOptions& o, uint64_t min_packets) {
+  const FeatureConfig& config = o.config;
   nlohmann::json doc;
   doc["tool"] = "shroud judge";
   doc["min_packets"] = min_packets;
@@ -120,15 +137,21 @@ void PrintJson(const JudgeResult& r, const FeatureConfig& config, uint64_t min_p
                            {"delta", config.pattern_delta},
                            {"pct", config.pattern_count_threshold},
                            {"burst_gap_ms", config.burst_gap_ns / 1e6}};
-  const std::map<std::string, std::string> descriptions = {
+  std::map<std::string, std::string> descriptions = {
       {"pattern", "Algorithm 1 (pattern matching), Pwin/delta/PCt as configured"},
       {"maxent", "Algorithm 2 (maximum entropy) trained on the other native runs"},
       {"maxent_shipped", "Algorithm 2 with the shipped (or --model) model, as the live tap"},
       {"timing", "ours: logistic model on richer timing features, trained on the other native runs"},
       {"timing_adaptive",
        "ours: the timing model trained on the other stealth runs' migrations (knows shroud)"}};
+  for (const MaxEntWindows& w : o.more_maxent_windows) {
+    descriptions[MaxEntDetectorName(w)] =
+        absl::StrCat("Algorithm 2 as maxent, on the window triple ", absl::StrJoin(w, "/"),
+                     " packets (maxent's is ", absl::StrJoin(o.maxent_windows, "/"), ")");
+  }
+  const std::vector<std::string> names = JudgeDetectorNames(o);
   doc["detectors"] = nlohmann::json::array();
-  for (const std::string& d : JudgeDetectorNames()) {
+  for (const std::string& d : names) {
     doc["detectors"].push_back({{"name", d}, {"description", descriptions.at(d)}});
   }
   doc["runs"] = nlohmann::json::array();
@@ -154,7 +177,7 @@ void PrintJson(const JudgeResult& r, const FeatureConfig& config, uint64_t min_p
             NumberOrNull(ByteWindowCov(f.flow.features, config, w, f.flow.stream_packets));
       }
       nlohmann::json verdicts = nlohmann::json::object();
-      for (const std::string& d : JudgeDetectorNames()) verdicts[d] = VerdictJson(jr.verdicts[i].at(d));
+      for (const std::string& d : names) verdicts[d] = VerdictJson(jr.verdicts[i].at(d));
       // What our timing attacks see of the flow, so a reader can tell why it
       // was (not) flagged and compare groups feature by feature.
       nlohmann::json timing = nlohmann::json::object();
@@ -186,8 +209,8 @@ std::string Mark(const std::optional<DetectorResult>& v) {
   return v->flagged ? "FLAG" : "-";
 }
 
-void PrintText(const JudgeResult& r) {
-  const std::vector<std::string>& names = JudgeDetectorNames();
+void PrintText(const JudgeResult& r, const JudgeOptions& o) {
+  const std::vector<std::string> names = JudgeDetectorNames(o);
   std::cout << absl::StrFormat("%-26s %-8s %8s", "RUN", "MODE", "MIG_PKTS");
   for (const std::string& d : names) std::cout << absl::StrFormat(" %15s", d);
   std::cout << "   BACKGROUND FLAGGED/FLOWS per detector\n";
@@ -243,7 +266,8 @@ void PrintJudgeHelp() {
       "on the other native runs: leave-one-run-out; stealth runs: all native runs),\n"
       "maxent_shipped (--model or the built-in model), timing (ours: richer timing features,\n"
       "trained like maxent) and timing_adaptive (ours, trained on the other stealth runs'\n"
-      "migrations; stealth runs only). Also the paper's Table III comparisons per mode,\n"
+      "migrations; stealth runs only); --more_feature_windows adds maxent on other window\n"
+      "triples (maxent_wA_B_C). Also the paper's Table III comparisons per mode,\n"
       "data directions only (a TCP flow whose reverse carries 10x its bytes is an ACK\n"
       "direction: the migration's is never judged, so neither are the others' there).\n"
       "A table for people on stdout; --json for the document scripts/lib/evaluate_report.py\n"
@@ -294,6 +318,16 @@ int RunJudge(const CommandArgs& args) {
   }
   o.shipped = *model;
   o.maxent_windows = flags->windows;
+  absl::StatusOr<std::vector<MaxEntWindows>> more = MoreFeatureWindowsFromFlags();
+  if (!more.ok()) {
+    std::cerr << "shroud judge: " << more.status().message() << "\n";
+    return 2;
+  }
+  o.more_maxent_windows = *std::move(more);
+  if (absl::Status s = JudgeOptionsError(o); !s.ok()) {
+    std::cerr << "shroud judge: --more_feature_windows: " << s.message() << "\n";
+    return 2;
+  }
   o.maxent_training = flags->training;
   o.timing_training.l2 = FLAGS_timing_l2;
   o.timing_training.balance_classes = o.maxent_training.balance_classes;
@@ -319,9 +353,9 @@ int RunJudge(const CommandArgs& args) {
     return 1;
   }
   if (FLAGS_json) {
-    PrintJson(*result, o.config, rules.min_packets);
+    PrintJson(*result, o, rules.min_packets);
   } else {
-    PrintText(*result);
+    PrintText(*result, o);
   }
   return 0;
 }

@@ -148,9 +148,12 @@ MAXENT_TRIPLE_FILE_RE = re.compile(r"^judge-maxent-w(\d+)_(\d+)_(\d+)\.json$")
 
 def merge_maxent_triples(out, judge):
     """Adds the maxent verdicts of each judge-maxent-wA_B_C.json (shroud judge
-    --feature_windows=A,B,C on the same runs) to judge as detector maxent_wA_B_C, flow by
-    flow; a flow or run the file lacks gets no verdict. Returns the names added."""
+    --feature_windows=A,B,C on the same runs: how scripts/evaluate judged the other
+    window triples before judge took --more_feature_windows) to judge as detector
+    maxent_wA_B_C, flow by flow; a flow or run the file lacks gets no verdict. A detector
+    judge.json has already is kept as it is. Returns the names added."""
     added = []
+    have = set(detector_names(judge))
     flows = {(jr.get("id"), f.get("flow")): f for jr in judge.get("runs", []) if isinstance(jr, dict)
              for f in jr.get("flows", []) if isinstance(f, dict)}
     found = []
@@ -163,6 +166,8 @@ def merge_maxent_triples(out, judge):
         found.append((tuple(int(w) for w in m.groups()), m, other))
     for _, m, other in sorted(found, key=lambda x: x[0]):
         name = f"maxent_w{m[1]}_{m[2]}_{m[3]}"
+        if name in have:
+            continue
         for f in flows.values():
             f.setdefault("verdicts", {})[name] = None
         for jr in other["runs"]:
