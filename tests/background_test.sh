@@ -67,13 +67,7 @@ trap cleanup EXIT
 trap 'echo "# interrupted"; exit 130' INT
 trap 'echo "# terminated"; exit 143' TERM
 
-passed=0 failed=0
-ok() { echo "ok   - $1"; passed=$((passed + 1)); }
-bad() {
-    echo "FAIL - $1"
-    if [[ -n ${2:-} ]]; then while IFS= read -r l; do echo "       $l"; done < <(head -20 <<<"$2"); fi
-    failed=$((failed + 1))
-}
+source "$(dirname "${BASH_SOURCE[0]}")/checks.sh"
 
 ns_clean_stale
 WORK=$(mktemp -d /tmp/shroud-background-test.XXXXXX)

@@ -10,10 +10,7 @@ data=$root/tests/data
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-passed=0 failed=0 skipped=0
-ok() { echo "ok   - $1"; passed=$((passed + 1)); }
-bad() { echo "FAIL - $1"; [ -n "${2:-}" ] && sed 's/^/       /' <<<"$2" | head -20; failed=$((failed + 1)); }
-skip() { echo "skip - $1"; skipped=$((skipped + 1)); }
+source "$(dirname "${BASH_SOURCE[0]}")/checks.sh"
 # expect NAME EXPECTED_EXIT PATTERN_IN_OUTPUT -- CMD...
 expect() {
   local name=$1 want=$2 pattern=$3; shift 4
@@ -77,7 +74,7 @@ PY
   expect "--min_packets filters flows" 0 "^0 flows analysed" -- "$shroud" analyze --min_packets 5000 "$anydesk"
   expect "dashed flag names work too" 0 "^1 flows analysed" -- "$shroud" analyze --min-packets 3000 "$anydesk"
 else
-  skip "real public captures not found at $traces"
+  skip_check "real public captures not found at $traces"
 fi
 
 mig=$data/migration-r8-light.pcap
@@ -106,7 +103,7 @@ PY
   expect "train without -o" 2 "need --migration CAPTURE... and -o MODEL" -- "$shroud" train --migration "$mig"
   expect "train with a bad filter" 1 "flow filter 'port nonsense'" -- "$shroud" train --migration "$mig" --migration_filter "port nonsense" -o "$tmp/x.json"
 else
-  skip "tests/data migration/background captures not present"
+  skip_check "tests/data migration/background captures not present"
 fi
 
 # ratewalk: Algorithm 3 of a real config, simulated.

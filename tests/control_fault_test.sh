@@ -20,9 +20,7 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/shroud-fault.XXXXXX")
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
-passed=0 failed=0
-ok() { echo "ok - $1"; passed=$((passed + 1)); }
-bad() { echo "FAIL - $1"; [ -n "${2:-}" ] && echo "$2" | tail -20 | sed 's/^/       /'; failed=$((failed + 1)); }
+source "$(dirname "${BASH_SOURCE[0]}")/checks.sh"
 
 capture="$root/data/captures/bg-light-s1.pcap"   # 19480 frames over 20 s, no migration
 python3 "$root/scripts/pcap-prepare.py" --inside 198.51.100.2 "$capture" \

@@ -19,9 +19,7 @@ cleanup() {
   rm -rf "$work" "/var/run/dpdk/$prefix" 2>/dev/null || true
 }
 trap cleanup EXIT
-passed=0 failed=0
-ok() { echo "ok - $1"; passed=$((passed + 1)); }
-bad() { echo "FAIL - $1"; [ -n "${2:-}" ] && echo "$2" | tail -20 | sed 's/^/       /'; failed=$((failed + 1)); }
+source "$(dirname "${BASH_SOURCE[0]}")/checks.sh"
 rt="$work/run"
 ctl() { "$build/shroud" ctl --runtime_dir="$rt" "$@"; }
 expect_refused() {  # DESCRIPTION PATTERN ARGS...: exit 1, stderr matches, settings unchanged

@@ -42,9 +42,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-passed=0 failed=0
-ok() { echo "ok - $1"; passed=$((passed + 1)); }
-bad() { echo "FAIL - $1"; failed=$((failed + 1)); }
+source "$(dirname "${BASH_SOURCE[0]}")/checks.sh"
 expect() {  # expect DESCRIPTION JQ_FILTER FILE : the filter must yield true
     if jq -e "$2" "$3" >/dev/null 2>&1; then ok "$1"; else bad "$1: $(jq -c "$2" "$3" 2>&1 | head -c 300)"; fi
 }

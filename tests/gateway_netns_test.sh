@@ -82,13 +82,7 @@ ip netns exec "$PROBE_NS" ethtool -K pa tx off rx off tso off gso off gro off >/
 ns_kill_and_delete "$PROBE_NS"
 PROBE_NS=""
 
-passed=0 failed=0
-ok() { echo "ok - $1"; passed=$((passed + 1)); }
-bad() {
-    echo "FAIL - $1"
-    if [[ -n ${2:-} ]]; then tail -n 25 <<<"$2" | sed 's/^/    /'; fi
-    failed=$((failed + 1))
-}
+source "$(dirname "${BASH_SOURCE[0]}")/checks.sh"
 finish() {
     echo "$passed passed, $failed failed"
     ((failed == 0)) || exit 1

@@ -85,18 +85,7 @@ trap cleanup EXIT
 trap 'echo "# interrupted"; exit 130' INT
 trap 'echo "# terminated"; exit 143' TERM
 
-passed=0 failed=0 skipped=0
-ok() { echo "ok   - $1"; passed=$((passed + 1)); }
-bad() {
-  echo "FAIL - $1"
-  if [[ -n ${2:-} ]]; then
-    local text
-    text=$(head -30 <<<"$2")
-    echo "       ${text//$'\n'/$'\n'       }"
-  fi
-  failed=$((failed + 1))
-}
-skipcheck() { echo "skip - $1"; skipped=$((skipped + 1)); }
+source "$(dirname "${BASH_SOURCE[0]}")/checks.sh"
 note() { echo "#      $1"; }
 
 # One lcore (the worker runs on the main lcore) that may float over every CPU
@@ -538,7 +527,7 @@ fi
 if [[ $v_un == flagged* ]]; then
   ok "unshaped through the gateway, the migration data flow is flagged ($v_un)"
 elif [[ ${clean[unshaped]} == 0 ]]; then
-  skipcheck "unshaped verdict: no on-time replay in $ATTEMPTS attempts (lateness ${lat[unshaped]} ms), got: $v_un"
+  skip_check "unshaped verdict: no on-time replay in $ATTEMPTS attempts (lateness ${lat[unshaped]} ms), got: $v_un"
 else
   bad "unshaped through the gateway, the migration is flagged by neither detector: the shaped check means nothing" "$v_un"
 fi
@@ -546,7 +535,7 @@ if [[ $v_sh == hidden* ]]; then
   if [[ ${clean[shaped]} == 1 ]]; then
     ok "shaped, the migration data flow is flagged by neither detector ($v_sh)"
   else
-    skipcheck "shaped verdict 'hidden' but no on-time replay in $ATTEMPTS attempts (lateness ${lat[shaped]} ms): $v_sh"
+    skip_check "shaped verdict 'hidden' but no on-time replay in $ATTEMPTS attempts (lateness ${lat[shaped]} ms): $v_sh"
   fi
 else
   bad "shaped, the migration data flow is still detected (or missing)" "WAN view:     $v_sh"$'\n'"outside tx:   $v_sh1"

@@ -11,9 +11,7 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/shroud-reload.XXXXXX")
 pid=""
 cleanup() { [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
-passed=0 failed=0
-ok() { echo "ok - $1"; passed=$((passed + 1)); }
-bad() { echo "FAIL - $1"; [ -n "${2:-}" ] && echo "$2" | tail -20 | sed 's/^/       /'; failed=$((failed + 1)); }
+source "$(dirname "${BASH_SOURCE[0]}")/checks.sh"
 wait_for_log() {  # PATTERN: up to 10 s
   for _ in $(seq 100); do grep -q -- "$1" "$work/log" && return 0; sleep 0.1; done
   return 1

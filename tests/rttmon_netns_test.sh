@@ -90,13 +90,7 @@ trap cleanup EXIT
 trap 'echo "# interrupted"; exit 130' INT
 trap 'echo "# terminated"; exit 143' TERM
 
-passed=0 failed=0
-ok() { echo "ok   - $1"; passed=$((passed + 1)); }
-bad() {
-    echo "FAIL - $1"
-    if [[ -n ${2:-} ]]; then while IFS= read -r l; do echo "       $l"; done < <(head -20 <<<"$2"); fi
-    failed=$((failed + 1))
-}
+source "$(dirname "${BASH_SOURCE[0]}")/checks.sh"
 # check NAME DETAIL JQ_BOOL_EXPR JSON_LINES: the expression sees the lines as
 # one array. (Not fed by a pipe: a pipeline's last command runs in a
 # subshell, and the pass/fail counts would be lost.)

@@ -14,9 +14,7 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/shroud-tapctl.XXXXXX")
 cpid=""
 cleanup() { [ -n "$cpid" ] && kill -9 "$cpid" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
-passed=0 failed=0
-ok() { echo "ok - $1"; passed=$((passed + 1)); }
-bad() { echo "FAIL - $1"; [ -n "${2:-}" ] && echo "$2" | tail -20 | sed 's/^/       /'; failed=$((failed + 1)); }
+source "$(dirname "${BASH_SOURCE[0]}")/checks.sh"
 # A capture cut at a snaplen (wire lengths come back from the IP headers), a
 # migration the attacks flag, and a medium background.
 captures=(data/captures/mig-r8-light-s12.pcap data/captures/mig-r4-medium-s16.pcap
