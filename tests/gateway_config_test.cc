@@ -415,7 +415,7 @@ TEST(GatewayConfigTest, SessionSpreadKeysReachTheCore) {
   absl::StatusOr<GatewayConfig> c = Parse(
       "[rate_variation]\nsession_spread = true\nsession_gap_ms = 1500\n"
       "bursty_min_rate_mbyte_s = 0.02\nbursty_window = 8\nbursty_pause_share = 0.3\n"
-      "pause_mean_ms = 50\npause_max_ms = 150\n");
+      "min_pause_share = 0.1\npause_mean_ms = 50\npause_max_ms = 150\n");
   ASSERT_TRUE(c.ok()) << c.status();
   const RateVariationConfig core = ToRateVariationConfig(c->rate_variation);
   EXPECT_TRUE(core.session_spread);
@@ -423,6 +423,7 @@ TEST(GatewayConfigTest, SessionSpreadKeysReachTheCore) {
   EXPECT_DOUBLE_EQ(core.bursty_min_rate, 20'000);
   EXPECT_EQ(core.bursty_window, 8u);
   EXPECT_DOUBLE_EQ(core.bursty_pause_share, 0.3);
+  EXPECT_DOUBLE_EQ(core.min_pause_share, 0.1);
   EXPECT_EQ(core.pause_mean_ns, 50'000'000u);
   EXPECT_EQ(core.pause_max_ns, 150'000'000u);
   // Off unless asked for: the paper's walk, one minR and win.
@@ -444,6 +445,11 @@ TEST(GatewayConfigErrorTest, SessionSpreadChecks) {
                         "rate_variation.start_rate_mbyte_s (4), got 6"));
   EXPECT_THAT(Error("[rate_variation]\nbursty_pause_share = 0.95\n"),
               HasSubstr("rate_variation.bursty_pause_share: must be between 0 and 0.9, got 0.95"));
+  EXPECT_THAT(Error("[rate_variation]\nmin_pause_share = -0.1\n"),
+              HasSubstr("rate_variation.min_pause_share: must be between 0 and 0.9, got -0.1"));
+  EXPECT_THAT(Error("[rate_variation]\nbursty_pause_share = 0.3\nmin_pause_share = 0.5\n"),
+              HasSubstr("rate_variation.min_pause_share: must be <= rate_variation.bursty_pause_share "
+                        "(0.3), got 0.5"));
   EXPECT_THAT(Error("[rate_variation]\npause_mean_ms = 100\npause_max_ms = 50\n"),
               HasSubstr("rate_variation.pause_max_ms: must be >= rate_variation.pause_mean_ms "
                         "(100), got 50"));

@@ -126,6 +126,12 @@ TEST(RateVariationConfigTest, ValidateNamesTheParameter) {
       {"bursty win 1", [](RateVariationConfig& c) { c.bursty_window = 1; }, "bursty_window"},
       {"pause share above 0.9", [](RateVariationConfig& c) { c.bursty_pause_share = 0.95; },
        "bursty_pause_share"},
+      {"least pause share above the most",
+       [](RateVariationConfig& c) {
+         c.bursty_pause_share = 0.3;
+         c.min_pause_share = 0.4;
+       },
+       "min_pause_share must be in [0, bursty_pause_share (0.3)], got 0.4"},
       {"pause max below mean",
        [](RateVariationConfig& c) { c.pause_max_ns = c.pause_mean_ns / 2; }, "pause_max"},
   };
@@ -552,6 +558,20 @@ TEST(RateSessionTest, PauseShareGrowsWithTheDrawAndIsZeroAtTheCalmEnd) {
   rng.Script({});
   for (uint64_t t = 0; t < 10'000; t += 10) EXPECT_FALSE(rv.PausedAt(t * kMs, rng));
   EXPECT_EQ(rng.used(), 0u);
+}
+
+TEST(RateSessionTest, ALeastPauseShareRaisesTheCalmEndAndCanFixTheShare) {
+  RateVariationConfig c = SpreadConfig();
+  c.bursty_pause_share = 0.6;
+  c.min_pause_share = 0.2;
+  ASSERT_TRUE(c.Validate().ok()) << c.Validate();
+  EXPECT_DOUBLE_EQ(SessionProfileAt(c, 0.0).pause_share, 0.2);
+  EXPECT_DOUBLE_EQ(SessionProfileAt(c, 0.5).pause_share, 0.4);
+  EXPECT_DOUBLE_EQ(SessionProfileAt(c, 1.0).pause_share, 0.6);
+  // Equal ends: every session pauses alike (an ON/OFF source with minR near maxR).
+  c.min_pause_share = 0.6;
+  ASSERT_TRUE(c.Validate().ok()) << c.Validate();
+  for (double u : {0.0, 0.3, 0.99}) EXPECT_DOUBLE_EQ(SessionProfileAt(c, u).pause_share, 0.6) << u;
 }
 
 TEST(RateSessionTest, PausesTakeTheSessionsShareInBoundedPieces) {

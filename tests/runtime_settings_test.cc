@@ -223,7 +223,7 @@ TEST(SettableValuesTest, ListsEveryKeyAndRoundTrips) {
     EXPECT_THAT(RestartOnlyChanges(config, *again), IsEmpty());
     EXPECT_EQ(SettingChanges(config, *again), json::object());
   }
-  EXPECT_EQ(SettableKeys().size(), 29u);
+  EXPECT_EQ(SettableKeys().size(), 30u);
   const json chaff = SettableValues(Parse(WithChaff()));
   EXPECT_EQ(chaff["chaff.policy"], "fill_to_envelope");
   EXPECT_TRUE(chaff["rate_variation.up_range"].is_array());

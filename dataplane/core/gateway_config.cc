@@ -507,6 +507,7 @@ void ParseRateVariation(TableReader& r, RateVariationSection* v) {
   r.Number("bursty_min_rate_mbyte_s", &v->bursty_min_rate_mbyte_s);
   r.Unsigned("bursty_window", &v->bursty_window);
   r.Number("bursty_pause_share", &v->bursty_pause_share);
+  r.Number("min_pause_share", &v->min_pause_share);
   r.Unsigned("pause_mean_ms", &v->pause_mean_ms);
   r.Unsigned("pause_max_ms", &v->pause_max_ms);
   // TOML integers are signed 64-bit; a seed needs no more than 63 bits.
@@ -890,6 +891,7 @@ void ValidateRateVariation(const GatewayConfig& c, Diagnostics& d) {
                 kMaxRateMbps, " MB/s");
   CheckRange<uint32_t>(d, "rate_variation.bursty_window", v.bursty_window, 2, 65'536);
   CheckClosed(d, "rate_variation.bursty_pause_share", v.bursty_pause_share, 0.0, 0.9);
+  CheckClosed(d, "rate_variation.min_pause_share", v.min_pause_share, 0.0, 0.9);
   CheckRange<uint32_t>(d, "rate_variation.pause_mean_ms", v.pause_mean_ms, 1, 10'000);
   CheckRange<uint32_t>(d, "rate_variation.pause_max_ms", v.pause_max_ms, 1, 10'000);
   for (const auto& [key, range] :
@@ -917,6 +919,11 @@ void ValidateRateVariation(const GatewayConfig& c, Diagnostics& d) {
             absl::StrCat("must be within [min_rate_mbyte_s, max_rate_mbyte_s] = [",
                          FormatNumber(v.min_rate_mbyte_s), ", ", FormatNumber(v.max_rate_mbyte_s),
                          "], got ", FormatNumber(v.start_rate_mbyte_s)));
+  }
+  if (v.min_pause_share > v.bursty_pause_share) {
+    d.Error("rate_variation.min_pause_share",
+            absl::StrCat("must be <= rate_variation.bursty_pause_share (",
+                         FormatNumber(v.bursty_pause_share), "), got ", FormatNumber(v.min_pause_share)));
   }
   if (v.pause_max_ms < v.pause_mean_ms) {
     d.Error("rate_variation.pause_max_ms",
@@ -1122,6 +1129,7 @@ RateVariationConfig ToRateVariationConfig(const RateVariationSection& v) {
   config.bursty_min_rate = v.bursty_min_rate_mbyte_s * 1e6;
   config.bursty_window = v.bursty_window;
   config.bursty_pause_share = v.bursty_pause_share;
+  config.min_pause_share = v.min_pause_share;
   config.pause_mean_ns = uint64_t{v.pause_mean_ms} * 1'000'000;
   config.pause_max_ns = uint64_t{v.pause_max_ms} * 1'000'000;
   return config;

@@ -143,6 +143,7 @@ struct RateVariationSection {
   double bursty_min_rate_mbyte_s = RateVariationConfig{}.bursty_min_rate / 1e6;
   uint32_t bursty_window = RateVariationConfig{}.bursty_window;
   double bursty_pause_share = RateVariationConfig{}.bursty_pause_share;
+  double min_pause_share = RateVariationConfig{}.min_pause_share;
   uint32_t pause_mean_ms = static_cast<uint32_t>(RateVariationConfig{}.pause_mean_ns / 1'000'000);
   uint32_t pause_max_ms = static_cast<uint32_t>(RateVariationConfig{}.pause_max_ns / 1'000'000);
   // 0: the dataplane draws a seed from the OS at start (and logs it), so two

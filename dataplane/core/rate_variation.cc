@@ -72,6 +72,10 @@ absl::Status RateVariationConfig::Validate() const {
       return absl::InvalidArgumentError(
           absl::StrCat("bursty_pause_share must be in [0, 0.9], got ", bursty_pause_share));
     }
+    if (!(min_pause_share >= 0.0 && min_pause_share <= bursty_pause_share)) {
+      return absl::InvalidArgumentError(absl::StrCat("min_pause_share must be in [0, bursty_pause_share (",
+                                                     bursty_pause_share, ")], got ", min_pause_share));
+    }
     if (pause_mean_ns == 0 || pause_max_ns < pause_mean_ns) {
       return absl::InvalidArgumentError(absl::StrCat(
           "pause_mean must be > 0 and pause_max >= pause_mean, got pause_mean ",
@@ -101,7 +105,7 @@ RateSessionProfile SessionProfileAt(const RateVariationConfig& config, double u)
   const auto [w_lo, w_hi] = std::minmax(config.window, config.bursty_window);
   p.window = static_cast<uint32_t>(
       std::clamp(w, static_cast<double>(w_lo), static_cast<double>(w_hi)));
-  p.pause_share = u * config.bursty_pause_share;
+  p.pause_share = config.min_pause_share + u * (config.bursty_pause_share - config.min_pause_share);
   return p;
 }
 

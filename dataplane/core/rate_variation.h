@@ -79,7 +79,8 @@ struct RateVariationConfig {
   //   minR = min_rate^(1-u) * bursty_min_rate^u,  win = window^(1-u) * bursty_window^u
   // (geometric interpolation, win rounded), starting afresh at r, and is
   // held still (its class at rate 0, the chaff envelope still at r, so chaff
-  // takes the whole of it) for about u * bursty_pause_share of the time, in
+  // takes the whole of it) for about u * bursty_pause_share of the time
+  // (min_pause_share at u = 0, below), in
   // exponential pauses of mean pause_mean_ns cut at pause_max_ns (below
   // TCP's 200 ms minimum RTO, so the queue waits instead of the sender
   // timing out).
@@ -100,6 +101,12 @@ struct RateVariationConfig {
   double bursty_min_rate = 100'000;  // bytes/s, minR at u -> 1
   uint32_t bursty_window = 50;       // win at u -> 1
   double bursty_pause_share = 0.0;   // at u -> 1, at most 0.9
+  // The pause share at u = 0 (at most bursty_pause_share): a session pauses
+  // min_pause_share + u * (bursty_pause_share - min_pause_share) of the time.
+  // Equal to bursty_pause_share, every session pauses alike: with minR near
+  // maxR that is an ON/OFF source at about maxR, the most bursty a
+  // backlogged migration can be for its mean rate.
+  double min_pause_share = 0.0;
   uint64_t pause_mean_ns = 80'000'000;
   uint64_t pause_max_ns = 180'000'000;
 
@@ -112,7 +119,7 @@ struct RateSessionProfile {
   double u = 0.0;  // the draw, in [0, 1)
   double min_rate = 0.0;
   uint32_t window = 0;
-  double pause_share = 0.0;  // u * bursty_pause_share
+  double pause_share = 0.0;  // min_pause_share + u * (bursty_pause_share - min_pause_share)
 };
 
 // The profile for draw `u` (clamped to [0, 1]): u = 0 is the config's own

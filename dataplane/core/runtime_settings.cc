@@ -56,6 +56,7 @@ constexpr std::array kSettings = {
     SHROUD_SETTING(rate_variation, bursty_min_rate_mbyte_s),
     SHROUD_SETTING(rate_variation, bursty_window),
     SHROUD_SETTING(rate_variation, bursty_pause_share),
+    SHROUD_SETTING(rate_variation, min_pause_share),
     SHROUD_SETTING(rate_variation, pause_mean_ms),
     SHROUD_SETTING(rate_variation, pause_max_ms),
     SHROUD_SETTING(chaff, policy),
