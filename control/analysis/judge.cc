@@ -204,7 +204,8 @@ absl::Status JudgeOptionsError(const JudgeOptions& o) {
       }
     }
     if (!triples.insert(w).second) {
-      return absl::InvalidArgumentError(absl::StrCat("maxent window triple ", name, " is given twice or is maxent's own"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("maxent window triple ", name, " is given twice or is maxent's own"));
     }
   }
   return absl::OkStatus();
