@@ -618,8 +618,9 @@ class ReportTest(unittest.TestCase):
     def test_maxent_window_triples(self):
         # judge.json's maxent_wA_B_C (shroud judge --more_feature_windows) and the older
         # judge-maxent-wA_B_C.json (maxent verdicts only) alike: each is a detector (the
-        # files' in window order), held to check (b); a run or flow the file lacks has no verdict; a file that
-        # is not one is ignored with a warning, and one judge.json has already is not used.
+        # files' in window order), held to check (b); a run or flow a file lacks has no
+        # verdict; a file that is not one is ignored with a warning, and one whose detector
+        # judge.json has already is not used.
         def triples(out):
             judge = json.loads((out / "judge.json").read_text())
             judge["detectors"].append({"name": "maxent_w1000_2000_3000",

@@ -223,6 +223,8 @@ absl::StatusOr<JudgeResult> JudgeRuns(const std::vector<RunFlows>& runs, const J
     }
   }
   if (absl::Status s = JudgeOptionsError(o); !s.ok()) return s;
+  std::vector<std::string> more_names;  // per o.more_maxent_windows
+  for (const MaxEntWindows& w : o.more_maxent_windows) more_names.push_back(MaxEntDetectorName(w));
   absl::StatusOr<std::unique_ptr<MaxEntAttack>> shipped = MaxEntAttack::Create(o.shipped, o.config);
   if (!shipped.ok()) return shipped.status();
   const PatternAttack pattern;
@@ -283,8 +285,8 @@ absl::StatusOr<JudgeResult> JudgeRuns(const std::vector<RunFlows>& runs, const J
       return m.ok() ? desc : absl::StrCat("none: ", m.status().message());
     };
     jr.models["maxent"] = model_desc(maxent);
-    for (size_t k = 0; k < o.more_maxent_windows.size(); ++k) {
-      jr.models[MaxEntDetectorName(o.more_maxent_windows[k])] = model_desc(trained.more_maxent[k]);
+    for (size_t k = 0; k < more_names.size(); ++k) {
+      jr.models[more_names[k]] = model_desc(trained.more_maxent[k]);
     }
     jr.models["timing"] = timing.ok() ? desc : absl::StrCat("none: ", timing.status().message());
     auto keep_weights = [&jr](const std::string& name, const TimingAttack& a) {
@@ -317,9 +319,7 @@ absl::StatusOr<JudgeResult> JudgeRuns(const std::vector<RunFlows>& runs, const J
         return m.ok() ? std::optional<DetectorResult>((*m)->Evaluate(view)) : std::nullopt;
       };
       v["maxent"] = judged_by(maxent);
-      for (size_t k = 0; k < o.more_maxent_windows.size(); ++k) {
-        v[MaxEntDetectorName(o.more_maxent_windows[k])] = judged_by(trained.more_maxent[k]);
-      }
+      for (size_t k = 0; k < more_names.size(); ++k) v[more_names[k]] = judged_by(trained.more_maxent[k]);
       v["timing"] = timing.ok() ? std::optional<DetectorResult>((*timing)->Evaluate(view)) : std::nullopt;
       v["timing_adaptive"] =
           adaptive.ok() ? std::optional<DetectorResult>(adaptive->Evaluate(view)) : std::nullopt;

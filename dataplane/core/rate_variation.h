@@ -79,8 +79,8 @@ struct RateVariationConfig {
   //   minR = min_rate^(1-u) * bursty_min_rate^u,  win = window^(1-u) * bursty_window^u
   // (geometric interpolation, win rounded), starting afresh at r, and is
   // held still (its class at rate 0, the chaff envelope still at r, so chaff
-  // takes the whole of it) for about u * bursty_pause_share of the time
-  // (min_pause_share at u = 0, below), in
+  // takes the whole of it) for about its pause share of the time (from
+  // min_pause_share at u = 0 to bursty_pause_share at u = 1), in
   // exponential pauses of mean pause_mean_ns cut at pause_max_ns (below
   // TCP's 200 ms minimum RTO, so the queue waits instead of the sender
   // timing out).
